@@ -1,0 +1,98 @@
+# Ember's build. `make` builds build/libember.a and the examples; `make test` builds and runs the
+# doctest suite; `make asan` runs it under AddressSanitizer and UBSan; `make bench` prints speeds.
+#
+# CUDA: a build with nvcc on the PATH compiles tensor/cuda/*.cu and links cuBLAS and cuRAND;
+# `make CUDA=0` forces a CPU-only build (the CUDA ops then throw "built without CUDA").
+
+CXX        ?= g++
+NVCC       ?= nvcc
+CUDA_ARCH  ?= sm_90
+ARCH_FLAGS ?= -march=native
+OPT        ?= -O3
+BUILD      ?= build
+
+HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo 1 || echo 0)
+HAVE_CUDA_SOURCES := $(if $(wildcard tensor/cuda/*.cu),1,0)
+CUDA ?= $(if $(filter 11,$(HAVE_NVCC)$(HAVE_CUDA_SOURCES)),1,0)
+
+CXXFLAGS := -std=c++17 $(OPT) -g -Wall -Wextra -Werror -I. -pthread -MMD -MP $(ARCH_FLAGS) $(EXTRA_FLAGS)
+LDLIBS   := -pthread
+
+LIB_DIRS := tensor tensor/cpu autograd nn peft models
+LIB_SRCS := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.cpp))
+ifeq ($(CUDA),1)
+  CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
+  CXXFLAGS  += -DEMBER_WITH_CUDA -I$(CUDA_HOME)/include
+  NVCCFLAGS := -std=c++17 -O3 -arch=$(CUDA_ARCH) -I. -DEMBER_WITH_CUDA -MMD -MP \
+               -Xcompiler "-Wall -Wextra -Werror" $(EXTRA_NVCC_FLAGS)
+  LDLIBS    += -L$(CUDA_HOME)/lib64 -lcublas -lcurand -lcudart
+  CU_SRCS   := $(wildcard tensor/cuda/*.cu)
+else
+  LIB_SRCS  += tensor/cuda/no_cuda.cpp
+  CU_SRCS   :=
+endif
+
+LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.cu.o)
+LIB       := $(BUILD)/libember.a
+TEST_SRCS := $(wildcard tests/*.cpp)
+TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
+TEST_BIN  := $(BUILD)/ember_tests
+BENCH_BIN := $(BUILD)/bench_ops
+
+.PHONY: all lib test asan bench deps clean
+all: lib
+
+lib: $(LIB)
+
+$(LIB): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+# ---- tests: doctest from Debian's doctest-dev ----
+DOCTEST_HEADER := /usr/include/doctest/doctest.h
+deps:
+	@if [ ! -f $(DOCTEST_HEADER) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing doctest-dev with apt-get"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq doctest-dev) || exit 1; \
+	  else \
+	    echo "Ember's tests need doctest. Install it with:"; \
+	    echo "    sudo apt-get install -y doctest-dev"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+$(TEST_OBJS): | deps
+
+$(TEST_BIN): $(TEST_OBJS) $(LIB)
+	$(CXX) $(CXXFLAGS) $(TEST_OBJS) $(LIB) $(LDLIBS) -o $@
+
+test: $(TEST_BIN)
+	./$(TEST_BIN) $(TEST_ARGS)
+
+# The suite under AddressSanitizer and UBSan, in its own build folder, CPU-only.
+asan:
+	$(MAKE) CUDA=0 BUILD=build-asan OPT=-O1 \
+	  EXTRA_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	  LDLIBS="-pthread -fsanitize=address,undefined" test
+
+# ---- benchmarks ----
+$(BENCH_BIN): bench/bench_ops.cpp $(LIB)
+	@mkdir -p $(BUILD)
+	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+bench: $(BENCH_BIN)
+	./$(BENCH_BIN)
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d)

@@ -1,0 +1,75 @@
+// The CPU kernels. Each takes tensors that its front-end in tensor/ops_*.cpp has already checked
+// and allocated (outputs contiguous unless said otherwise) and fills the output. The CUDA kernels
+// in tensor/cuda/kernels.h have the same names and arguments, file by file.
+#pragma once
+
+#include <cstdint>
+
+#include "tensor/elementwise_math.h"
+#include "tensor/tensor.h"
+
+namespace ember {
+namespace cpu {
+
+// ---- copy.cpp ----
+// dst[i] = src[i] over dst's shape, any strides on both sides (src may be broadcast with stride 0),
+// converting dtype when they differ.
+void copy(const Tensor& src, const Tensor& dst);
+void fill(const Tensor& dst, double value);  // any strides
+
+// ---- elementwise.cpp ---- inputs already expanded to out's shape (stride 0 where broadcast)
+void unary(UnaryOp op, const Tensor& x, const Tensor& out);
+void unary_backward(UnaryOp op, const Tensor& x, const Tensor& grad, const Tensor& out);
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
+void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out);
+void axpy(const Tensor& x, const Tensor& y, double alpha);  // x += alpha * y, in place, x any strides
+void scale(const Tensor& x, double s);                     // x *= s, in place
+
+// ---- reduce.cpp ---- over the last dim of a contiguous (rows, n) tensor
+enum class ReduceOp { Sum, Mean, Max, Min, ArgMax, LogSumExp };
+void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& out);  // x (rows, n) -> out (rows)
+
+// ---- softmax.cpp ---- over the last dim of contiguous (rows, n) tensors
+void softmax(const Tensor& x, const Tensor& out, bool log);
+void softmax_backward(const Tensor& y, const Tensor& grad, const Tensor& out, bool log);
+
+// ---- matmul.cpp ----
+// out (batch, M, N) = a (batch, M, K) @ b (batch, K, N). a and b may have any strides (batch
+// stride 0 when broadcast, a transposed layout in the last two dims); out is contiguous.
+void matmul(const Tensor& a, const Tensor& b, const Tensor& out);
+
+// ---- index.cpp ----
+void gather(const Tensor& x, int dim, const Tensor& index, const Tensor& out);
+void scatter_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src);  // in place
+void index_select(const Tensor& x, int dim, const Tensor& index, const Tensor& out);
+void index_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src);  // in place
+void one_hot(const Tensor& ids, const Tensor& out);  // out (n, classes), zeroed first
+void triangle(const Tensor& x, int64_t diagonal, bool upper, const Tensor& out);
+
+// ---- norm.cpp ---- x (rows, C) contiguous; weight, bias (C) or undefined
+void layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                       const Tensor& y, const Tensor& mean, const Tensor& rstd);
+void layernorm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
+                        const Tensor& mean, const Tensor& rstd, const Tensor& dx,
+                        const Tensor& dweight, const Tensor& dbias);  // outputs may be undefined
+void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, const Tensor& y,
+                     const Tensor& rstd);
+void rmsnorm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
+                      const Tensor& rstd, const Tensor& dx, const Tensor& dweight);
+
+// ---- loss.cpp ---- logits (N, C) contiguous, targets (N) i32/i64
+void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                           double label_smoothing, const Tensor& log_probs, const Tensor& loss,
+                           int64_t* counted);
+void cross_entropy_backward(double grad, const Tensor& log_probs, const Tensor& targets,
+                            int64_t ignore_index, double label_smoothing, int64_t counted,
+                            const Tensor& dlogits);
+
+// ---- random.cpp ---- element i depends only on (seed, offset, i)
+void uniform_fill(const Tensor& out, uint64_t seed, uint64_t offset);
+void normal_fill(const Tensor& out, uint64_t seed, uint64_t offset);
+void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out,
+             const Tensor& mask);
+
+}  // namespace cpu
+}  // namespace ember

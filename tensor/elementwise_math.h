@@ -1,0 +1,102 @@
+// The formulas of Ember's elementwise ops, written once for the CPU loops and the CUDA kernels.
+// Each unary op has its value f(x) and its derivative f'(x) side by side.
+#pragma once
+
+#include <cmath>
+
+#include "tensor/random.h"  // HOST_DEVICE
+
+namespace ember {
+
+enum class UnaryOp {
+    Neg, Exp, Log, Sqrt, Rsqrt, Abs, Sign, Tanh, Sigmoid, Relu, GeluTanh, GeluErf, Silu,
+};
+
+enum class BinaryOp {
+    Add, Sub, Mul, Div, Pow, Maximum, Minimum, Eq, Ne, Lt, Le, Gt, Ge,
+};
+
+const char* unary_name(UnaryOp op);
+const char* binary_name(BinaryOp op);
+
+template <typename T>
+HOST_DEVICE T sigmoid_value(T x) {
+    return T(1) / (T(1) + exp(-x));
+}
+
+// f(x)
+template <typename T>
+HOST_DEVICE T unary_forward(UnaryOp op, T x) {
+    const T SQRT_2_OVER_PI = T(0.7978845608028654), GELU_C = T(0.044715);
+    switch (op) {
+        case UnaryOp::Neg: return -x;
+        case UnaryOp::Exp: return exp(x);
+        case UnaryOp::Log: return log(x);
+        case UnaryOp::Sqrt: return sqrt(x);
+        case UnaryOp::Rsqrt: return T(1) / sqrt(x);
+        case UnaryOp::Abs: return x < T(0) ? -x : x;
+        case UnaryOp::Sign: return T((x > T(0)) - (x < T(0)));
+        case UnaryOp::Tanh: return tanh(x);
+        case UnaryOp::Sigmoid: return sigmoid_value(x);
+        case UnaryOp::Relu: return x > T(0) ? x : T(0);
+        case UnaryOp::GeluTanh:  // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            return T(0.5) * x * (T(1) + tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x)));
+        case UnaryOp::GeluErf:  // x Phi(x)
+            return T(0.5) * x * (T(1) + erf(x * T(0.7071067811865476)));
+        case UnaryOp::Silu: return x * sigmoid_value(x);
+    }
+    return x;
+}
+
+// f'(x): the backward pass multiplies the incoming gradient by this.
+template <typename T>
+HOST_DEVICE T unary_derivative(UnaryOp op, T x) {
+    const T SQRT_2_OVER_PI = T(0.7978845608028654), GELU_C = T(0.044715);
+    switch (op) {
+        case UnaryOp::Neg: return T(-1);
+        case UnaryOp::Exp: return exp(x);
+        case UnaryOp::Log: return T(1) / x;
+        case UnaryOp::Sqrt: return T(0.5) / sqrt(x);
+        case UnaryOp::Rsqrt: return T(-0.5) / (x * sqrt(x));
+        case UnaryOp::Abs: return T((x > T(0)) - (x < T(0)));
+        case UnaryOp::Sign: return T(0);
+        case UnaryOp::Tanh: { T t = tanh(x); return T(1) - t * t; }
+        case UnaryOp::Sigmoid: { T s = sigmoid_value(x); return s * (T(1) - s); }
+        case UnaryOp::Relu: return x > T(0) ? T(1) : T(0);
+        case UnaryOp::GeluTanh: {
+            T inner = SQRT_2_OVER_PI * (x + GELU_C * x * x * x);
+            T t = tanh(inner);
+            T d_inner = SQRT_2_OVER_PI * (T(1) + T(3) * GELU_C * x * x);
+            return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * d_inner;
+        }
+        case UnaryOp::GeluErf: {
+            T cdf = T(0.5) * (T(1) + erf(x * T(0.7071067811865476)));
+            T pdf = exp(T(-0.5) * x * x) * T(0.3989422804014327);
+            return cdf + x * pdf;
+        }
+        case UnaryOp::Silu: { T s = sigmoid_value(x); return s * (T(1) + x * (T(1) - s)); }
+    }
+    return T(0);
+}
+
+template <typename T>
+HOST_DEVICE T binary_forward(BinaryOp op, T a, T b) {
+    switch (op) {
+        case BinaryOp::Add: return a + b;
+        case BinaryOp::Sub: return a - b;
+        case BinaryOp::Mul: return a * b;
+        case BinaryOp::Div: return a / b;
+        case BinaryOp::Pow: return T(pow(double(a), double(b)));
+        case BinaryOp::Maximum: return a > b ? a : b;
+        case BinaryOp::Minimum: return a < b ? a : b;
+        case BinaryOp::Eq: return T(a == b);
+        case BinaryOp::Ne: return T(a != b);
+        case BinaryOp::Lt: return T(a < b);
+        case BinaryOp::Le: return T(a <= b);
+        case BinaryOp::Gt: return T(a > b);
+        case BinaryOp::Ge: return T(a >= b);
+    }
+    return a;
+}
+
+}  // namespace ember

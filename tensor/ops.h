@@ -1,0 +1,141 @@
+// Raw operations: compute and return a result, record nothing for autograd.
+//
+// Each one is a short front-end (tensor/ops_*.cpp) that checks shapes and dtypes, allocates the
+// output and calls the CPU or CUDA kernel in a visible switch on the device. The differentiable
+// versions in autograd/functions.h call these and record how to go backward.
+//
+// Conventions: binary ops broadcast (numpy rules) and need equal dtypes; outputs are contiguous;
+// comparisons return 1 or 0 in the inputs' dtype; a `dims` list may hold negative dims, and an
+// empty list means every dim.
+#pragma once
+
+#include <utility>
+#include <vector>
+
+#include "tensor/elementwise_math.h"
+#include "tensor/tensor.h"
+
+namespace ember {
+namespace raw {
+
+// ---- views (tensor/ops_views.cpp); none copies except reshape of a non-viewable layout ----
+Tensor reshape(const Tensor& x, Shape shape);
+Tensor view(const Tensor& x, Shape shape);
+Tensor permute(const Tensor& x, const Shape& order);
+Tensor transpose(const Tensor& x, int d0, int d1);
+Tensor slice(const Tensor& x, int dim, int64_t start, int64_t end, int64_t step = 1);
+Tensor select(const Tensor& x, int dim, int64_t index);
+Tensor expand(const Tensor& x, const Shape& shape);
+Tensor squeeze(const Tensor& x, int dim);
+Tensor unsqueeze(const Tensor& x, int dim);
+Tensor flatten(const Tensor& x, int start_dim, int end_dim);
+Tensor alias(const Tensor& x);  // a new handle over the same view, without autograd metadata
+
+// ---- copies (tensor/ops_copy.cpp) ----
+Tensor contiguous(const Tensor& x);
+Tensor clone(const Tensor& x);
+Tensor to_dtype(const Tensor& x, DType dtype);
+Tensor to_device(const Tensor& x, Device device);
+void copy_(const Tensor& dst, const Tensor& src);  // dst = src (broadcasting src); bumps version
+void fill_(const Tensor& dst, double value);
+
+// ---- elementwise (tensor/ops_elementwise.cpp) ----
+Tensor unary(UnaryOp op, const Tensor& x);
+Tensor unary_backward(UnaryOp op, const Tensor& x, const Tensor& grad);  // grad * f'(x)
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
+inline Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Add, a, b); }
+inline Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Sub, a, b); }
+inline Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Mul, a, b); }
+inline Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Div, a, b); }
+Tensor add_scalar(const Tensor& x, double s);
+Tensor mul_scalar(const Tensor& x, double s);
+Tensor pow_scalar(const Tensor& x, double p);
+Tensor clamp(const Tensor& x, double lo, double hi);
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);  // cond != 0 ? a : b
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);  // mask != 0 -> value
+// In place, for optimizers: x += alpha * y, x *= s. Both bump x's version.
+void add_(const Tensor& x, const Tensor& y, double alpha = 1);
+void mul_(const Tensor& x, double s);
+
+// ---- reductions (tensor/ops_reduce.cpp) ----
+Tensor sum(const Tensor& x, std::vector<int> dims = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, std::vector<int> dims = {}, bool keepdim = false);
+Tensor max(const Tensor& x, std::vector<int> dims = {}, bool keepdim = false);
+Tensor min(const Tensor& x, std::vector<int> dims = {}, bool keepdim = false);
+Tensor argmax(const Tensor& x, int dim, bool keepdim = false);  // i64
+Tensor var(const Tensor& x, std::vector<int> dims = {}, bool unbiased = true, bool keepdim = false);
+Tensor logsumexp(const Tensor& x, std::vector<int> dims, bool keepdim = false);
+// Sums a broadcast gradient back down to `shape` (the inverse of broadcasting).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// ---- softmax (tensor/ops_softmax.cpp) ----
+Tensor softmax(const Tensor& x, int dim);
+Tensor log_softmax(const Tensor& x, int dim);
+Tensor softmax_backward(const Tensor& y, const Tensor& grad, int dim);      // y = softmax(x)
+Tensor log_softmax_backward(const Tensor& y, const Tensor& grad, int dim);  // y = log_softmax(x)
+
+// ---- matrix products (tensor/ops_matmul.cpp) ----
+// (..., M, K) @ (..., K, N) -> (..., M, N); batch dims broadcast; both operands at least 2-D.
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+// ---- joining and indexing (tensor/ops_index.cpp) ----
+Tensor cat(const std::vector<Tensor>& xs, int dim);
+Tensor stack(const std::vector<Tensor>& xs, int dim);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int dim);  // views
+std::vector<Tensor> chunk(const Tensor& x, int chunks, int dim);                      // views
+Tensor gather(const Tensor& x, int dim, const Tensor& index);  // out[..i..] = x[..index[..i..]..]
+Tensor scatter_add(const Tensor& x, int dim, const Tensor& index, const Tensor& src);
+Tensor index_select(const Tensor& x, int dim, const Tensor& index);  // index is 1-D
+// out = x with out.select(dim, index[i]) += src.select(dim, i); the backward of index_select.
+Tensor index_add(const Tensor& x, int dim, const Tensor& index, const Tensor& src);
+Tensor embedding(const Tensor& weight, const Tensor& ids);  // (V, C), ids (...) -> (..., C)
+// d weight of an embedding: (V, C) from ids (...) and grad (..., C). Deterministic order.
+Tensor embedding_backward(const Tensor& grad, const Tensor& ids, int64_t vocab_size);
+Tensor one_hot(const Tensor& ids, int64_t classes, DType dtype = DType::F32);
+
+// ---- masks (tensor/ops_index.cpp) ----
+Tensor triu(const Tensor& x, int64_t diagonal = 0);  // keep j - i >= diagonal in the last 2 dims
+Tensor tril(const Tensor& x, int64_t diagonal = 0);  // keep j - i <= diagonal
+// (T, T) additive attention mask: 0 where key j <= query i, -inf above the diagonal.
+Tensor causal_mask(int64_t T, DType dtype = DType::F32, Device device = Device::cpu());
+
+// ---- normalization (tensor/ops_norm.cpp); fused, over the last dim ----
+struct NormOutput {
+    Tensor y;     // (..., C)
+    Tensor mean;  // (...) for layernorm; undefined for rmsnorm
+    Tensor rstd;  // (...) 1 / sqrt(var + eps), or 1 / sqrt(mean(x^2) + eps)
+};
+struct NormGrads {
+    Tensor dx, dweight, dbias;  // dweight / dbias undefined when not asked for
+};
+// weight and bias are (C) or undefined.
+NormOutput layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
+NormGrads layernorm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
+                             const NormOutput& saved, bool need_dx, bool need_dweight,
+                             bool need_dbias);
+NormOutput rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps);
+NormGrads rmsnorm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
+                           const NormOutput& saved, bool need_dx, bool need_dweight);
+
+// ---- loss (tensor/ops_loss.cpp) ----
+// Mean cross-entropy of logits (N, C) against class ids (N), fused with log-softmax. Rows whose
+// target is ignore_index count for nothing; label_smoothing mixes the one-hot target with uniform.
+struct CrossEntropyOutput {
+    Tensor loss;      // () scalar
+    Tensor log_probs; // (N, C), kept for the backward pass
+    int64_t counted;  // rows not ignored
+};
+CrossEntropyOutput cross_entropy_forward(const Tensor& logits, const Tensor& targets,
+                                         int64_t ignore_index = -100,
+                                         double label_smoothing = 0);
+// d logits (N, C); grad is the scalar upstream gradient.
+Tensor cross_entropy_backward(const Tensor& grad, const CrossEntropyOutput& saved,
+                              const Tensor& targets, int64_t ignore_index, double label_smoothing);
+
+// ---- random (tensor/ops_random.cpp) ----
+// Zeroes each element with probability p and scales the rest by 1 / (1 - p). Returns the output
+// and the mask (1 kept, 0 dropped, in x's dtype); element i's fate depends only on (seed, offset, i).
+std::pair<Tensor, Tensor> dropout(const Tensor& x, double p, Generator& gen);
+
+}  // namespace raw
+}  // namespace ember

@@ -1,0 +1,65 @@
+// Shared test helpers: float64 inputs, gradcheck assertions and message checks.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "autograd/functions.h"
+#include "autograd/gradcheck.h"
+
+namespace ember {
+namespace testing {
+
+// A leaf of standard-normal f64 values that requires a gradient, from a fixed seed.
+inline Tensor leaf(const Shape& shape, uint64_t seed = 1) {
+    Generator gen(seed);
+    Tensor t = randn(shape, gen, DType::F64);
+    t.set_requires_grad();
+    return t;
+}
+
+// Like leaf(), with values in [lo, hi]: for ops defined only on part of the line (log, sqrt).
+inline Tensor leaf_in(const Shape& shape, double lo, double hi, uint64_t seed = 1) {
+    Generator gen(seed);
+    Tensor t = raw::add_scalar(raw::mul_scalar(rand(shape, gen, DType::F64), hi - lo), lo);
+    t.set_requires_grad();
+    return t;
+}
+
+// Asserts that gradcheck passes, printing its report when it does not.
+inline void expect_gradcheck(const GradcheckFn& f, const std::vector<Tensor>& inputs,
+                             GradcheckOptions options = {}) {
+    GradcheckResult result = gradcheck(f, inputs, options);
+    INFO(result.report);
+    CHECK(result.ok);
+    CHECK(result.elements_checked > 0);
+}
+
+// Runs fn and returns the message of the ember::Error it throws ("" if it throws none).
+template <typename Fn>
+std::string error_of(Fn&& fn) {
+    try {
+        fn();
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+inline bool contains(const std::string& haystack, const std::string& needle) {
+    return haystack.find(needle) != std::string::npos;
+}
+
+// Max |a - b| over all elements (same shape required).
+inline double max_abs_diff(const Tensor& a, const Tensor& b) {
+    REQUIRE(a.shape() == b.shape());
+    std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
+    double m = 0;
+    for (size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - y[i]));
+    return m;
+}
+
+}  // namespace testing
+}  // namespace ember

@@ -1,0 +1,73 @@
+// matmul against a naive triple loop at awkward sizes, layouts and thread counts.
+#include "tests/helpers.h"
+#include "tensor/parallel.h"
+
+using namespace ember;
+using namespace ember::testing;
+
+// out[b] = a[b] @ b[b], one multiply-add at a time, in f64.
+static Tensor naive_matmul(const Tensor& a, const Tensor& b) {
+    Tensor a64 = raw::contiguous(raw::to_dtype(a, DType::F64));
+    Tensor b64 = raw::contiguous(raw::to_dtype(b, DType::F64));
+    int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
+    int64_t batch = a.numel() / (M * K);
+    Tensor out = zeros({batch, M, N}, DType::F64);
+    const double *pa = a64.data<double>(), *pb = b64.data<double>();
+    double* po = out.data<double>();
+    for (int64_t m = 0; m < batch; ++m)
+        for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j) {
+                double acc = 0;
+                for (int64_t k = 0; k < K; ++k) acc += pa[(m * M + i) * K + k] * pb[(m * K + k) * N + j];
+                po[(m * M + i) * N + j] = acc;
+            }
+    return out;
+}
+
+TEST_CASE("matmul: matches the naive product at awkward sizes, f32 and f64, 1 and 2 threads") {
+    Generator gen(5);
+    int saved_threads = num_threads();
+    for (int threads : {1, 2}) {
+        set_num_threads(threads);
+        for (auto [M, K, N] : std::vector<std::array<int64_t, 3>>{
+                 {1, 1, 1}, {1, 7, 1}, {7, 1, 5}, {5, 17, 3}, {13, 300, 21}, {127, 65, 33},
+                 {1, 513, 1025}, {130, 257, 2100}}) {
+            for (DType dt : {DType::F32, DType::F64}) {
+                CAPTURE(threads);
+                CAPTURE(M);
+                CAPTURE(K);
+                CAPTURE(N);
+                CAPTURE(dt);
+                Tensor a = randn({M, K}, gen, dt), b = randn({K, N}, gen, dt);
+                Tensor got = raw::matmul(a, b);
+                double tol = (dt == DType::F32 ? 2e-5 : 1e-12) * std::sqrt(double(K)) * 4;
+                CHECK(max_abs_diff(got.reshape({1, M, N}), naive_matmul(a, b)) < tol);
+            }
+        }
+    }
+    set_num_threads(saved_threads);
+}
+
+TEST_CASE("matmul: transposed operands and broadcast batches") {
+    Generator gen(6);
+    Tensor a = randn({4, 9, 6}, gen, DType::F64);  // used as (4, 6, 9) through a transpose
+    Tensor b = randn({6, 11}, gen, DType::F64);
+    Tensor at = a.transpose(1, 2).contiguous();
+    Tensor got = raw::matmul(raw::transpose(a, 1, 2), b);
+    CHECK(got.shape() == Shape{4, 9, 11});
+    CHECK(max_abs_diff(got, naive_matmul(at, raw::contiguous(raw::expand(b, {4, 6, 11})))) < 1e-12);
+
+    Tensor x = randn({2, 1, 3, 5}, gen, DType::F64), y = randn({4, 5, 2}, gen, DType::F64);
+    Tensor z = raw::matmul(x, y);
+    CHECK(z.shape() == Shape{2, 4, 3, 2});
+    Tensor want = naive_matmul(raw::contiguous(raw::expand(x, {2, 4, 3, 5})),
+                               raw::contiguous(raw::expand(y, {2, 4, 5, 2})));
+    CHECK(max_abs_diff(z.reshape({8, 3, 2}), want) < 1e-12);
+}
+
+TEST_CASE("matmul: an empty inner dim gives zeros") {
+    Tensor a = zeros({3, 0}), b = zeros({0, 4});
+    Tensor c = raw::matmul(a, b);
+    CHECK(c.shape() == Shape{3, 4});
+    CHECK(c.to_vector<float>() == std::vector<float>(12, 0.f));
+}
