@@ -50,7 +50,7 @@ TEST_CASE("matmul: matches the naive product at awkward sizes, f32 and f64, 1 an
 
 TEST_CASE("matmul: transposed operands and broadcast batches") {
     Generator gen(6);
-    Tensor a = randn({4, 9, 6}, gen, DType::F64);  // used as (4, 6, 9) through a transpose
+    Tensor a = randn({4, 6, 9}, gen, DType::F64);  // used as (4, 9, 6) through a transpose
     Tensor b = randn({6, 11}, gen, DType::F64);
     Tensor at = a.transpose(1, 2).contiguous();
     Tensor got = raw::matmul(raw::transpose(a, 1, 2), b);
