@@ -7,7 +7,9 @@
 CXX        ?= g++
 NVCC       ?= nvcc
 CUDA_ARCH  ?= sm_90
-ARCH_FLAGS ?= -march=native
+# x86-64-v3 (AVX2, FMA) rather than -march=native: GCC 12 miscompiles some small constant
+# arrays under AVX-512, and a library built for v3 runs on any x86 machine from the last decade.
+ARCH_FLAGS ?= $(if $(filter x86_64,$(shell uname -m)),-march=x86-64-v3,)
 OPT        ?= -O3
 BUILD      ?= build
 
@@ -16,7 +18,7 @@ HAVE_CUDA_SOURCES := $(if $(wildcard tensor/cuda/*.cu),1,0)
 CUDA ?= $(if $(filter 11,$(HAVE_NVCC)$(HAVE_CUDA_SOURCES)),1,0)
 
 CXXFLAGS := -std=c++17 $(OPT) -g -Wall -Wextra -Werror -I. -pthread -MMD -MP $(ARCH_FLAGS) $(EXTRA_FLAGS)
-LDLIBS   := -pthread
+LDLIBS   := -pthread -lz
 
 LIB_DIRS := tensor tensor/cpu autograd nn peft models
 LIB_SRCS := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.cpp))
@@ -56,21 +58,17 @@ $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
-# ---- tests: doctest from Debian's doctest-dev ----
-DOCTEST_HEADER := /usr/include/doctest/doctest.h
-deps:
-	@if [ ! -f $(DOCTEST_HEADER) ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing doctest-dev with apt-get"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq doctest-dev) || exit 1; \
-	  else \
-	    echo "Ember's tests need doctest. Install it with:"; \
-	    echo "    sudo apt-get install -y doctest-dev"; \
-	    exit 1; \
-	  fi; \
-	fi
+# ---- dependencies: Debian packages, installed with apt-get when run as root ----
+# header-or-file:package pairs; `make deps` installs whatever is missing.
+BUILD_DEPS := /usr/include/doctest/doctest.h:doctest-dev \
+              /usr/include/nlohmann/json.hpp:nlohmann-json3-dev \
+              /usr/include/zlib.h:zlib1g-dev
+missing_pkgs = $(foreach d,$(1),$(if $(wildcard $(firstword $(subst :, ,$(d)))),,$(lastword $(subst :, ,$(d)))))
 
-$(TEST_OBJS): | deps
+deps:
+	@scripts/apt_install.sh $(call missing_pkgs,$(BUILD_DEPS))
+
+$(LIB_OBJS) $(TEST_OBJS): | deps
 
 $(TEST_BIN): $(TEST_OBJS) $(LIB)
 	$(CXX) $(CXXFLAGS) $(TEST_OBJS) $(LIB) $(LDLIBS) -o $@
@@ -82,7 +80,7 @@ test: $(TEST_BIN)
 asan:
 	$(MAKE) CUDA=0 BUILD=build-asan OPT=-O1 \
 	  EXTRA_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	  LDLIBS="-pthread -fsanitize=address,undefined" test
+	  LDLIBS="-pthread -lz -fsanitize=address,undefined" test
 
 # ---- benchmarks ----
 $(BENCH_BIN): bench/bench_ops.cpp $(LIB)

@@ -1,0 +1,122 @@
+#include "models/datasets.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <dirent.h>
+#include <fstream>
+#include <sstream>
+
+#include "tensor/ops.h"
+
+namespace ember {
+
+std::string read_text_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    EMBER_CHECK(in, "read_text_file: cannot open ", path);
+    std::ostringstream os;
+    os << in.rdbuf();
+    return os.str();
+}
+
+std::vector<TextCategory> read_fortunes(const std::string& dir, const std::vector<std::string>& exclude,
+                                        const std::vector<std::string>& only) {
+    DIR* d = opendir(dir.c_str());
+    EMBER_CHECK(d != nullptr, "read_fortunes: cannot open ", dir, "; install the fortunes with "
+                "`apt-get install fortunes` or pass another text file");
+    std::vector<std::string> names;
+    while (dirent* entry = readdir(d)) {
+        std::string name = entry->d_name;
+        if (name.empty() || name[0] == '.' || name.find('.') != std::string::npos) continue;
+        if (std::find(exclude.begin(), exclude.end(), name) != exclude.end()) continue;
+        if (!only.empty() && std::find(only.begin(), only.end(), name) == only.end()) continue;
+        names.push_back(name);
+    }
+    closedir(d);
+    std::sort(names.begin(), names.end());
+    EMBER_CHECK(!names.empty(), "read_fortunes: no fortune files found in ", dir);
+    std::vector<TextCategory> out;
+    for (const std::string& name : names) out.push_back({name, read_text_file(dir + "/" + name)});
+    return out;
+}
+
+// The file's bytes, through zlib when it is gzipped (zlib reads plain files unchanged too).
+static std::string read_maybe_gzipped(const std::string& path) {
+    gzFile f = gzopen(path.c_str(), "rb");
+    EMBER_CHECK(f != nullptr, "read_idx: cannot open ", path, "; install Fashion-MNIST with "
+                "`apt-get install dataset-fashion-mnist` or pass another IDX directory");
+    std::string bytes;
+    char buffer[1 << 16];
+    int n;
+    while ((n = gzread(f, buffer, sizeof buffer)) > 0) bytes.append(buffer, size_t(n));
+    bool failed = n < 0;
+    gzclose(f);
+    EMBER_CHECK(!failed, "read_idx: ", path, " is not a readable gzip file");
+    return bytes;
+}
+
+// Parses an IDX header of unsigned bytes with `rank` dims and returns the dims.
+static std::vector<int64_t> idx_dims(const std::string& bytes, int rank, const std::string& path) {
+    EMBER_CHECK(bytes.size() >= 4, "read_idx: ", path, " is too short for an IDX header");
+    auto u8 = [&](size_t i) { return uint32_t(static_cast<unsigned char>(bytes[i])); };
+    auto be32 = [&](size_t i) { return (u8(i) << 24) | (u8(i + 1) << 16) | (u8(i + 2) << 8) | u8(i + 3); };
+    EMBER_CHECK(u8(0) == 0 && u8(1) == 0 && u8(2) == 0x08 && int(u8(3)) == rank, "read_idx: ", path,
+                " is not an IDX file of unsigned bytes with ", rank, " dims (magic ", be32(0), ")");
+    EMBER_CHECK(bytes.size() >= size_t(4 + 4 * rank), "read_idx: ", path, " is too short for an IDX header");
+    std::vector<int64_t> dims;
+    int64_t count = 1;
+    for (int i = 0; i < rank; ++i) {
+        dims.push_back(int64_t(be32(size_t(4 + 4 * i))));
+        count *= dims.back();
+    }
+    EMBER_CHECK(int64_t(bytes.size()) == 4 + 4 * rank + count, "read_idx: ", path, " holds ",
+                bytes.size(), " bytes but its header promises ", 4 + 4 * rank + count);
+    return dims;
+}
+
+Tensor read_idx_images(const std::string& path) {
+    std::string bytes = read_maybe_gzipped(path);
+    std::vector<int64_t> dims = idx_dims(bytes, 3, path);
+    Tensor images = empty(Shape(dims), DType::F32);
+    float* out = images.data<float>();
+    const unsigned char* src = reinterpret_cast<const unsigned char*>(bytes.data()) + 16;
+    for (int64_t i = 0; i < images.numel(); ++i) out[i] = float(src[i]) / 255.0f;
+    return images;
+}
+
+Tensor read_idx_labels(const std::string& path) {
+    std::string bytes = read_maybe_gzipped(path);
+    std::vector<int64_t> dims = idx_dims(bytes, 1, path);
+    Tensor labels = empty(Shape(dims), DType::I64);
+    int64_t* out = labels.data<int64_t>();
+    for (int64_t i = 0; i < dims[0]; ++i) out[i] = int64_t(static_cast<unsigned char>(bytes[size_t(8 + i)]));
+    return labels;
+}
+
+static std::string existing(const std::string& base) {
+    if (std::ifstream(base + ".gz").good()) return base + ".gz";
+    return base;
+}
+
+ImageSet read_idx_set(const std::string& dir, const std::string& prefix) {
+    ImageSet set;
+    set.images = read_idx_images(existing(dir + "/" + prefix + "-images-idx3-ubyte"));
+    set.labels = read_idx_labels(existing(dir + "/" + prefix + "-labels-idx1-ubyte"));
+    EMBER_CHECK(set.images.size(0) == set.labels.size(0), "read_idx_set: ", dir, "/", prefix, ": ",
+                set.images.size(0), " images but ", set.labels.size(0), " labels");
+    return set;
+}
+
+ImageSet filter_classes(const ImageSet& set, int64_t lo, int64_t hi, bool relabel) {
+    std::vector<int64_t> keep, labels;
+    std::vector<int64_t> all = set.labels.to_vector<int64_t>();
+    for (size_t i = 0; i < all.size(); ++i)
+        if (all[i] >= lo && all[i] <= hi) {
+            keep.push_back(int64_t(i));
+            labels.push_back(relabel ? all[i] - lo : all[i]);
+        }
+    Tensor index = from_vector(keep, {int64_t(keep.size())});
+    return {raw::index_select(set.images, 0, index), from_vector(labels, {int64_t(labels.size())})};
+}
+
+}  // namespace ember
