@@ -36,19 +36,35 @@ endif
 
 LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.cu.o)
 LIB       := $(BUILD)/libember.a
+EXAMPLE_SUPPORT := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard examples/support/*.cpp))
+EXAMPLES  := $(patsubst examples/%.cpp,$(BUILD)/%,$(wildcard examples/*.cpp))
 TEST_SRCS := $(wildcard tests/*.cpp)
 TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_BIN  := $(BUILD)/ember_tests
 BENCH_BIN := $(BUILD)/bench_ops
 
-.PHONY: all lib test asan bench deps clean
-all: lib
+.PHONY: all lib examples test asan bench deps demo clean
+all: lib examples
 
 lib: $(LIB)
 
 $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
+
+# ---- examples: build/gpt, build/vit ----
+examples: $(EXAMPLES)
+
+$(EXAMPLES): $(BUILD)/%: $(BUILD)/examples/%.o $(EXAMPLE_SUPPORT) $(LIB)
+	$(CXX) $(CXXFLAGS) $< $(EXAMPLE_SUPPORT) $(LIB) $(LDLIBS) -o $@
+
+$(EXAMPLE_SUPPORT) $(EXAMPLES:$(BUILD)/%=$(BUILD)/examples/%.o): | deps
+
+# The README's main command: train a small GPT and a small ViT (installs the data packages).
+demo: deps
+	@scripts/apt_install.sh $(call missing_pkgs,$(DATA_DEPS))
+	$(MAKE) examples
+	scripts/demo.sh $(BUILD)
 
 $(BUILD)/%.o: %.cpp
 	@mkdir -p $(dir $@)
@@ -63,6 +79,8 @@ $(BUILD)/%.cu.o: %.cu
 BUILD_DEPS := /usr/include/doctest/doctest.h:doctest-dev \
               /usr/include/nlohmann/json.hpp:nlohmann-json3-dev \
               /usr/include/zlib.h:zlib1g-dev
+DATA_DEPS  := /usr/share/games/fortunes/fortunes.dat:fortunes \
+              /usr/share/datasets/fashion-mnist:dataset-fashion-mnist
 missing_pkgs = $(foreach d,$(1),$(if $(wildcard $(firstword $(subst :, ,$(d)))),,$(lastword $(subst :, ,$(d)))))
 
 deps:
@@ -93,4 +111,4 @@ bench: $(BENCH_BIN)
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d)
+-include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(EXAMPLE_SUPPORT:.o=.d) $(EXAMPLES:$(BUILD)/%=$(BUILD)/examples/%.d)

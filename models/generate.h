@@ -1,0 +1,31 @@
+// Text generation from a GPT: greedy decoding or sampling with temperature, top-k and top-p
+// (nucleus), with or without the KV cache (the two give the same tokens; the cache is faster).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "models/gpt.h"
+
+namespace ember {
+namespace models {
+
+struct GenerateOptions {
+    int64_t max_new_tokens = 100;
+    double temperature = 1.0;  // 0: greedy (always the most likely token)
+    int64_t top_k = 0;         // keep the k most likely tokens; 0: all
+    double top_p = 1.0;        // keep the smallest set whose probability reaches p; 1: all
+    bool use_cache = true;
+    int64_t stop_token = -1;   // stop after emitting it; -1: never
+    uint64_t seed = 0;
+};
+
+// Continues `prompt` (token ids, at least one); returns only the new tokens. Runs in eval mode
+// and without gradients; the model's mode is restored afterwards.
+std::vector<int64_t> generate(GPT& model, const std::vector<int64_t>& prompt, const GenerateOptions& options);
+
+// Picks the next token from one row of logits (V) by the rules above; `uniform` in [0, 1).
+int64_t sample_token(const std::vector<float>& logits, const GenerateOptions& options, double uniform);
+
+}  // namespace models
+}  // namespace ember

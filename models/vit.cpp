@@ -1,0 +1,237 @@
+#include "models/vit.h"
+
+#include <deque>
+#include <nlohmann/json.hpp>
+
+#include "nn/init.h"
+
+namespace ember {
+namespace models {
+
+// ---- config ----
+
+ViTConfig ViTConfig::from_hf_json(const std::string& json_text) {
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(json_text);
+    } catch (const nlohmann::json::exception& e) {
+        throw Error(make_message("ViTConfig::from_hf_json: not valid JSON (", e.what(), ")"));
+    }
+    EMBER_CHECK(j.is_object() && j.value("model_type", "vit") == "vit",
+                "ViTConfig::from_hf_json: expected a Hugging Face ViT config (model_type \"vit\")");
+    ViTConfig c;
+    c.dim = j.value("hidden_size", c.dim);
+    c.layers = j.value("num_hidden_layers", c.layers);
+    c.heads = j.value("num_attention_heads", c.heads);
+    c.hidden = j.value("intermediate_size", int64_t(0));
+    c.norm_eps = j.value("layer_norm_eps", c.norm_eps);
+    c.image_size = j.value("image_size", c.image_size);
+    c.patch = j.value("patch_size", c.patch);
+    c.channels = j.value("num_channels", c.channels);
+    c.dropout = j.value("hidden_dropout_prob", 0.0);
+    if (j.contains("id2label") && j["id2label"].is_object()) c.num_labels = int64_t(j["id2label"].size());
+    EMBER_CHECK(j.value("qkv_bias", true), "ViTConfig::from_hf_json: qkv_bias false is not supported");
+    return c;
+}
+
+std::string ViTConfig::to_hf_json() const {
+    nlohmann::json labels = nlohmann::json::object();
+    for (int64_t i = 0; i < num_labels; ++i) labels[std::to_string(i)] = "LABEL_" + std::to_string(i);
+    nlohmann::json j = {{"model_type", "vit"},          {"architectures", {"ViTForImageClassification"}},
+                        {"hidden_size", dim},            {"num_hidden_layers", layers},
+                        {"num_attention_heads", heads},  {"intermediate_size", mlp_hidden()},
+                        {"hidden_act", "gelu"},          {"layer_norm_eps", norm_eps},
+                        {"image_size", image_size},      {"patch_size", patch},
+                        {"num_channels", channels},      {"qkv_bias", true},
+                        {"hidden_dropout_prob", dropout}, {"attention_probs_dropout_prob", dropout},
+                        {"id2label", labels}};
+    return j.dump(2);
+}
+
+// A container that registers, under Hugging Face's names, child slots that a layer owns. It
+// adds nesting to the names and nothing to the computation.
+class ViTLayer::Part : public nn::Module {
+public:
+    std::string type_name() const override { return "ViTPart"; }
+    void add(const std::string& name, std::shared_ptr<nn::Module>& slot) { register_module(name, slot); }
+    std::shared_ptr<Part>& add_part(const std::string& name) {
+        parts_.push_back(std::make_shared<Part>());
+        register_module(name, parts_.back());
+        return parts_.back();
+    }
+
+private:
+    std::deque<std::shared_ptr<Part>> parts_;
+};
+
+// ---- one layer ----
+
+ViTLayer::ViTLayer(const ViTConfig& c, Generator& init_gen, std::shared_ptr<Generator> rng)
+    : heads(c.heads), dropout_p(c.dropout), rng(std::move(rng)) {
+    auto linear = [&](int64_t in, int64_t out) { return std::make_shared<nn::Linear>(in, out, true, init_gen); };
+    query = linear(c.dim, c.dim), key = linear(c.dim, c.dim), value = linear(c.dim, c.dim);
+    attn_out = linear(c.dim, c.dim);
+    fc_in = linear(c.dim, c.mlp_hidden()), fc_out = linear(c.mlp_hidden(), c.dim);
+    layernorm_before = std::make_shared<nn::LayerNorm>(c.dim, c.norm_eps);
+    layernorm_after = std::make_shared<nn::LayerNorm>(c.dim, c.norm_eps);
+
+    // Registration order is Hugging Face's module order.
+    attention = std::make_shared<Part>();
+    auto& self_attention = attention->add_part("attention");
+    self_attention->add("query", query);
+    self_attention->add("key", key);
+    self_attention->add("value", value);
+    attention->add_part("output")->add("dense", attn_out);
+    intermediate = std::make_shared<Part>();
+    intermediate->add("dense", fc_in);
+    output = std::make_shared<Part>();
+    output->add("dense", fc_out);
+    register_module("attention", attention);
+    register_module("intermediate", intermediate);
+    register_module("output", output);
+    register_module("layernorm_before", layernorm_before);
+    register_module("layernorm_after", layernorm_after);
+    register_module("adapter_attn_pre", adapter_attn_pre);
+    register_module("adapter_attn_post", adapter_attn_post);
+    register_module("adapter_mlp_pre", adapter_mlp_pre);
+    register_module("adapter_mlp_post", adapter_mlp_post);
+    register_module("adapter_mlp_parallel", adapter_mlp_parallel);
+}
+
+Tensor ViTLayer::forward(const Tensor& x) {
+    auto site = [](const std::shared_ptr<nn::Module>& m, const Tensor& t) { return m ? m->forward(t) : t; };
+    auto residual_dropout = [&](const Tensor& t) {
+        return dropout_p > 0 ? dropout(t, dropout_p, *rng, is_training()) : t;
+    };
+
+    Tensor h = site(adapter_attn_pre, layernorm_before->forward(x));
+    Tensor q = nn::split_heads(query->forward(h), heads);
+    Tensor k = nn::split_heads(key->forward(h), heads);
+    Tensor v = nn::split_heads(value->forward(h), heads);
+    nn::AttentionMask bidirectional;  // every patch sees every patch
+    Tensor a = nn::scaled_dot_product_attention(q, k, v, bidirectional, dropout_p, rng.get(), is_training());
+    a = residual_dropout(attn_out->forward(nn::merge_heads(a)));
+    Tensor x1 = x + site(adapter_attn_post, a);
+
+    Tensor n = layernorm_after->forward(x1);
+    Tensor m = fc_out->forward(gelu(fc_in->forward(site(adapter_mlp_pre, n)), GeluApprox::None));
+    m = site(adapter_mlp_post, residual_dropout(m));
+    if (adapter_mlp_parallel) m = m + adapter_mlp_parallel->forward(n);
+    return x1 + m;
+}
+
+// ---- the model ----
+
+// Patch projection: a stride-P convolution written as one matrix product over flattened patches.
+class PatchProjection : public nn::Module {
+public:
+    PatchProjection(const ViTConfig& c)
+        : weight(zeros({c.dim, c.channels, c.patch, c.patch})), bias(zeros({c.dim})) {
+        register_parameter("weight", weight);
+        register_parameter("bias", bias);
+    }
+    std::string type_name() const override { return "PatchProjection"; }
+    // patches (B, N, C * P * P) -> (B, N, dim)
+    Tensor forward(const Tensor& patches) override {
+        return matmul(patches, weight.reshape({weight.size(0), -1}).t()) + bias;
+    }
+    Tensor weight, bias;  // (dim, C, P, P), (dim): a Conv2d's layout
+};
+
+class ViT::Embeddings : public nn::Module {
+public:
+    explicit Embeddings(const ViTConfig& c)
+        : cls_token(zeros({1, 1, c.dim})), position_embeddings(zeros({1, c.num_patches() + 1, c.dim})) {
+        register_parameter("cls_token", cls_token);
+        register_parameter("position_embeddings", position_embeddings);
+        projection = std::make_shared<PatchProjection>(c);
+        patch_embeddings = std::make_shared<Holder>();
+        patch_embeddings->hold("projection", projection);
+        register_module("patch_embeddings", patch_embeddings);
+    }
+    std::string type_name() const override { return "ViTEmbeddings"; }
+
+    // A container that only adds the name "patch_embeddings" above the projection.
+    class Holder : public nn::Module {
+    public:
+        std::string type_name() const override { return "ViTPatchEmbeddings"; }
+        void hold(const std::string& name, std::shared_ptr<PatchProjection>& slot) { register_module(name, slot); }
+    };
+
+    Tensor cls_token, position_embeddings;  // (1, 1, C), (1, N + 1, C)
+    std::shared_ptr<PatchProjection> projection;
+    std::shared_ptr<Holder> patch_embeddings;
+};
+
+class ViT::Encoder : public nn::Module {
+public:
+    explicit Encoder(std::shared_ptr<nn::ModuleList<ViTLayer>>& layers) { register_module("layer", layers); }
+    std::string type_name() const override { return "ViTEncoder"; }
+};
+
+class ViT::Body : public nn::Module {
+public:
+    Body(const ViTConfig& c, std::shared_ptr<nn::ModuleList<ViTLayer>>& layers)
+        : embeddings(std::make_shared<Embeddings>(c)), encoder(std::make_shared<Encoder>(layers)),
+          layernorm(std::make_shared<nn::LayerNorm>(c.dim, c.norm_eps)) {
+        register_module("embeddings", embeddings);
+        register_module("encoder", encoder);
+        register_module("layernorm", layernorm);
+    }
+    std::string type_name() const override { return "ViTModel"; }
+    std::shared_ptr<Embeddings> embeddings;
+    std::shared_ptr<Encoder> encoder;
+    std::shared_ptr<nn::LayerNorm> layernorm;
+};
+
+ViT::ViT(const ViTConfig& c, uint64_t seed) : config(c), rng(std::make_shared<Generator>(seed + 1)) {
+    EMBER_CHECK(c.image_size % c.patch == 0, "ViT: image size ", c.image_size, " is not a multiple of the patch size ",
+                c.patch);
+    EMBER_CHECK(c.dim % c.heads == 0, "ViT: dim ", c.dim, " is not a multiple of heads ", c.heads);
+    Generator init_gen(seed);
+    layers = std::make_shared<nn::ModuleList<ViTLayer>>();
+    for (int64_t i = 0; i < c.layers; ++i) layers->push_back(std::make_shared<ViTLayer>(c, init_gen, rng));
+    body = std::make_shared<Body>(c, layers);
+    classifier = std::make_shared<nn::Linear>(c.dim, c.num_labels, true, init_gen);
+    register_module("vit", body);
+    register_module("classifier", classifier);
+
+    // Hugging Face ViT's init: truncated normal (std 0.02) for every matrix and for the [CLS] and
+    // position embeddings; biases zero; norms one.
+    for (auto& [name, p] : named_parameters()) {
+        Tensor& slot = parameter(name);
+        if (p.dim() >= 2) {
+            nn::trunc_normal_(slot, 0, 0.02, init_gen);
+        } else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
+            nn::zeros_(slot);
+        }
+    }
+}
+
+Tensor ViT::patchify(const Tensor& images) const {
+    Tensor x = images.dim() == 3 ? images.unsqueeze(1) : images;
+    const int64_t P = config.patch;
+    EMBER_CHECK(x.dim() == 4 && x.size(1) == config.channels && x.size(2) == config.image_size &&
+                    x.size(3) == config.image_size,
+                "ViT: images must be (B, ", config.channels, ", ", config.image_size, ", ", config.image_size,
+                ") or (B, H, W) for one channel, got ", images.shape());
+    int64_t B = x.size(0), C = x.size(1), G = config.image_size / P;
+    // (B, C, G, P, G, P) -> (B, G, G, C, P, P) -> (B, G*G, C*P*P)
+    return x.reshape({B, C, G, P, G, P}).permute({0, 2, 4, 1, 3, 5}).reshape({B, G * G, C * P * P});
+}
+
+Tensor ViT::features(const Tensor& images) {
+    Embeddings& e = *body->embeddings;
+    Tensor patches = e.projection->forward(patchify(images));  // (B, N, C)
+    int64_t B = patches.size(0);
+    Tensor cls = e.cls_token.expand({B, 1, config.dim});
+    Tensor x = cat({cls, patches}, 1) + e.position_embeddings;
+    if (config.dropout > 0) x = dropout(x, config.dropout, *rng, is_training());
+    for (size_t i = 0; i < num_layers(); ++i) x = layer(i).forward(x);
+    return body->layernorm->forward(x.select(1, 0));
+}
+
+Tensor ViT::forward(const Tensor& images) { return classifier->forward(features(images)); }
+
+}  // namespace models
+}  // namespace ember

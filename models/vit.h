@@ -1,0 +1,86 @@
+// ViT: an image classifier that cuts the image into patches, embeds each patch with one matrix
+// product, prepends a learned [CLS] token, adds learned positions, runs pre-norm transformer
+// layers and classifies the final [CLS] vector.
+//
+// Parameters are named as Hugging Face's ViTForImageClassification, so its checkpoints load
+// and PEFT targets ("query", "value", ...) match peft's: vit.embeddings.cls_token,
+// vit.embeddings.position_embeddings, vit.embeddings.patch_embeddings.projection.{weight,bias},
+// vit.encoder.layer.N.{layernorm_before, attention.attention.{query,key,value},
+// attention.output.dense, layernorm_after, intermediate.dense, output.dense}, vit.layernorm,
+// classifier.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "nn/attention.h"
+#include "nn/container.h"
+#include "nn/layers.h"
+
+namespace ember {
+namespace models {
+
+struct ViTConfig {
+    int64_t image_size = 28, patch = 7, channels = 1;
+    int64_t dim = 64, layers = 4, heads = 4;
+    int64_t hidden = 0;  // MLP width; 0: 4 * dim
+    int64_t num_labels = 10;
+    double dropout = 0;
+    double norm_eps = 1e-12;  // Hugging Face ViT's layer_norm_eps
+
+    int64_t num_patches() const { return (image_size / patch) * (image_size / patch); }
+    int64_t mlp_hidden() const { return hidden > 0 ? hidden : 4 * dim; }
+    static ViTConfig from_hf_json(const std::string& json_text);
+    std::string to_hf_json() const;
+};
+
+// One encoder layer, with the adapter sites of nn::TransformerBlock (null until a method sets
+// them): x = x + attn_post(attn(attn_pre(ln_before(x)))); h = ln_after(x);
+// x = x + mlp_post(mlp(mlp_pre(h))) + mlp_parallel(h).
+class ViTLayer : public nn::Module {
+public:
+    ViTLayer(const ViTConfig& c, Generator& init_gen, std::shared_ptr<Generator> rng);
+    std::string type_name() const override { return "ViTLayer"; }
+    Tensor forward(const Tensor& x) override;  // (B, N, C) -> (B, N, C)
+
+    // The slots PEFT methods replace or wrap.
+    std::shared_ptr<nn::Module> query, key, value, attn_out, fc_in, fc_out;
+    std::shared_ptr<nn::LayerNorm> layernorm_before, layernorm_after;
+    std::shared_ptr<nn::Module> adapter_attn_pre, adapter_attn_post, adapter_mlp_pre, adapter_mlp_post,
+        adapter_mlp_parallel;
+
+private:
+    class Part;  // a named container, for Hugging Face's nesting of the projections
+    std::shared_ptr<Part> attention, intermediate, output;
+    int64_t heads;
+    double dropout_p;
+    std::shared_ptr<Generator> rng;
+};
+
+class ViT : public nn::Module {
+public:
+    ViT(const ViTConfig& config, uint64_t seed);
+    std::string type_name() const override { return "ViT"; }
+
+    Tensor forward(const Tensor& images) override;  // (B, C, H, W) or (B, H, W) -> logits (B, labels)
+    Tensor features(const Tensor& images);          // the final normed [CLS] vectors (B, C)
+    // (B, C, H, W) -> (B, N, C * P * P), patches in row-major order, each flattened as (C, P, P)
+    // to match the projection weight's (dim, C, P, P) layout (a stride-P convolution's).
+    Tensor patchify(const Tensor& images) const;
+    ViTLayer& layer(size_t i) const { return (*layers)[i]; }
+    size_t num_layers() const { return layers->size(); }
+
+    ViTConfig config;
+    std::shared_ptr<Generator> rng;
+    std::shared_ptr<nn::Linear> classifier;
+
+private:
+    class Embeddings;
+    class Encoder;
+    class Body;
+    std::shared_ptr<Body> body;
+    std::shared_ptr<nn::ModuleList<ViTLayer>> layers;
+};
+
+}  // namespace models
+}  // namespace ember
