@@ -137,5 +137,16 @@ Tensor cross_entropy_backward(const Tensor& grad, const CrossEntropyOutput& save
 // and the mask (1 kept, 0 dropped, in x's dtype); element i's fate depends only on (seed, offset, i).
 std::pair<Tensor, Tensor> dropout(const Tensor& x, double p, Generator& gen);
 
+// ---- optimizers (tensor/ops_optim.cpp) ----
+// One fused AdamW update (decoupled weight decay, as torch.optim.AdamW), in place on param,
+// exp_avg and exp_avg_sq; step is 1-based (bias correction uses beta^step).
+struct AdamWParams {
+    double lr, beta1, beta2, eps, weight_decay;
+    int64_t step;
+};
+// All four contiguous, same shape, dtype (f32/f64) and device.
+void adamw_(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+            const Tensor& exp_avg_sq, const AdamWParams& p);
+
 }  // namespace raw
 }  // namespace ember

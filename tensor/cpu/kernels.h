@@ -9,6 +9,9 @@
 #include "tensor/tensor.h"
 
 namespace ember {
+namespace raw {
+struct AdamWParams;  // tensor/ops.h
+}
 namespace cpu {
 
 // ---- copy.cpp ----
@@ -70,6 +73,10 @@ void uniform_fill(const Tensor& out, uint64_t seed, uint64_t offset);
 void normal_fill(const Tensor& out, uint64_t seed, uint64_t offset);
 void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out,
              const Tensor& mask);
+
+// ---- optim.cpp ---- all contiguous, same shape and dtype; in place on param, exp_avg, exp_avg_sq
+void adamw_(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+            const Tensor& exp_avg_sq, const raw::AdamWParams& p);
 
 }  // namespace cpu
 }  // namespace ember

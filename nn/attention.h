@@ -1,0 +1,105 @@
+// Attention: the one place the attention pattern is chosen.
+//
+//   scaled_dot_product_attention   softmax(q k^T / sqrt(D) + mask) v, with grouped-query heads,
+//                                  causal and key-padding masks, prefix/cached keys, dropout
+//   apply_rope                     rotary position embeddings (LLaMA's rotate-half convention)
+//   MultiHeadAttention             projections + heads + RoPE + KV cache + prefix keys around it
+//
+// Key order inside attention is always [prefix keys | cached keys | current keys]: prefix keys
+// (prefix tuning) and cached keys (generation) come first, so the current query i sits at key
+// position i + (Tk - Tq) for the causal rule.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "nn/layers.h"
+
+namespace ember {
+namespace nn {
+
+// What may attend to what.
+struct AttentionMask {
+    bool causal = false;
+    Tensor key_padding;  // optional (B, Tk): 1 = real token, 0 = padding; prefix keys always real
+};
+
+// q (B, H, Tq, D), k/v (B, Hkv, Tk, D) with H % Hkv == 0 (grouped-query: each kv head serves
+// H / Hkv consecutive query heads). Tk may exceed Tq (prefix and cached keys come first): query i
+// sits at key position i + (Tk - Tq) for the causal rule. Returns (B, H, Tq, D). Differentiable.
+// Dropout on the attention probabilities when training and dropout_p > 0 (needs gen).
+// A query whose keys are all masked attends uniformly (never NaN); its output is meaningless and
+// its loss should be ignored.
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const AttentionMask& mask, double dropout_p, Generator* gen,
+                                    bool training);
+
+// Rotary embeddings on x (B, H, T, D), D even, rotate-half convention (HF LLaMA): dims j and
+// j + D/2 form a pair rotated by angle pos * theta^(-2j/D), j < D/2, where the token at t has
+// pos = (position_offset + t) / scale. scale > 1 is linear position interpolation (positions are
+// multiplied by 1/scale, HF's rope_scaling {"type": "linear", "factor": scale}). Differentiable.
+Tensor apply_rope(const Tensor& x, int64_t position_offset, double theta = 10000, double scale = 1);
+
+// (B, T, H * D) -> (B, H, T, D) and back.
+Tensor split_heads(const Tensor& x, int64_t heads);
+Tensor merge_heads(const Tensor& x);
+
+struct AttentionNames {
+    std::string qkv = "c_attn";  // the fused projection (GPT-2)
+    std::string q = "q_proj", k = "k_proj", v = "v_proj";
+    std::string out = "c_proj";  // LLaMA: "o_proj"
+};
+
+struct AttentionConfig {
+    int64_t dim = 0, heads = 1;
+    int64_t kv_heads = 0;    // 0 = heads; fewer = grouped-query attention
+    bool fused_qkv = true;   // one Linear dim -> (H + 2 Hkv) * D laid out [q | k | v] (GPT-2's c_attn)
+    bool bias = true;
+    bool causal = true;
+    double dropout = 0;      // on the attention probabilities
+    bool rope = false;
+    double rope_theta = 10000, rope_scale = 1;
+    AttentionNames names;
+};
+
+struct KVCache {
+    Tensor k, v;  // (B, Hkv, T_cached, D), grows by cat in generation; no grad
+    int64_t length() const { return k.defined() ? k.size(2) : 0; }
+};
+
+struct AttentionInputs {
+    // Optional padding of the current tokens, (B, T), or of the cached and current ones,
+    // (B, T_cached + T): 1 real, 0 pad. With the (B, T) form cached keys count as real.
+    Tensor key_padding;
+    // Optional (B or 1, Hkv, P, D): keys/values prepended (prefix tuning). They never get RoPE,
+    // are always attended, and shift nothing else (positions still start at position_offset).
+    Tensor prefix_k, prefix_v;
+    KVCache* cache = nullptr;     // if set: past keys are prepended and the new ones appended to it
+    int64_t position_offset = 0;  // position of the first current token (RoPE) = cached length
+};
+
+class MultiHeadAttention : public Module {
+public:
+    // rng drives attention dropout (needed when config.dropout > 0).
+    MultiHeadAttention(const AttentionConfig& config, Generator& init_gen,
+                       std::shared_ptr<Generator> rng = nullptr);
+    std::string type_name() const override { return "MultiHeadAttention"; }
+
+    Tensor forward(const Tensor& x, const AttentionInputs& in);  // x (B, T, C) -> (B, T, C)
+    Tensor forward(const Tensor& x) override { return forward(x, AttentionInputs{}); }
+
+    struct Projected {
+        Tensor q;     // (B, H, T, D)
+        Tensor k, v;  // (B, Hkv, T, D)
+    };
+    Projected project(const Tensor& x);  // the q/k/v projections split into heads, before RoPE
+
+    AttentionConfig config;
+    int64_t head_dim, kv_heads;
+    // Fused: qkv set, q/k/v null. Separate: q/k/v set, qkv null. Linear by default.
+    std::shared_ptr<Module> qkv, q_proj, k_proj, v_proj, out_proj;
+    std::shared_ptr<Generator> rng;
+};
+
+}  // namespace nn
+}  // namespace ember

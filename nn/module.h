@@ -1,0 +1,136 @@
+// Module: a named tree of parameters, buffers and child modules, like torch.nn.Module.
+//
+// A subclass keeps its tensors and children as ordinary members ("slots") and registers each slot
+// once in its constructor. The registry stores pointers to the slots, not copies, so replacing a
+// slot (loading a checkpoint, moving to a device, PEFT swapping a Linear for a LoRA wrapper) is
+// seen by forward() at once, and forward() reads plain members with no lookups.
+//
+// Names are dotted paths in registration order, depth-first: "h.0.attn.c_attn.weight". The tree
+// is what PEFT walks to find target modules, what state_dict() saves and what optimizers collect.
+// Modules are held by std::shared_ptr and are neither copyable nor movable (the registry points
+// into them).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+#include "autograd/functions.h"
+
+namespace ember {
+namespace nn {
+
+using StateDict = std::map<std::string, Tensor>;  // dotted name -> tensor
+
+class Module : public std::enable_shared_from_this<Module> {
+public:
+    Module() = default;
+    Module(const Module&) = delete;
+    Module& operator=(const Module&) = delete;
+    virtual ~Module() = default;
+
+    virtual std::string type_name() const = 0;  // "Linear"
+    // Unary modules override this; the default throws, naming type_name().
+    virtual Tensor forward(const Tensor& x);
+    Tensor operator()(const Tensor& x) { return forward(x); }
+
+    // ---- the tree ----
+    std::vector<std::pair<std::string, Tensor>> named_parameters() const;  // dotted, depth-first
+    std::vector<Tensor> parameters() const;
+    std::vector<std::pair<std::string, Tensor>> named_buffers() const;  // persistent ones only
+    std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_modules();  // "" is self
+    std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_children();
+    // The module at a dotted path; the error names the part that is missing.
+    std::shared_ptr<Module> get_submodule(const std::string& dotted) const;
+    // Puts m in the child slot at `dotted`; an error if the slot's C++ type does not accept m.
+    void replace_submodule(const std::string& dotted, std::shared_ptr<Module> m);
+    // The parameter slot itself: assigning to it replaces the tensor forward() uses.
+    Tensor& parameter(const std::string& dotted);
+    int64_t num_parameters(bool trainable_only = false) const;
+
+    // ---- mode, placement, training ----
+    void train(bool on = true);  // recursive
+    void eval() { train(false); }
+    bool is_training() const { return training_; }
+    // Replace every parameter and buffer slot by a converted copy, keeping requires_grad.
+    // to(dtype) converts floating-point tensors only (ids and counters keep their integer type).
+    void to(Device device);
+    void to(DType dtype);
+    void requires_grad_(bool on);  // recursive freeze (false) / unfreeze (true)
+    void zero_grad();              // drops every parameter's .grad
+
+    // ---- checkpoints ----
+    StateDict state_dict() const;  // parameters + persistent buffers, detached, sharing data
+    // Copies values into the existing slots (converting dtype and device to the slot's). strict:
+    // every missing, unexpected or wrongly shaped key is listed in one error, and nothing is
+    // copied. Non-strict: matching keys are copied, others ignored (a wrong shape still throws).
+    void load_state_dict(const StateDict& sd, bool strict = true);
+
+protected:
+    // The slot must already hold its initial value; this marks it requires_grad.
+    void register_parameter(const std::string& name, Tensor& slot);
+    void register_buffer(const std::string& name, Tensor& slot, bool persistent = true);
+    // replace_submodule accepts a module for this slot only if dynamic_pointer_cast<M> succeeds.
+    // A null slot is allowed (an empty adapter site): iteration skips it until it is set.
+    template <class M>
+    void register_module(const std::string& name, std::shared_ptr<M>& slot) {
+        ChildSlot child;
+        child.name = name;
+        child.slot_type = demangled_type_name(typeid(M).name());
+        child.get = [&slot]() -> std::shared_ptr<Module> { return slot; };
+        child.set = [&slot](const std::shared_ptr<Module>& m) -> bool {
+            if (!m) {
+                slot = nullptr;
+                return true;
+            }
+            std::shared_ptr<M> typed = std::dynamic_pointer_cast<M>(m);
+            if (!typed) return false;
+            slot = std::move(typed);
+            return true;
+        };
+        add_child(std::move(child));
+    }
+
+private:
+    struct ParamSlot {
+        std::string name;
+        Tensor* slot;
+    };
+    struct BufferSlot {
+        std::string name;
+        Tensor* slot;
+        bool persistent;
+    };
+    struct ChildSlot {
+        std::string name;
+        std::string slot_type;  // the C++ type the slot holds, for error messages
+        std::function<std::shared_ptr<Module>()> get;
+        std::function<bool(const std::shared_ptr<Module>&)> set;  // false: wrong type
+    };
+
+    static std::string demangled_type_name(const char* mangled);
+    void check_new_name(const std::string& name, const char* what) const;
+    void add_child(ChildSlot child);
+    const ChildSlot* find_child(const std::string& name) const;
+    // Calls fn(prefix, module) for this module and every non-null descendant, depth-first.
+    void visit(const std::string& prefix,
+               const std::function<void(const std::string&, const Module&)>& fn) const;
+    // Every (dotted name, slot) of parameters, and of buffers (persistent only unless `all`).
+    std::vector<std::pair<std::string, Tensor*>> parameter_slots() const;
+    std::vector<std::pair<std::string, Tensor*>> buffer_slots(bool all) const;
+
+    std::vector<ParamSlot> params_;
+    std::vector<BufferSlot> buffers_;
+    std::vector<ChildSlot> children_;
+    bool training_ = true;
+};
+
+using ModulePtr = std::shared_ptr<Module>;
+
+}  // namespace nn
+}  // namespace ember

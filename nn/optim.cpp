@@ -1,0 +1,181 @@
+// Optimizers. Updates run under NoGradGuard with raw in-place ops on the parameter tensors; the
+// AdamW arithmetic is one fused kernel (raw::adamw_, tensor/cpu/optim.cpp).
+#include "nn/optim.h"
+
+#include <cmath>
+
+namespace ember {
+namespace nn {
+
+// ---- the base: groups and state ----
+
+Optimizer::Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)) {
+    for (size_t g = 0; g < groups_.size(); ++g) {
+        initial_lrs_.push_back(groups_[g].lr);
+        for (size_t i = 0; i < groups_[g].params.size(); ++i) {
+            const Tensor& p = groups_[g].params[i];
+            EMBER_CHECK(p.defined() && is_floating(p.dtype()), "Optimizer: parameter ", i, " of group ",
+                        g, " is undefined or not floating-point");
+        }
+    }
+}
+
+void Optimizer::zero_grad() {
+    for (auto& group : groups_)
+        for (auto& p : group.params) p.zero_grad();
+}
+
+void Optimizer::set_lr_factor(double factor) {
+    for (size_t g = 0; g < groups_.size(); ++g) groups_[g].lr = initial_lrs_[g] * factor;
+}
+
+StateDict Optimizer::state() const {
+    StateDict out;
+    out["step_count"] = scalar_tensor(double(step_count), DType::I64);
+    for (const auto& [key, st] : state_) {
+        const std::string prefix = std::to_string(key.first) + "." + std::to_string(key.second) + ".";
+        out[prefix + "step"] = scalar_tensor(double(st.step), DType::I64);
+        for (const auto& [name, t] : st.tensors) out[prefix + name] = raw::clone(t);
+    }
+    return out;
+}
+
+void Optimizer::load_state(const StateDict& state) {
+    std::map<std::pair<size_t, size_t>, ParamState> loaded;
+    int64_t count = 0;
+    for (const auto& [key, t] : state) {
+        if (key == "step_count") {
+            count = t.item<int64_t>();
+            continue;
+        }
+        size_t d1 = key.find('.'), d2 = d1 == std::string::npos ? d1 : key.find('.', d1 + 1);
+        EMBER_CHECK(d2 != std::string::npos, name(), "::load_state: key '", key, "' is not "
+                    "\"<group>.<index>.<name>\"");
+        size_t g = std::stoul(key.substr(0, d1)), i = std::stoul(key.substr(d1 + 1, d2 - d1 - 1));
+        const std::string what = key.substr(d2 + 1);
+        EMBER_CHECK(g < groups_.size() && i < groups_[g].params.size(), name(), "::load_state: key '",
+                    key, "' names a parameter this optimizer does not have (", groups_.size(),
+                    " groups); build the optimizer over the same parameters as the saved one");
+        const Tensor& p = groups_[g].params[i];
+        if (what == "step") {
+            loaded[{g, i}].step = t.item<int64_t>();
+            continue;
+        }
+        EMBER_CHECK(t.shape() == p.shape(), name(), "::load_state: '", key, "' has shape ", t.shape(),
+                    " but the parameter has shape ", p.shape());
+        loaded[{g, i}].tensors[what] =
+            raw::contiguous(raw::clone(raw::to_dtype(raw::to_device(t, p.device()), p.dtype())));
+    }
+    state_ = std::move(loaded);
+    step_count = count;
+}
+
+// ---- SGD ----
+
+SGD::SGD(std::vector<ParamGroup> groups, const SGDOptions& o) : Optimizer(std::move(groups)), options(o) {
+    EMBER_CHECK(!o.nesterov || (o.momentum > 0 && o.dampening == 0), "SGD: Nesterov momentum needs "
+                "momentum > 0 and dampening 0");
+}
+
+SGD::SGD(const std::vector<Tensor>& params, const SGDOptions& o)
+    : SGD(std::vector<ParamGroup>{ParamGroup{params, o.lr, o.weight_decay}}, o) {}
+
+void SGD::step() {
+    NoGradGuard no_grad;
+    for (size_t g = 0; g < groups_.size(); ++g) {
+        const ParamGroup& group = groups_[g];
+        for (size_t i = 0; i < group.params.size(); ++i) {
+            const Tensor& p = group.params[i];
+            Tensor d = p.grad();
+            if (!d.defined()) continue;
+            if (group.weight_decay != 0) d = raw::add(d, raw::mul_scalar(p, group.weight_decay));
+            ParamState& st = state_of(g, i);
+            st.step++;
+            if (options.momentum != 0) {
+                auto it = st.tensors.find("momentum_buffer");
+                if (it == st.tensors.end()) {
+                    it = st.tensors.emplace("momentum_buffer", raw::contiguous(raw::clone(d))).first;
+                } else {
+                    raw::mul_(it->second, options.momentum);
+                    raw::add_(it->second, d, 1 - options.dampening);
+                }
+                const Tensor& buf = it->second;
+                d = options.nesterov ? raw::add(d, raw::mul_scalar(buf, options.momentum)) : buf;
+            }
+            raw::add_(p, d, -group.lr);
+        }
+    }
+    step_count++;
+}
+
+// ---- AdamW ----
+
+AdamW::AdamW(std::vector<ParamGroup> groups, const AdamWOptions& o)
+    : Optimizer(std::move(groups)), options(o) {
+    EMBER_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1 && o.eps >= 0,
+                "AdamW: betas must lie in [0, 1) and eps >= 0, got (", o.beta1, ", ", o.beta2,
+                ") and ", o.eps);
+}
+
+AdamW::AdamW(const std::vector<Tensor>& params, const AdamWOptions& o)
+    : AdamW(std::vector<ParamGroup>{ParamGroup{params, o.lr, o.weight_decay}}, o) {}
+
+void AdamW::step() {
+    NoGradGuard no_grad;
+    for (size_t g = 0; g < groups_.size(); ++g) {
+        const ParamGroup& group = groups_[g];
+        for (size_t i = 0; i < group.params.size(); ++i) {
+            const Tensor& p = group.params[i];
+            Tensor grad = p.grad();
+            if (!grad.defined()) continue;
+            ParamState& st = state_of(g, i);
+            if (st.tensors.empty()) {
+                st.tensors["exp_avg"] = zeros_like(p);
+                st.tensors["exp_avg_sq"] = zeros_like(p);
+            }
+            st.step++;
+            raw::AdamWParams hp{group.lr, options.beta1, options.beta2, options.eps,
+                                group.weight_decay, st.step};
+            raw::adamw_(p, raw::contiguous(grad), st.tensors["exp_avg"], st.tensors["exp_avg_sq"], hp);
+        }
+    }
+    step_count++;
+}
+
+// ---- helpers ----
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+    EMBER_CHECK(max_norm > 0, "clip_grad_norm: max_norm must be positive, got ", max_norm);
+    NoGradGuard no_grad;
+    double total_sq = 0;
+    for (const Tensor& p : params) {
+        Tensor g = p.grad();
+        if (!g.defined()) continue;
+        Tensor g64 = raw::to_dtype(g, DType::F64);
+        total_sq += raw::sum(raw::mul(g64, g64)).item<double>();
+    }
+    const double total = std::sqrt(total_sq);
+    const double coef = max_norm / (total + 1e-6);
+    if (coef < 1) {
+        for (const Tensor& p : params) {
+            Tensor g = p.grad();
+            // out of place: a .grad may share storage with another tensor's gradient
+            if (g.defined()) p.set_grad(raw::mul_scalar(g, coef));
+        }
+    }
+    return total;
+}
+
+std::vector<ParamGroup> decay_groups(const Module& module, double lr, double weight_decay) {
+    ParamGroup decay{{}, lr, weight_decay}, no_decay{{}, lr, 0.0};
+    for (const auto& [name, p] : module.named_parameters()) {
+        if (!p.requires_grad()) continue;
+        const bool is_bias = name == "bias" ||
+                             (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0);
+        (is_bias || p.dim() < 2 ? no_decay : decay).params.push_back(p);
+    }
+    return {decay, no_decay};
+}
+
+}  // namespace nn
+}  // namespace ember

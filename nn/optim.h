@@ -1,0 +1,110 @@
+// Optimizers over parameter groups (SGD with momentum/Nesterov, AdamW), gradient clipping and the
+// decay / no-decay split.
+//
+// A training step is the caller's loop:
+//
+//     opt.zero_grad();
+//     for (micro-batch in batch) {           // gradient accumulation: .grad sums across
+//         Tensor loss = model(...) / n_micro;  // backward calls until zero_grad()
+//         loss.backward();
+//     }
+//     clip_grad_norm(params, 1.0);
+//     opt.set_lr_factor(schedule.factor(opt.step_count));
+//     opt.step();
+//
+// Parameters without a .grad (frozen ones, or ones the loss did not reach) are skipped and get no
+// state. The optimizer holds the parameter tensors themselves: create it after module.to(...).
+// state() names every tensor "<group>.<index>.<name>" (exp_avg, exp_avg_sq, momentum_buffer,
+// step) plus "step_count", so a checkpoint can store it and load_state() resumes bit for bit.
+#pragma once
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nn/module.h"
+
+namespace ember {
+namespace nn {
+
+struct ParamGroup {
+    std::vector<Tensor> params;
+    double lr = 1e-3, weight_decay = 0;
+};
+
+class Optimizer {
+public:
+    explicit Optimizer(std::vector<ParamGroup> groups);
+    virtual ~Optimizer() = default;
+    virtual std::string name() const = 0;
+
+    virtual void step() = 0;  // one update of every parameter that has a .grad; step_count += 1
+    void zero_grad();         // drops every parameter's .grad
+    std::vector<ParamGroup>& groups() { return groups_; }
+    // Sets each group's lr to its initial lr times factor (for schedules).
+    void set_lr_factor(double factor);
+
+    virtual StateDict state() const;  // copies: later steps do not change them
+    virtual void load_state(const StateDict& state);
+
+    int64_t step_count = 0;
+
+protected:
+    struct ParamState {
+        std::map<std::string, Tensor> tensors;  // exp_avg, ...
+        int64_t step = 0;                       // updates this parameter has had
+    };
+    // State of parameter i of group g, made on first use.
+    ParamState& state_of(size_t g, size_t i) { return state_[{g, i}]; }
+
+    std::vector<ParamGroup> groups_;
+    std::vector<double> initial_lrs_;
+    std::map<std::pair<size_t, size_t>, ParamState> state_;
+};
+
+// torch.optim.SGD: d = g + wd p; buf = momentum buf + (1 - dampening) d (buf = d at first);
+// d = nesterov ? d + momentum buf : buf; p -= lr d.
+struct SGDOptions {
+    double lr = 1e-2, momentum = 0, dampening = 0, weight_decay = 0;
+    bool nesterov = false;
+};
+
+class SGD : public Optimizer {
+public:
+    // Group lr / weight_decay are used as given; options supply momentum, dampening, nesterov.
+    SGD(std::vector<ParamGroup> groups, const SGDOptions& options = {});
+    SGD(const std::vector<Tensor>& params, const SGDOptions& options = {});
+    std::string name() const override { return "SGD"; }
+    void step() override;
+
+    SGDOptions options;
+};
+
+// torch.optim.AdamW, decoupled weight decay, through the fused raw::adamw_ kernel.
+struct AdamWOptions {
+    double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01;
+};
+
+class AdamW : public Optimizer {
+public:
+    // Group lr / weight_decay are used as given; options supply betas and eps.
+    AdamW(std::vector<ParamGroup> groups, const AdamWOptions& options = {});
+    AdamW(const std::vector<Tensor>& params, const AdamWOptions& options = {});
+    std::string name() const override { return "AdamW"; }
+    void step() override;
+
+    AdamWOptions options;
+};
+
+// Scales every .grad by max_norm / total when the total L2 norm over all of them exceeds
+// max_norm (out of place: the scaled gradient replaces .grad). Returns the total norm before
+// clipping. Parameters without a .grad are ignored.
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+
+// Two groups over the trainable parameters of `module`: {decayed, not decayed}. Biases, norm
+// weights and every other 1-D parameter go to the second group (weight_decay 0).
+std::vector<ParamGroup> decay_groups(const Module& module, double lr, double weight_decay);
+
+}  // namespace nn
+}  // namespace ember
