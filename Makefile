@@ -43,7 +43,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_BIN  := $(BUILD)/ember_tests
 BENCH_BIN := $(BUILD)/bench_ops
 
-.PHONY: all lib examples test asan bench deps demo clean
+.PHONY: all lib examples test asan bench deps demo clean fuzz
 all: lib examples
 
 lib: $(LIB)
@@ -100,6 +100,21 @@ asan:
 	  EXTRA_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDLIBS="-pthread -lz -fsanitize=address,undefined" test
 
+# ---- fuzzing (not part of `make test`) ----
+# The safetensors reader under libFuzzer + ASan + UBSan: clang, its own build folder, 60 s from the
+# seed files in fuzz/corpus/ (new inputs it finds go to build-fuzz/corpus/, not into git).
+FUZZ_SECONDS ?= 60
+FUZZ_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+fuzz:
+	$(MAKE) CUDA=0 CXX=clang++ BUILD=build-fuzz OPT=-O1 \
+	  EXTRA_FLAGS="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" build-fuzz/fuzz_safetensors
+	@mkdir -p build-fuzz/corpus
+	./build-fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
+	  build-fuzz/corpus fuzz/corpus
+
+$(BUILD)/fuzz_safetensors: fuzz/fuzz_safetensors.cpp $(LIB)
+	$(CXX) $(CXXFLAGS) -fsanitize=fuzzer $< $(LIB) $(LDLIBS) -fsanitize=fuzzer,address,undefined -o $@
+
 # ---- benchmarks ----
 $(BENCH_BIN): bench/bench_ops.cpp $(LIB)
 	@mkdir -p $(BUILD)
@@ -109,6 +124,6 @@ bench: $(BENCH_BIN)
 	./$(BENCH_BIN)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(EXAMPLE_SUPPORT:.o=.d) $(EXAMPLES:$(BUILD)/%=$(BUILD)/examples/%.d)
