@@ -121,21 +121,22 @@ public:
         dropout = std::make_shared<nn::Dropout>(c.dropout, rng);
 
         nn::BlockConfig b;
-        b.attention.dim = c.dim;
-        b.attention.heads = c.heads;
-        b.attention.kv_heads = c.kv_heads;
-        b.attention.fused_qkv = gpt2;
-        b.attention.bias = gpt2;
-        b.attention.causal = true;
-        b.attention.dropout = c.dropout;
-        b.attention.rope = !gpt2;
-        b.attention.rope_theta = c.rope_theta;
-        b.attention.rope_scale = c.rope_scale;
-        if (!gpt2) b.attention.names.out = "o_proj";
+        b.attn.dim = c.dim;
+        b.attn.heads = c.heads;
+        b.attn.kv_heads = c.kv_heads;
+        b.attn.fused_qkv = gpt2;
+        b.attn.bias = gpt2;
+        b.attn.causal = true;
+        b.attn.dropout = c.dropout;
+        b.attn.rope = !gpt2;
+        b.attn.rope_theta = c.rope_theta;
+        b.attn.rope_scale = c.rope_scale;
+        if (!gpt2) b.attn.names.out = "o_proj";
         b.norm = gpt2 ? nn::NormKind::LayerNorm : nn::NormKind::RMSNorm;
         b.norm_eps = c.norm_eps;
-        b.mlp = gpt2 ? nn::MLPKind::Gelu : nn::MLPKind::SwiGLU;
-        b.mlp_hidden = c.mlp_hidden();
+        b.mlp = gpt2 ? nn::MlpKind::Mlp : nn::MlpKind::SwiGLU;
+        b.act = nn::Activation::GeluTanh;  // GPT-2's "gelu_new"
+        b.hidden = c.mlp_hidden();
         b.mlp_bias = gpt2;
         b.mlp_names = {"c_fc", "c_proj"};
         b.dropout = c.dropout;

@@ -8,6 +8,19 @@
 
 namespace ember {
 
+// A float argument must reach the float overload (tanhf), not the C function on a promoted
+// double, which is several times slower. On the host the overloads live in std::; in device
+// code CUDA's headers declare them at global scope.
+#ifndef __CUDA_ARCH__
+using std::abs;
+using std::erf;
+using std::exp;
+using std::log;
+using std::pow;
+using std::sqrt;
+using std::tanh;
+#endif
+
 enum class UnaryOp {
     Neg, Exp, Log, Sqrt, Rsqrt, Abs, Sign, Tanh, Sigmoid, Relu, GeluTanh, GeluErf, Silu,
 };

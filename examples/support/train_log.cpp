@@ -78,10 +78,13 @@ bool TrainLog::plot(const std::string& csv_path, const std::string& png_path, co
     // Each metric is picked out of the long CSV by a filter in the plot command. The script
     // goes through a file, so no shell quoting stands between it and gnuplot.
     std::string script_path = png_path + ".gp";
+    std::string safe_title = title;  // a quote would end gnuplot's string
+    for (char& c : safe_title)
+        if (c == '\'' || c == '"') c = ' ';
     {
         std::ofstream script(script_path);
         script << "set terminal png size 900,500\nset output '" << png_path << "'\n"
-               << "set datafile separator ','\nset title '" << title << "'\n"
+               << "set datafile separator ','\nset title '" << safe_title << "'\n"
                << "set xlabel 'step'\nset ylabel 'loss'\nset key top right\n"
                << "plot '" << csv_path << "' using 1:(stringcolumn(2) eq 'train_loss' ? $3 : 1/0) "
                << "with lines title 'train', '' using 1:(stringcolumn(2) eq 'val_loss' ? $3 : 1/0) "

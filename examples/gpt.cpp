@@ -1,0 +1,253 @@
+// gpt: train a small byte-level GPT on text, evaluate it, and sample from it.
+//
+//   gpt train  [--data DIR|FILE] [--out DIR] [--steps N] ...   trains, checkpoints, plots
+//   gpt eval   [--out DIR]                                     validation loss of a trained model
+//   gpt sample [--out DIR] [--prompt TEXT] ...                 continues a prompt
+//
+// Data: by default the fortunes package's cookie files, with one category (songs-poems) held
+// out as validation text, so the validation loss measures text the model never saw. Any text
+// file works too (its last tenth is held out). Tokens are bytes: loss is in nats per byte.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+
+#include "examples/support/flags.h"
+#include "examples/support/train_log.h"
+#include "models/datasets.h"
+#include "models/generate.h"
+#include "models/gpt.h"
+#include "models/tokenizer.h"
+#include "nn/trainer.h"
+#include "tensor/parallel.h"
+
+using namespace ember;
+using namespace ember::examples;
+
+namespace {
+
+struct Text {
+    std::string train, val, description;
+};
+
+bool is_directory(const std::string& path) {
+    struct stat st;
+    return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// The cookie files separate fortunes with lines holding just "%": make them blank lines.
+std::string without_separators(std::string text) {
+    std::string out;
+    out.reserve(text.size());
+    size_t start = 0;
+    while (start < text.size()) {
+        size_t end = text.find('\n', start);
+        if (end == std::string::npos) end = text.size();
+        std::string line = text.substr(start, end - start);
+        out += (line == "%" ? "" : line) + "\n";
+        start = end + 1;
+    }
+    return out;
+}
+
+Text load_text(const std::string& data, const std::string& holdout) {
+    Text t;
+    if (is_directory(data)) {
+        for (const auto& c : read_fortunes(data, {holdout})) t.train += without_separators(c.text);
+        auto val = read_fortunes(data, {}, {holdout});
+        EMBER_CHECK(!val.empty(), "gpt: no category '", holdout, "' in ", data, " to hold out; pick one with --holdout");
+        t.val = without_separators(val[0].text);
+        t.description = data + " without '" + holdout + "' (validation: '" + holdout + "')";
+    } else {
+        std::string all = read_text_file(data);
+        size_t cut = all.size() / 10 * 9;
+        t.train = all.substr(0, cut), t.val = all.substr(cut);
+        t.description = data + " (validation: its last tenth)";
+    }
+    return t;
+}
+
+Device pick_device(const std::string& name) {
+    if (name == "cpu") return Device::cpu();
+    if (name == "cuda") {
+        EMBER_CHECK(cuda_is_available(), "gpt: --device cuda, but no CUDA GPU is available (built with CUDA: ",
+                    built_with_cuda() ? "yes" : "no", ")");
+        return Device::cuda();
+    }
+    EMBER_CHECK(name == "auto", "gpt: --device must be cpu, cuda or auto, not '", name, "'");
+    return cuda_is_available() ? Device::cuda() : Device::cpu();
+}
+
+// (B, T+1) windows of bytes starting at the given offsets, as inputs (B, T) and targets (B, T).
+std::pair<Tensor, Tensor> windows(const std::string& text, const std::vector<int64_t>& starts, int64_t T, Device d) {
+    int64_t B = int64_t(starts.size());
+    std::vector<int64_t> x(size_t(B * T)), y(size_t(B * T));
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < T; ++t) {
+            x[size_t(b * T + t)] = static_cast<unsigned char>(text[size_t(starts[size_t(b)] + t)]);
+            y[size_t(b * T + t)] = static_cast<unsigned char>(text[size_t(starts[size_t(b)] + t + 1)]);
+        }
+    return {from_vector(x, {B, T}).to(d), from_vector(y, {B, T}).to(d)};
+}
+
+// Mean loss over `batches` batches of windows spread evenly over the text (the same every time).
+double evaluate(models::GPT& model, const std::string& text, int64_t batches, int64_t B, int64_t T, Device d) {
+    EMBER_CHECK(int64_t(text.size()) > T + 1, "gpt: the validation text (", text.size(),
+                " bytes) is shorter than one window of ", T + 1);
+    NoGradGuard no_grad;
+    model.eval();
+    int64_t n = batches * B, span = int64_t(text.size()) - T - 1;
+    double total = 0;
+    for (int64_t i = 0; i < batches; ++i) {
+        std::vector<int64_t> starts;
+        for (int64_t b = 0; b < B; ++b) starts.push_back((i * B + b) * span / n);
+        auto [x, y] = windows(text, starts, T, d);
+        total += cross_entropy(model.forward_ids(x), y).item<double>();
+    }
+    return total / double(batches);
+}
+
+struct ModelFlags {
+    int64_t &layers, &dim, &heads, &context;
+    std::string& style;
+    double& dropout;
+    models::GPTConfig config() const {
+        if (style == "llama") return models::GPTConfig::llama(256, context, dim, layers, heads, heads, 0);
+        EMBER_CHECK(style == "gpt2", "gpt: --style must be gpt2 or llama, not '", style, "'");
+        models::GPTConfig c = models::GPTConfig::gpt2(256, context, dim, layers, heads);
+        c.dropout = dropout;
+        return c;
+    }
+};
+
+int train(int argc, char** argv) {
+    Flags f("gpt train", "Trains a byte-level GPT on text and saves it (model.safetensors + config.json) in --out.");
+    std::string& data = f.text("data", FORTUNES_DIR, "a fortunes folder, or any text file");
+    std::string& holdout = f.text("holdout", "songs-poems", "fortunes category held out for validation");
+    std::string& out = f.text("out", "runs/gpt", "folder for the model, checkpoint, metrics.csv and loss.png");
+    std::string& device_name = f.text("device", "auto", "cpu, cuda, or auto (the GPU when there is one)");
+    ModelFlags m{f.integer("layers", 4, "transformer blocks"), f.integer("dim", 128, "model width"),
+                 f.integer("heads", 4, "attention heads"), f.integer("context", 128, "tokens (bytes) per window"),
+                 f.text("style", "gpt2", "gpt2 or llama"), f.real("dropout", 0.0, "dropout (gpt2 style)")};
+    int64_t& batch = f.integer("batch", 16, "windows per micro-batch");
+    int64_t& accumulate = f.integer("accumulate", 1, "micro-batches per optimizer step");
+    int64_t& steps = f.integer("steps", 1000, "optimizer steps");
+    int64_t& stop_at = f.integer("stop-at", 0, "stop after this step as if interrupted (then --resume)");
+    double& lr = f.real("lr", 2e-3, "peak learning rate (AdamW, cosine schedule)");
+    int64_t& warmup = f.integer("warmup", 50, "warmup steps");
+    double& weight_decay = f.real("weight-decay", 0.1, "AdamW weight decay (not on biases and norms)");
+    int64_t& eval_every = f.integer("eval-every", 100, "validation every N steps");
+    int64_t& eval_batches = f.integer("eval-batches", 8, "validation batches");
+    int64_t& save_every = f.integer("save-every", 200, "checkpoint every N steps");
+    bool& resume = f.boolean("resume", false, "continue from --out/checkpoint.safetensors");
+    int64_t& seed = f.integer("seed", 1, "seed for weights and batches");
+    int64_t& threads = f.integer("threads", 0, "CPU threads (0: all cores)");
+    if (!f.parse(argc, argv, 2)) return 0;
+    if (threads > 0) set_num_threads(int(threads));
+
+    Device device = pick_device(device_name);
+    Text text = load_text(data, holdout);
+    const int64_t T = m.context;
+    EMBER_CHECK(int64_t(text.train.size()) > T + 1, "gpt: the training text is shorter than one window");
+    std::system(("mkdir -p '" + out + "'").c_str());
+
+    auto model = std::make_shared<models::GPT>(m.config(), uint64_t(seed));
+    model->to(device);
+    std::cout << "data: " << text.description << ", " << text.train.size() << " train bytes, " << text.val.size()
+              << " validation bytes\nmodel: " << m.style << ", " << m.layers << " layers, width " << m.dim << ", "
+              << model->num_parameters() << " parameters, on " << device << "\n";
+
+    nn::TrainerOptions o;
+    o.steps = steps, o.stop_at = stop_at, o.accumulate = accumulate, o.lr = lr, o.warmup = warmup;
+    o.weight_decay = weight_decay, o.eval_every = eval_every, o.save_every = save_every;
+    o.checkpoint = out + "/checkpoint.safetensors", o.resume = resume;
+    nn::Trainer trainer(*model, o, {model->rng}, {{"config", model->config.to_hf_json()}});
+
+    // Each micro-batch's windows are a pure function of (seed, step, micro): a resumed run draws
+    // exactly the batches the interrupted one would have.
+    int64_t span = int64_t(text.train.size()) - T - 1;
+    auto batch_fn = [&](int64_t step, int64_t micro) {
+        Generator g(uint64_t(seed) * 1000003u + uint64_t(step) * 131u + uint64_t(micro));
+        std::vector<int64_t> starts = randint(0, span, {batch}, g).to_vector<int64_t>();
+        auto [x, y] = windows(text.train, starts, T, device);
+        return nn::MicroBatch{cross_entropy(model->forward_ids(x), y), batch * T};
+    };
+    TrainLog log(out + "/metrics.csv", steps, "tok", resume);
+    auto eval_fn = [&](int64_t step) {
+        log.metric(step, "val_loss", evaluate(*model, text.val, eval_batches, batch, T, device));
+    };
+    int64_t done = trainer.run(batch_fn, eval_fn, [&](int64_t step, double loss, int64_t items, double rate) {
+        log.step(step, loss, items, rate);
+    });
+    log.finish();
+    if (trainer.resumed_from() > 0) std::cout << "resumed from step " << trainer.resumed_from() << "\n";
+    model->save_pretrained(out);
+    std::cout << "saved " << out << "/model.safetensors after step " << done << "\n";
+    TrainLog::plot(out + "/metrics.csv", out + "/loss.png", "gpt on " + text.description);
+    return 0;
+}
+
+std::shared_ptr<models::GPT> load_trained(const std::string& out, Device device) {
+    auto model = models::GPT::from_pretrained(out);
+    model->to(device);
+    return model;
+}
+
+int eval(int argc, char** argv) {
+    Flags f("gpt eval", "Validation loss (nats per byte) of the model in --out.");
+    std::string& data = f.text("data", FORTUNES_DIR, "a fortunes folder, or any text file");
+    std::string& holdout = f.text("holdout", "songs-poems", "fortunes category held out for validation");
+    std::string& out = f.text("out", "runs/gpt", "folder holding model.safetensors and config.json");
+    std::string& device_name = f.text("device", "auto", "cpu, cuda or auto");
+    int64_t& batches = f.integer("eval-batches", 32, "validation batches");
+    int64_t& batch = f.integer("batch", 16, "windows per batch");
+    if (!f.parse(argc, argv, 2)) return 0;
+    Device device = pick_device(device_name);
+    auto model = load_trained(out, device);
+    Text text = load_text(data, holdout);
+    double loss = evaluate(*model, text.val, batches, batch, model->config.context, device);
+    std::cout << "validation loss: " << loss << " nats/byte (" << loss / std::log(2.0) << " bits/byte) on "
+              << text.description << "\n";
+    return 0;
+}
+
+int sample(int argc, char** argv) {
+    Flags f("gpt sample", "Continues a prompt with the model in --out.");
+    std::string& out = f.text("out", "runs/gpt", "folder holding model.safetensors and config.json");
+    std::string& prompt = f.text("prompt", "The ", "text to continue");
+    std::string& device_name = f.text("device", "auto", "cpu, cuda or auto");
+    int64_t& tokens = f.integer("tokens", 200, "bytes to generate");
+    double& temperature = f.real("temperature", 0.8, "0: greedy");
+    int64_t& top_k = f.integer("top-k", 0, "keep the k most likely bytes (0: all)");
+    double& top_p = f.real("top-p", 0.95, "nucleus sampling mass (1: off)");
+    int64_t& samples = f.integer("samples", 1, "how many continuations");
+    int64_t& seed = f.integer("seed", 0, "sampling seed");
+    if (!f.parse(argc, argv, 2)) return 0;
+    auto model = load_trained(out, pick_device(device_name));
+    ByteTokenizer tok;
+    for (int64_t i = 0; i < samples; ++i) {
+        models::GenerateOptions o;
+        o.max_new_tokens = std::min<int64_t>(tokens, model->config.context - int64_t(prompt.size()));
+        o.temperature = temperature, o.top_k = top_k, o.top_p = top_p, o.seed = uint64_t(seed + i);
+        std::cout << "--- sample " << i + 1 << "\n" << prompt << tok.decode(models::generate(*model, tok.encode(prompt), o))
+                  << "\n";
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string command = argc > 1 ? argv[1] : "--help";
+    try {
+        if (command == "train") return train(argc, argv);
+        if (command == "eval") return eval(argc, argv);
+        if (command == "sample") return sample(argc, argv);
+        std::cout << "usage: gpt train|eval|sample [flags]   (gpt <command> --help lists the flags)\n";
+        return command == "--help" || command == "-h" ? 0 : 2;
+    } catch (const std::exception& e) {
+        std::cerr << "gpt: " << e.what() << "\n";
+        return 1;
+    }
+}
