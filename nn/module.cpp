@@ -115,7 +115,8 @@ std::vector<std::pair<std::string, std::shared_ptr<Module>>> Module::named_modul
                 "std::shared_ptr (make it with std::make_shared)");
     std::vector<std::pair<std::string, std::shared_ptr<Module>>> out = {{"", self}};
     for (auto& [name, child] : named_children())
-        for (auto& [sub, m] : child->named_modules()) out.emplace_back(join(name, sub), m);
+        for (auto& [sub, m] : child->named_modules())
+            out.emplace_back(sub.empty() ? name : name + "." + sub, m);
     return out;
 }
 

@@ -5,7 +5,8 @@
 // slot (loading a checkpoint, moving to a device, PEFT swapping a Linear for a LoRA wrapper) is
 // seen by forward() at once, and forward() reads plain members with no lookups.
 //
-// Names are dotted paths in registration order, depth-first: "h.0.attn.c_attn.weight". The tree
+// Names are dotted paths, depth-first, each module's own entries (in registration order) before its
+// children's, as PyTorch orders them: "h.0.attn.c_attn.weight". The tree
 // is what PEFT walks to find target modules, what state_dict() saves and what optimizers collect.
 // Modules are held by std::shared_ptr and are neither copyable nor movable (the registry points
 // into them).
