@@ -198,3 +198,27 @@ TEST_CASE("nn::Module: strict load lists every missing, unexpected and misshapen
     sd["inner.scale"] = zeros({4});
     CHECK(contains(error_of([&] { b->load_state_dict(sd, false); }), "inner.scale"));
 }
+
+TEST_CASE("nn::Module: tied weights are listed once, saved under both names, and stay tied") {
+    struct Tied : Module {
+        std::shared_ptr<nn::Embedding> wte;
+        std::shared_ptr<nn::Linear> head;
+        Tied() {
+            Generator gen(1);
+            wte = std::make_shared<nn::Embedding>(5, 3, gen);
+            head = std::make_shared<nn::Linear>(3, 5, false, gen);
+            head->weight = wte->weight;  // one tensor in two slots
+            register_module("wte", wte);
+            register_module("head", head);
+        }
+        std::string type_name() const override { return "Tied"; }
+    };
+    auto m = std::make_shared<Tied>();
+    CHECK(names_of(m->named_parameters()) == std::vector<std::string>{"wte.weight"});
+    CHECK(m->num_parameters() == 15);
+    CHECK(m->state_dict().size() == 2);
+    m->to(DType::F64);
+    CHECK(m->head->weight.dtype() == DType::F64);
+    CHECK(m->head->weight.same_storage(m->wte->weight));
+    CHECK(m->wte->weight.requires_grad());
+}
