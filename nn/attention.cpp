@@ -21,11 +21,14 @@ static Tensor blocked_positions(const AttentionMask& mask, int64_t B, int64_t Tq
                                 DType dtype, Device device) {
     Tensor blocked;
     if (mask.causal) {
-        // key j is visible to query i when j <= i + (Tk - Tq)
-        std::vector<double> c(size_t(Tq * Tk));
-        for (int64_t i = 0; i < Tq; ++i)
-            for (int64_t j = 0; j < Tk; ++j) c[size_t(i * Tk + j)] = j > i + (Tk - Tq) ? 1 : 0;
-        blocked = raw::to_device(raw::to_dtype(from_vector(c, {1, 1, Tq, Tk}), dtype), device);
+        // key j is hidden from query i when j > i + (Tk - Tq): compare a column of query
+        // positions with a row of key positions, on the device, without a (Tq, Tk) host table.
+        auto positions = [&](double start, int64_t n, const Shape& shape) {
+            return raw::reshape(raw::to_device(arange(start, start + double(n), 1, dtype), device), shape);
+        };
+        Tensor query_pos = positions(double(Tk - Tq), Tq, {Tq, 1});
+        Tensor key_pos = positions(0, Tk, {1, Tk});
+        blocked = raw::reshape(raw::binary(BinaryOp::Lt, query_pos, key_pos), {1, 1, Tq, Tk});
     }
     if (mask.key_padding.defined()) {
         const Tensor& kp = mask.key_padding;
@@ -74,13 +77,13 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 
 // ---- rotary embeddings ----
 
-Tensor apply_rope(const Tensor& x, int64_t position_offset, double theta, double scale) {
-    EMBER_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "apply_rope: x must be (B, H, T, D) with D even, "
-                "got ", x.shape());
-    EMBER_CHECK(theta > 0 && scale > 0, "apply_rope: theta and scale must be positive, got ", theta,
+RopeTables rope_tables(int64_t T, int64_t D, int64_t position_offset, double theta, double scale,
+                       DType dtype, Device device) {
+    EMBER_CHECK(D % 2 == 0 && T >= 0, "rope_tables: D must be even, got ", D);
+    EMBER_CHECK(theta > 0 && scale > 0, "rope_tables: theta and scale must be positive, got ", theta,
                 " and ", scale);
-    const int64_t T = x.size(2), D = x.size(3), half = D / 2;
-    // cos/sin tables (T, D): dims j and j + half share the angle pos * theta^(-2j/D).
+    const int64_t half = D / 2;
+    // dims j and j + half share the angle pos * theta^(-2j/D)
     std::vector<double> c(size_t(T * D)), s(size_t(T * D));
     for (int64_t t = 0; t < T; ++t) {
         const double pos = double(position_offset + t) / scale;
@@ -91,13 +94,28 @@ Tensor apply_rope(const Tensor& x, int64_t position_offset, double theta, double
         }
     }
     auto table = [&](const std::vector<double>& v) {
-        return raw::to_device(raw::to_dtype(from_vector(v, {T, D}), x.dtype()), x.device());
+        return raw::to_device(raw::to_dtype(from_vector(v, {T, D}), dtype), device);
     };
-    Tensor cos_t = table(c), sin_t = table(s);
+    return {table(c), table(s)};
+}
+
+Tensor apply_rope(const Tensor& x, const RopeTables& tables) {
+    EMBER_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "apply_rope: x must be (B, H, T, D) with D even, "
+                "got ", x.shape());
+    EMBER_CHECK(tables.cos.shape() == Shape({x.size(2), x.size(3)}), "apply_rope: tables of shape ",
+                tables.cos.shape(), " do not fit x of shape ", x.shape(), "; they must be (T, D)");
+    const int64_t D = x.size(3), half = D / 2;
     // rotate_half(x) = [-x2, x1] for x = [x1, x2] split along D
     Tensor x1 = x.slice(3, 0, half), x2 = x.slice(3, half, D);
     Tensor rotated = cat({neg(x2), x1}, 3);
-    return x * cos_t + rotated * sin_t;
+    return x * tables.cos + rotated * tables.sin;
+}
+
+Tensor apply_rope(const Tensor& x, int64_t position_offset, double theta, double scale) {
+    EMBER_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "apply_rope: x must be (B, H, T, D) with D even, "
+                "got ", x.shape());
+    return apply_rope(x, rope_tables(x.size(2), x.size(3), position_offset, theta, scale, x.dtype(),
+                                     x.device()));
 }
 
 Tensor split_heads(const Tensor& x, int64_t heads) {
@@ -162,8 +180,10 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionInputs& in) {
     Projected p = project(x);
     Tensor q = p.q, k = p.k, v = p.v;
     if (config.rope) {
-        q = apply_rope(q, in.position_offset, config.rope_theta, config.rope_scale);
-        k = apply_rope(k, in.position_offset, config.rope_theta, config.rope_scale);
+        RopeTables tables = rope_tables(T, head_dim, in.position_offset, config.rope_theta,
+                                        config.rope_scale, x.dtype(), x.device());
+        q = apply_rope(q, tables);
+        k = apply_rope(k, tables);
     }
     // [cached | current]
     int64_t cached = 0;

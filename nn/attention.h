@@ -39,6 +39,13 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 // pos = (position_offset + t) / scale. scale > 1 is linear position interpolation (positions are
 // multiplied by 1/scale, HF's rope_scaling {"type": "linear", "factor": scale}). Differentiable.
 Tensor apply_rope(const Tensor& x, int64_t position_offset, double theta = 10000, double scale = 1);
+// The same in two steps, so q and k can share one pair of (T, D) tables.
+struct RopeTables {
+    Tensor cos, sin;  // (T, D)
+};
+RopeTables rope_tables(int64_t T, int64_t D, int64_t position_offset, double theta, double scale,
+                       DType dtype, Device device);
+Tensor apply_rope(const Tensor& x, const RopeTables& tables);
 
 // (B, T, H * D) -> (B, H, T, D) and back.
 Tensor split_heads(const Tensor& x, int64_t heads);

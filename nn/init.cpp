@@ -6,6 +6,7 @@
 
 namespace ember {
 namespace nn {
+namespace init {
 
 static void check_fillable(const Tensor& t, const char* op) {
     EMBER_CHECK(t.defined(), op, ": the tensor is undefined");
@@ -96,5 +97,6 @@ void constant_(Tensor& t, double value) {
 void zeros_(Tensor& t) { constant_(t, 0); }
 void ones_(Tensor& t) { constant_(t, 1); }
 
+}  // namespace init
 }  // namespace nn
 }  // namespace ember

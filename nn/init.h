@@ -9,6 +9,7 @@
 
 namespace ember {
 namespace nn {
+namespace init {
 
 void normal_(Tensor& t, double mean, double std, Generator& gen);
 void uniform_(Tensor& t, double lo, double hi, Generator& gen);
@@ -28,6 +29,20 @@ void constant_(Tensor& t, double value);
 
 // (fan_in, fan_out) of a tensor of rank >= 2, or an error naming `op`.
 std::pair<int64_t, int64_t> fans(const Tensor& t, const char* op);
+
+}  // namespace init
+
+// Both spellings work: nn::init::normal_(...) (as torch.nn.init) and nn::normal_(...).
+using init::constant_;
+using init::kaiming_normal_;
+using init::kaiming_uniform_;
+using init::normal_;
+using init::ones_;
+using init::trunc_normal_;
+using init::uniform_;
+using init::xavier_normal_;
+using init::xavier_uniform_;
+using init::zeros_;
 
 }  // namespace nn
 }  // namespace ember

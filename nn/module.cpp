@@ -74,10 +74,13 @@ static std::string join(const std::string& prefix, const std::string& name) {
     return prefix.empty() ? name : prefix + "." + name;
 }
 
-std::vector<std::pair<std::string, Tensor*>> Module::parameter_slots() const {
+std::vector<std::pair<std::string, Tensor*>> Module::parameter_slots(bool unique) const {
     std::vector<std::pair<std::string, Tensor*>> out;
+    std::set<const TensorImpl*> seen;  // tied weights (one tensor in two slots) count once
     visit("", [&](const std::string& prefix, const Module& m) {
-        for (const auto& p : m.params_) out.emplace_back(join(prefix, p.name), p.slot);
+        for (const auto& p : m.params_)
+            if (!unique || seen.insert(p.slot->impl_ptr().get()).second)
+                out.emplace_back(join(prefix, p.name), p.slot);
     });
     return out;
 }
@@ -115,7 +118,8 @@ std::vector<std::pair<std::string, std::shared_ptr<Module>>> Module::named_modul
                 "std::shared_ptr (make it with std::make_shared)");
     std::vector<std::pair<std::string, std::shared_ptr<Module>>> out = {{"", self}};
     for (auto& [name, child] : named_children())
-        for (auto& [sub, m] : child->named_modules()) out.emplace_back(join(name, sub), m);
+        for (auto& [sub, m] : child->named_modules())
+            out.emplace_back(sub.empty() ? name : name + "." + sub, m);
     return out;
 }
 
@@ -198,23 +202,32 @@ void Module::train(bool on) {
     visit("", [on](const std::string&, const Module& m) { const_cast<Module&>(m).training_ = on; });
 }
 
-// Replaces each slot by convert(slot), as a fresh leaf with the old requires_grad.
+// Replaces each slot by convert(slot), as a fresh leaf with the old requires_grad. Slots that held
+// one tensor (tied weights) hold one converted tensor afterwards.
 static void convert_slots(const std::vector<std::pair<std::string, Tensor*>>& slots,
                           const std::function<Tensor(const Tensor&)>& convert) {
     NoGradGuard no_grad;
+    std::map<const TensorImpl*, Tensor> done;
     for (auto& [name, slot] : slots) {
+        auto it = done.find(slot->impl_ptr().get());
+        if (it != done.end()) {
+            *slot = it->second;
+            continue;
+        }
         bool requires = slot->requires_grad();
         Tensor converted = convert(*slot);
-        if (converted.same_storage(*slot)) continue;
-        if (requires) converted.set_requires_grad(true);
+        if (converted.same_storage(*slot)) converted = *slot;
+        else if (requires) converted.set_requires_grad(true);
+        done[slot->impl_ptr().get()] = converted;
         *slot = converted;
     }
 }
 
 void Module::to(Device device) {
     auto convert = [device](const Tensor& t) { return raw::to_device(t, device); };
-    convert_slots(parameter_slots(), convert);
-    convert_slots(buffer_slots(true), convert);
+    auto slots = parameter_slots(false);
+    for (auto& b : buffer_slots(true)) slots.push_back(b);
+    convert_slots(slots, convert);
 }
 
 void Module::to(DType dtype) {
@@ -223,29 +236,30 @@ void Module::to(DType dtype) {
     auto convert = [dtype](const Tensor& t) {
         return is_floating(t.dtype()) ? raw::to_dtype(t, dtype) : t;
     };
-    convert_slots(parameter_slots(), convert);
-    convert_slots(buffer_slots(true), convert);
+    auto slots = parameter_slots(false);
+    for (auto& b : buffer_slots(true)) slots.push_back(b);
+    convert_slots(slots, convert);
 }
 
 void Module::requires_grad_(bool on) {
-    for (auto& [name, slot] : parameter_slots()) slot->set_requires_grad(on);
+    for (auto& [name, slot] : parameter_slots(false)) slot->set_requires_grad(on);
 }
 
 void Module::zero_grad() {
-    for (auto& [name, slot] : parameter_slots()) slot->zero_grad();
+    for (auto& [name, slot] : parameter_slots(false)) slot->zero_grad();
 }
 
 // ---- checkpoints ----
 
 StateDict Module::state_dict() const {
     StateDict sd;
-    for (auto& [name, slot] : parameter_slots()) sd[name] = slot->detach();
+    for (auto& [name, slot] : parameter_slots(false)) sd[name] = slot->detach();
     for (auto& [name, slot] : buffer_slots(false)) sd[name] = slot->detach();
     return sd;
 }
 
 void Module::load_state_dict(const StateDict& sd, bool strict) {
-    std::vector<std::pair<std::string, Tensor*>> slots = parameter_slots();
+    std::vector<std::pair<std::string, Tensor*>> slots = parameter_slots(false);
     for (auto& b : buffer_slots(false)) slots.push_back(b);
 
     std::vector<std::string> missing, wrong_shape, unexpected;

@@ -5,7 +5,8 @@
 // slot (loading a checkpoint, moving to a device, PEFT swapping a Linear for a LoRA wrapper) is
 // seen by forward() at once, and forward() reads plain members with no lookups.
 //
-// Names are dotted paths in registration order, depth-first: "h.0.attn.c_attn.weight". The tree
+// Names are dotted paths, depth-first, each module's own entries (in registration order) before its
+// children's, as PyTorch orders them: "h.0.attn.c_attn.weight". The tree
 // is what PEFT walks to find target modules, what state_dict() saves and what optimizers collect.
 // Modules are held by std::shared_ptr and are neither copyable nor movable (the registry points
 // into them).
@@ -40,7 +41,10 @@ public:
     Tensor operator()(const Tensor& x) { return forward(x); }
 
     // ---- the tree ----
-    std::vector<std::pair<std::string, Tensor>> named_parameters() const;  // dotted, depth-first
+    // Dotted, depth-first. A tensor held by two slots (tied weights, e.g. GPT-2's lm_head and
+    // wte) is listed once, under its first name, so optimizers update it once; state_dict() keeps
+    // both names, as PyTorch does.
+    std::vector<std::pair<std::string, Tensor>> named_parameters() const;
     std::vector<Tensor> parameters() const;
     std::vector<std::pair<std::string, Tensor>> named_buffers() const;  // persistent ones only
     std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_modules();  // "" is self
@@ -57,7 +61,8 @@ public:
     void train(bool on = true);  // recursive
     void eval() { train(false); }
     bool is_training() const { return training_; }
-    // Replace every parameter and buffer slot by a converted copy, keeping requires_grad.
+    // Replace every parameter and buffer slot by a converted copy, keeping requires_grad (and
+    // keeping tied slots tied).
     // to(dtype) converts floating-point tensors only (ids and counters keep their integer type).
     void to(Device device);
     void to(DType dtype);
@@ -120,8 +125,9 @@ private:
     // Calls fn(prefix, module) for this module and every non-null descendant, depth-first.
     void visit(const std::string& prefix,
                const std::function<void(const std::string&, const Module&)>& fn) const;
-    // Every (dotted name, slot) of parameters, and of buffers (persistent only unless `all`).
-    std::vector<std::pair<std::string, Tensor*>> parameter_slots() const;
+    // Every (dotted name, slot) of parameters (each tensor once when `unique`), and of buffers
+    // (persistent only unless `all`).
+    std::vector<std::pair<std::string, Tensor*>> parameter_slots(bool unique = true) const;
     std::vector<std::pair<std::string, Tensor*>> buffer_slots(bool all) const;
 
     std::vector<ParamSlot> params_;
