@@ -55,6 +55,21 @@ const char* safetensors_dtype(DType t) {
     return "?";
 }
 
+// A short description of a JSON value for an error message. Never dump() a container here: the
+// value comes from the file, and dumping a deeply nested one recurses until the stack overflows.
+std::string describe(const json& v) {
+    if (v.is_structured()) return std::string("a JSON ") + v.type_name();
+    std::string text = v.dump();  // a scalar: short unless it is a long string
+    if (text.size() > 40) text = text.substr(0, 37) + "...";
+    return text;
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+    std::string out = "[";
+    for (size_t i = 0; i < shape.size(); ++i) out += (i ? "," : "") + std::to_string(shape[i]);
+    return out + "]";
+}
+
 uint64_t read_u64_le(const uint8_t* p) {
     uint64_t v = 0;
     for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
@@ -102,15 +117,15 @@ SafetensorsEntry parse_entry(const std::string& name, const json& v, uint64_t da
     uint64_t product = 1;
     bool has_zero = false;
     for (const json& d : *sh) {
-        if (!d.is_number_integer()) fail(file, where + ": shape holds " + d.dump() + ", not an integer");
+        if (!d.is_number_integer()) fail(file, where + ": shape holds " + describe(d) + ", not an integer");
         if (!d.is_number_unsigned()) fail(file, where + ": shape holds negative dimension " + d.dump());
         uint64_t dim = d.get<uint64_t>();
         if (dim > MAX_DIM) fail(file, where + ": dimension " + d.dump() + " is absurdly large");
         has_zero = has_zero || dim == 0;
+        e.shape.push_back(int64_t(dim));
         if (__builtin_mul_overflow(product, std::max<uint64_t>(dim, 1), &product) ||
             product > uint64_t(INT64_MAX) / 8)
-            fail(file, where + ": shape " + sh->dump() + " has too many elements");
-        e.shape.push_back(int64_t(dim));
+            fail(file, where + ": shape " + shape_text(e.shape) + "... has too many elements");
     }
     uint64_t bytes = has_zero ? 0 : product * itemsize;  // cannot overflow: product < 2^60
 
@@ -118,8 +133,7 @@ SafetensorsEntry parse_entry(const std::string& name, const json& v, uint64_t da
     if (off == v.end()) fail(file, where + ": missing \"data_offsets\"");
     if (!off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
         !(*off)[1].is_number_unsigned())
-        fail(file, where + ": \"data_offsets\" must be [begin, end], two non-negative integers, got " +
-                       off->dump());
+        fail(file, where + ": \"data_offsets\" must be [begin, end], two non-negative integers");
     e.begin = (*off)[0].get<uint64_t>();
     e.end = (*off)[1].get<uint64_t>();
     const std::string range = "[" + std::to_string(e.begin) + ", " + std::to_string(e.end) + ")";
@@ -128,7 +142,7 @@ SafetensorsEntry parse_entry(const std::string& name, const json& v, uint64_t da
         fail(file, where + ": data_offsets " + range + " ends past the data buffer (" +
                        std::to_string(data_bytes) + " bytes); the file is truncated or corrupt");
     if (e.end - e.begin != bytes)
-        fail(file, where + ": shape " + sh->dump() + " of " + e.dtype + " needs " + std::to_string(bytes) +
+        fail(file, where + ": shape " + shape_text(e.shape) + " of " + e.dtype + " needs " + std::to_string(bytes) +
                        " bytes but data_offsets " + range + " spans " + std::to_string(e.end - e.begin));
     return e;
 }
@@ -138,11 +152,10 @@ SafetensorsHeader parse_header(const uint8_t* text, uint64_t n, uint64_t data_by
                                const std::string& file) {
     json root;
     try {
-        root = json::parse(text, text + n, nullptr, /*allow_exceptions=*/false);
+        root = json::parse(text, text + n);
     } catch (const json::exception& e) {
-        fail(file, std::string("header is not valid JSON: ") + e.what());
+        fail(file, std::string("header is not valid JSON (") + e.what() + ")");
     }
-    if (root.is_discarded()) fail(file, "header is not valid JSON");
     if (!root.is_object()) fail(file, "header is JSON but not an object");
 
     SafetensorsHeader h;

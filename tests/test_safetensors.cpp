@@ -303,6 +303,14 @@ TEST_CASE("safetensors: malformed files are refused with the reason") {
         CHECK(names_culprit);
     }
 
+    // Deeply nested values where numbers belong: refused without recursing through them (a
+    // recursive dump() of 100k levels into the message would overflow the stack).
+    const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+    CHECK(parse_error(make_file(entry(R"({"dtype":"F32","shape":[)" + deep + R"(],"data_offsets":[0,0]})"), 0))
+              .find("shape holds a JSON array, not an integer") != std::string::npos);
+    CHECK(parse_error(make_file(entry(R"({"dtype":"F32","shape":[1],"data_offsets":[0,)" + deep + "]}"), 4))
+              .find("must be [begin, end]") != std::string::npos);
+
     std::string overlap = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
                           R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})";
     CHECK(parse_error(make_file(overlap, 12)).find("'a' and 'b' have overlapping") != std::string::npos);
