@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "tensor/ops.h"
 
@@ -150,9 +151,18 @@ SafetensorsEntry parse_entry(const std::string& name, const json& v, uint64_t da
 // Parses and validates N bytes of JSON header for a data buffer of `data_bytes` bytes.
 SafetensorsHeader parse_header(const uint8_t* text, uint64_t n, uint64_t data_bytes,
                                const std::string& file) {
+    // JSON lets a key repeat (the last one wins); a header must not: a repeated tensor name hides
+    // one of the two entries. The callback sees each key of the top-level object (depth 1).
+    std::set<std::string> top_keys;
+    auto no_repeats = [&](int depth, json::parse_event_t event, json& parsed) {
+        if (depth == 1 && event == json::parse_event_t::key &&
+            !top_keys.insert(parsed.get<std::string>()).second)
+            fail(file, "name \"" + parsed.get<std::string>() + "\" appears twice in the header");
+        return true;
+    };
     json root;
     try {
-        root = json::parse(text, text + n);
+        root = json::parse(text, text + n, no_repeats);
     } catch (const json::exception& e) {
         fail(file, std::string("header is not valid JSON (") + e.what() + ")");
     }

@@ -314,6 +314,10 @@ TEST_CASE("safetensors: malformed files are refused with the reason") {
     std::string overlap = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
                           R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})";
     CHECK(parse_error(make_file(overlap, 12)).find("'a' and 'b' have overlapping") != std::string::npos);
+    std::string twice = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                        R"("n":{"b":1,"b":2},)"
+                        R"("a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
+    CHECK(parse_error(make_file(twice, 8)).find("name \"a\" appears twice") != std::string::npos);
     std::string u8 = R"({"m":{"dtype":"U8","shape":[3],"data_offsets":[0,3]}})";
     CHECK(parse_error(make_file(u8, 3)).find("unsupported dtype U8 in tensor 'm'") != std::string::npos);
     // The header-only reader lists dtypes it cannot load.
