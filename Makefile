@@ -92,6 +92,7 @@ fuzz:
 	  EXTRA_FLAGS="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" build-fuzz/fuzz_safetensors
 	@mkdir -p build-fuzz/corpus
 	./build-fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
+	  -dict=fuzz/safetensors.dict \
 	  build-fuzz/corpus fuzz/corpus
 
 $(BUILD)/fuzz_safetensors: fuzz/fuzz_safetensors.cpp $(LIB)

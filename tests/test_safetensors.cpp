@@ -238,6 +238,8 @@ TEST_CASE("safetensors: malformed files are refused with the reason") {
     auto entry = [](const std::string& body) { return R"({"t":)" + body + "}"; };
     const std::string good = entry(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8]})");
     REQUIRE(parse_error(make_file(good, 8)) == "");
+    // "-0" is an integer zero, not a negative number.
+    CHECK(parse_error(make_file(entry(R"({"dtype":"F32","shape":[-0],"data_offsets":[-0,0]})"), 0)) == "");
 
     CHECK(parse_error({}).find("shorter than the 8-byte header length") != std::string::npos);
     CHECK(parse_error({1, 2, 3}).find("3 bytes") != std::string::npos);
