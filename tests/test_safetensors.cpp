@@ -143,6 +143,18 @@ TEST_CASE("safetensors: non-contiguous tensors are written as their row-major va
     CHECK(f.metadata.empty());
 }
 
+TEST_CASE("safetensors: CUDA tensors are copied to the host when saved") {
+    if (!cuda_is_available()) return;  // skips itself without a GPU
+    TempDir dir;
+    Generator gen(11);
+    Tensor host = randn({5, 7}, gen);
+    StateDict sd = {{"g", host.to(Device::cuda()).transpose(0, 1)}};
+    save_safetensors(dir.file("g.safetensors"), sd);
+    Tensor back = load_safetensors(dir.file("g.safetensors")).tensors.at("g");
+    CHECK(back.device() == Device::cpu());
+    CHECK(bytes_of(back) == bytes_of(host.transpose(0, 1)));
+}
+
 TEST_CASE("safetensors: a file built byte by byte from the format loads to the expected values") {
     // {"w": F32 2x2 = [[1, -2], [0.5, 3]], "ids": I64 [7, -1]}, header padded with spaces.
     std::string header =
