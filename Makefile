@@ -1,5 +1,6 @@
 # Ember's build. `make` builds build/libember.a and the examples; `make test` builds and runs the
-# doctest suite; `make asan` runs it under AddressSanitizer and UBSan; `make bench` prints speeds.
+# doctest suite; `make asan` runs it under AddressSanitizer and UBSan; `make bench` prints speeds;
+# `make fuzz` fuzzes the safetensors reader for a minute (clang, libFuzzer).
 #
 # CUDA: a build with nvcc on the PATH compiles tensor/cuda/*.cu and links cuBLAS and cuRAND;
 # `make CUDA=0` forces a CPU-only build (the CUDA ops then throw "built without CUDA").
@@ -110,6 +111,7 @@ fuzz:
 	  EXTRA_FLAGS="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" build-fuzz/fuzz_safetensors
 	@mkdir -p build-fuzz/corpus
 	./build-fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
+	  -dict=fuzz/safetensors.dict \
 	  build-fuzz/corpus fuzz/corpus
 
 $(BUILD)/fuzz_safetensors: fuzz/fuzz_safetensors.cpp $(LIB)

@@ -1,5 +1,5 @@
 // Training checkpoints as one safetensors file. Layout of the header's __metadata__:
-//   "format"          "ember.training_checkpoint.v1"  (so a weights-only file is not mistaken for one)
+//   "format"          "ember.training_checkpoint.v1" (a weights-only file is not mistaken for one)
 //   "step"            the step, decimal
 //   "rng.count"       the number of generators, decimal
 //   "rng.<i>.seed"    generator i's seed, decimal u64

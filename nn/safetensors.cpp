@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "tensor/ops.h"
 
@@ -55,6 +56,28 @@ const char* safetensors_dtype(DType t) {
     return "?";
 }
 
+// A short description of a JSON value for an error message. Never dump() a container here: the
+// value comes from the file, and dumping a deeply nested one recurses until the stack overflows.
+std::string describe(const json& v) {
+    if (v.is_structured()) return std::string("a JSON ") + v.type_name();
+    std::string text = v.dump();  // a scalar: short unless it is a long string
+    if (text.size() > 40) text = text.substr(0, 37) + "...";
+    return text;
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+    std::string out = "[";
+    for (size_t i = 0; i < shape.size(); ++i) out += (i ? "," : "") + std::to_string(shape[i]);
+    return out + "]";
+}
+
+// A JSON integer that is >= 0, as u64. JSON "-0" parses as a signed 0: it counts as 0 too.
+bool as_u64(const json& v, uint64_t& out) {
+    if (v.is_number_unsigned()) return out = v.get<uint64_t>(), true;
+    if (v.is_number_integer() && v.get<int64_t>() >= 0) return out = uint64_t(v.get<int64_t>()), true;
+    return false;
+}
+
 uint64_t read_u64_le(const uint8_t* p) {
     uint64_t v = 0;
     for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
@@ -65,7 +88,7 @@ uint64_t read_u64_le(const uint8_t* p) {
 uint64_t check_prefix(const uint8_t* first8, uint64_t file_bytes, const std::string& file) {
     if (file_bytes < 8)
         fail(file, "file is " + std::to_string(file_bytes) +
-                       " bytes, shorter than the 8-byte header length; it is not a safetensors file");
+                       " bytes, shorter than the 8-byte header length; not a safetensors file");
     uint64_t n = read_u64_le(first8);
     if (n > MAX_HEADER_BYTES)
         fail(file, "header length " + std::to_string(n) + " is absurd (limit " +
@@ -95,54 +118,61 @@ SafetensorsEntry parse_entry(const std::string& name, const json& v, uint64_t da
     if (sh == v.end()) fail(file, where + ": missing \"shape\"");
     if (!sh->is_array()) fail(file, where + ": \"shape\" is not an array");
     if (sh->size() > size_t(MAX_DIMS))
-        fail(file, where + ": shape has " + std::to_string(sh->size()) + " dimensions; Ember supports at most " +
-                       std::to_string(MAX_DIMS));
+        fail(file, where + ": shape has " + std::to_string(sh->size()) +
+                       " dimensions; Ember supports at most " + std::to_string(MAX_DIMS));
     // Product of the dims (with 0 counted as 1, so a zero-size tensor's other dims are still
     // bounded: Ember computes strides from them).
     uint64_t product = 1;
     bool has_zero = false;
     for (const json& d : *sh) {
-        if (!d.is_number_integer()) fail(file, where + ": shape holds " + d.dump() + ", not an integer");
-        if (!d.is_number_unsigned()) fail(file, where + ": shape holds negative dimension " + d.dump());
-        uint64_t dim = d.get<uint64_t>();
+        if (!d.is_number_integer())
+            fail(file, where + ": shape holds " + describe(d) + ", not an integer");
+        uint64_t dim = 0;
+        if (!as_u64(d, dim)) fail(file, where + ": shape holds negative dimension " + d.dump());
         if (dim > MAX_DIM) fail(file, where + ": dimension " + d.dump() + " is absurdly large");
         has_zero = has_zero || dim == 0;
+        e.shape.push_back(int64_t(dim));
         if (__builtin_mul_overflow(product, std::max<uint64_t>(dim, 1), &product) ||
             product > uint64_t(INT64_MAX) / 8)
-            fail(file, where + ": shape " + sh->dump() + " has too many elements");
-        e.shape.push_back(int64_t(dim));
+            fail(file, where + ": shape " + shape_text(e.shape) + "... has too many elements");
     }
     uint64_t bytes = has_zero ? 0 : product * itemsize;  // cannot overflow: product < 2^60
 
     auto off = v.find("data_offsets");
     if (off == v.end()) fail(file, where + ": missing \"data_offsets\"");
-    if (!off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
-        !(*off)[1].is_number_unsigned())
-        fail(file, where + ": \"data_offsets\" must be [begin, end], two non-negative integers, got " +
-                       off->dump());
-    e.begin = (*off)[0].get<uint64_t>();
-    e.end = (*off)[1].get<uint64_t>();
+    if (!off->is_array() || off->size() != 2 || !as_u64((*off)[0], e.begin) ||
+        !as_u64((*off)[1], e.end))
+        fail(file, where + ": \"data_offsets\" must be [begin, end], two non-negative integers");
     const std::string range = "[" + std::to_string(e.begin) + ", " + std::to_string(e.end) + ")";
     if (e.begin > e.end) fail(file, where + ": data_offsets " + range + " has begin > end");
     if (e.end > data_bytes)
         fail(file, where + ": data_offsets " + range + " ends past the data buffer (" +
                        std::to_string(data_bytes) + " bytes); the file is truncated or corrupt");
     if (e.end - e.begin != bytes)
-        fail(file, where + ": shape " + sh->dump() + " of " + e.dtype + " needs " + std::to_string(bytes) +
-                       " bytes but data_offsets " + range + " spans " + std::to_string(e.end - e.begin));
+        fail(file, where + ": shape " + shape_text(e.shape) + " of " + e.dtype + " needs " +
+                       std::to_string(bytes) + " bytes but data_offsets " + range + " spans " +
+                       std::to_string(e.end - e.begin));
     return e;
 }
 
 // Parses and validates N bytes of JSON header for a data buffer of `data_bytes` bytes.
 SafetensorsHeader parse_header(const uint8_t* text, uint64_t n, uint64_t data_bytes,
                                const std::string& file) {
+    // JSON lets a key repeat (the last one wins); a header must not: a repeated tensor name hides
+    // one of the two entries. The callback sees each key of the top-level object (depth 1).
+    std::set<std::string> top_keys;
+    auto no_repeats = [&](int depth, json::parse_event_t event, json& parsed) {
+        if (depth == 1 && event == json::parse_event_t::key &&
+            !top_keys.insert(parsed.get<std::string>()).second)
+            fail(file, "name \"" + parsed.get<std::string>() + "\" appears twice in the header");
+        return true;
+    };
     json root;
     try {
-        root = json::parse(text, text + n, nullptr, /*allow_exceptions=*/false);
+        root = json::parse(text, text + n, no_repeats);
     } catch (const json::exception& e) {
-        fail(file, std::string("header is not valid JSON: ") + e.what());
+        fail(file, std::string("header is not valid JSON (") + e.what() + ")");
     }
-    if (root.is_discarded()) fail(file, "header is not valid JSON");
     if (!root.is_object()) fail(file, "header is JSON but not an object");
 
     SafetensorsHeader h;
@@ -171,7 +201,8 @@ SafetensorsHeader parse_header(const uint8_t* text, uint64_t n, uint64_t data_by
     const SafetensorsEntry* prev = nullptr;
     for (const SafetensorsEntry* e : order) {
         if (e->begin < covered)
-            fail(file, "tensors '" + prev->name + "' and '" + e->name + "' have overlapping data ranges");
+            fail(file, "tensors '" + prev->name + "' and '" + e->name +
+                           "' have overlapping data ranges");
         if (e->begin > covered)
             fail(file, "data buffer has a gap of unused bytes [" + std::to_string(covered) + ", " +
                            std::to_string(e->begin) + ") before tensor '" + e->name +
@@ -181,8 +212,8 @@ SafetensorsHeader parse_header(const uint8_t* text, uint64_t n, uint64_t data_by
     }
     if (covered != data_bytes)
         fail(file, "data buffer has " + std::to_string(data_bytes - covered) +
-                       " trailing bytes that belong to no tensor; the format requires the tensors to "
-                       "cover the buffer exactly");
+                       " trailing bytes that belong to no tensor; the format requires the "
+                       "tensors to cover the buffer exactly");
     return h;
 }
 
@@ -293,7 +324,9 @@ public:
             fail(path_, "cannot rename " + tmp_ + " over it: " + errno_text());
         committed_ = true;
         size_t slash = path_.find_last_of('/');
-        std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path_.substr(0, slash);
+        std::string dir = slash == std::string::npos ? "."
+                          : slash == 0                ? "/"
+                                                      : path_.substr(0, slash);
         int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd >= 0) {
             ::fsync(dfd);  // best effort: some file systems refuse fsync on directories
@@ -389,7 +422,8 @@ void save_safetensors(const std::string& path, const StateDict& tensors,
     uint64_t offset = 0;
     for (const auto& [name, t] : tensors) {
         EMBER_CHECK(name != "__metadata__", "save_safetensors: ", path,
-                    ": a tensor may not be named \"__metadata__\" (the format reserves it); rename it");
+                    ": a tensor may not be named \"__metadata__\" (the format reserves it); "
+                    "rename it");
         EMBER_CHECK(t.defined(), "save_safetensors: ", path, ": tensor '", name,
                     "' is undefined; give it a value or leave it out of the state dict");
         uint64_t bytes = uint64_t(t.numel()) * dtype_size(t.dtype());
@@ -405,7 +439,8 @@ void save_safetensors(const std::string& path, const StateDict& tensors,
         text = header.dump();
     } catch (const json::exception& e) {
         throw Error(make_message("save_safetensors: ", path,
-                                 ": a tensor name or metadata string is not valid UTF-8 (", e.what(), ")"));
+                                 ": a tensor name or metadata string is not valid UTF-8 (",
+                                 e.what(), ")"));
     }
     text.append((8 - text.size() % 8) % 8, ' ');  // 8 + N stays a multiple of 8: aligned data
 

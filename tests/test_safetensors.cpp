@@ -143,6 +143,18 @@ TEST_CASE("safetensors: non-contiguous tensors are written as their row-major va
     CHECK(f.metadata.empty());
 }
 
+TEST_CASE("safetensors: CUDA tensors are copied to the host when saved") {
+    if (!cuda_is_available()) return;  // skips itself without a GPU
+    TempDir dir;
+    Generator gen(11);
+    Tensor host = randn({5, 7}, gen);
+    StateDict sd = {{"g", host.to(Device::cuda()).transpose(0, 1)}};
+    save_safetensors(dir.file("g.safetensors"), sd);
+    Tensor back = load_safetensors(dir.file("g.safetensors")).tensors.at("g");
+    CHECK(back.device() == Device::cpu());
+    CHECK(bytes_of(back) == bytes_of(host.transpose(0, 1)));
+}
+
 TEST_CASE("safetensors: a file built byte by byte from the format loads to the expected values") {
     // {"w": F32 2x2 = [[1, -2], [0.5, 3]], "ids": I64 [7, -1]}, header padded with spaces.
     std::string header =
@@ -238,6 +250,8 @@ TEST_CASE("safetensors: malformed files are refused with the reason") {
     auto entry = [](const std::string& body) { return R"({"t":)" + body + "}"; };
     const std::string good = entry(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8]})");
     REQUIRE(parse_error(make_file(good, 8)) == "");
+    // "-0" is an integer zero, not a negative number.
+    CHECK(parse_error(make_file(entry(R"({"dtype":"F32","shape":[-0],"data_offsets":[-0,0]})"), 0)) == "");
 
     CHECK(parse_error({}).find("shorter than the 8-byte header length") != std::string::npos);
     CHECK(parse_error({1, 2, 3}).find("3 bytes") != std::string::npos);
@@ -303,9 +317,21 @@ TEST_CASE("safetensors: malformed files are refused with the reason") {
         CHECK(names_culprit);
     }
 
+    // Deeply nested values where numbers belong: refused without recursing through them (a
+    // recursive dump() of 100k levels into the message would overflow the stack).
+    const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+    CHECK(parse_error(make_file(entry(R"({"dtype":"F32","shape":[)" + deep + R"(],"data_offsets":[0,0]})"), 0))
+              .find("shape holds a JSON array, not an integer") != std::string::npos);
+    CHECK(parse_error(make_file(entry(R"({"dtype":"F32","shape":[1],"data_offsets":[0,)" + deep + "]}"), 4))
+              .find("must be [begin, end]") != std::string::npos);
+
     std::string overlap = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
                           R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})";
     CHECK(parse_error(make_file(overlap, 12)).find("'a' and 'b' have overlapping") != std::string::npos);
+    std::string twice = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                        R"("n":{"b":1,"b":2},)"
+                        R"("a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
+    CHECK(parse_error(make_file(twice, 8)).find("name \"a\" appears twice") != std::string::npos);
     std::string u8 = R"({"m":{"dtype":"U8","shape":[3],"data_offsets":[0,3]}})";
     CHECK(parse_error(make_file(u8, 3)).find("unsupported dtype U8 in tensor 'm'") != std::string::npos);
     // The header-only reader lists dtypes it cannot load.
