@@ -49,8 +49,12 @@ void Optimizer::load_state(const StateDict& state) {
             continue;
         }
         size_t d1 = key.find('.'), d2 = d1 == std::string::npos ? d1 : key.find('.', d1 + 1);
-        EMBER_CHECK(d2 != std::string::npos, name(), "::load_state: key '", key, "' is not "
-                    "\"<group>.<index>.<name>\"");
+        auto is_index = [](const std::string& t) {
+            return !t.empty() && t.size() < 10 && t.find_first_not_of("0123456789") == std::string::npos;
+        };
+        EMBER_CHECK(d2 != std::string::npos && is_index(key.substr(0, d1)) &&
+                        is_index(key.substr(d1 + 1, d2 - d1 - 1)),
+                    name(), "::load_state: key '", key, "' is not \"<group>.<index>.<name>\"");
         size_t g = std::stoul(key.substr(0, d1)), i = std::stoul(key.substr(d1 + 1, d2 - d1 - 1));
         const std::string what = key.substr(d2 + 1);
         EMBER_CHECK(g < groups_.size() && i < groups_[g].params.size(), name(), "::load_state: key '",

@@ -293,3 +293,36 @@ TEST_CASE("TransformerBlock: float64 gradcheck of a whole block with adapters at
         expect_gradcheck([&](Inputs in) { return block->forward(in[0]); }, inputs);
     }
 }
+
+TEST_CASE("attention: a query with every key masked gives finite values, not NaN") {
+    Generator gen(9);
+    Tensor q = randn({2, 1, 3, 4}, gen), k = randn({2, 1, 3, 4}, gen), v = randn({2, 1, 3, 4}, gen);
+    // left padding with a causal mask: row 1's first query sees only a padded key
+    Tensor pad = tensor({1, 1, 1, 0, 1, 1}, {2, 3});
+    Tensor out = nn::scaled_dot_product_attention(q, k, v, {true, pad}, 0, nullptr, false);
+    for (double x : out.to_vector<double>()) CHECK(std::isfinite(x));
+    // the real queries of row 1 match a run without the padded key
+    Tensor short_out = nn::scaled_dot_product_attention(q.slice(0, 1, 2).slice(2, 1, 3),
+                                                        k.slice(0, 1, 2).slice(2, 1, 3),
+                                                        v.slice(0, 1, 2).slice(2, 1, 3),
+                                                        {true, Tensor()}, 0, nullptr, false);
+    CHECK(max_abs_diff(out.slice(0, 1, 2).slice(2, 1, 3), short_out) < 1e-6);
+}
+
+TEST_CASE("TransformerBlock: residual dropout in training only") {
+    Generator gen(10);
+    nn::BlockConfig cfg = gpt2_block(8, 2);
+    cfg.dropout = 0.3;
+    CHECK(contains(error_of([&] { nn::TransformerBlock(cfg, gen); }), "rng"));
+    auto block = std::make_shared<nn::TransformerBlock>(cfg, gen, std::make_shared<Generator>(11));
+    Tensor x = randn({1, 4, 8}, gen);
+    Tensor a = block->forward(x), b = block->forward(x);
+    CHECK(max_abs_diff(a, b) > 1e-4);  // fresh masks each call
+    block->eval();
+    CHECK(max_abs_diff(block->forward(x), block->forward(x)) == 0);
+    // the seed-only constructor is deterministic
+    cfg.dropout = 0;
+    cfg.init_seed = 42;
+    nn::TransformerBlock p(cfg), r(cfg);
+    CHECK(max_abs_diff(p.forward(x), r.forward(x)) == 0);
+}

@@ -1,5 +1,6 @@
 // nn::Module: the registry (dotted names, typed child slots, null slots), moving between dtypes,
 // freezing, and state_dict save / load with strict errors that list every bad key.
+#include "nn/containers.h"
 #include "nn/layers.h"
 #include "tests/helpers.h"
 
@@ -221,4 +222,26 @@ TEST_CASE("nn::Module: tied weights are listed once, saved under both names, and
     CHECK(m->head->weight.dtype() == DType::F64);
     CHECK(m->head->weight.same_storage(m->wte->weight));
     CHECK(m->wte->weight.requires_grad());
+}
+
+TEST_CASE("nn::ModuleList and Sequential: numbered names, typed slots, chained forward") {
+    Generator gen(3);
+    auto list = std::make_shared<nn::ModuleList<nn::Linear>>();
+    for (int i = 0; i < 3; ++i) list->push_back(std::make_shared<nn::Linear>(2, 2, false, gen));
+    CHECK(names_of(list->named_parameters()) ==
+          std::vector<std::string>{"0.weight", "1.weight", "2.weight"});
+    CHECK(list->size() == 3);
+    CHECK(contains(error_of([&] { list->replace_submodule("1", std::make_shared<nn::ReLU>()); }),
+                   "Linear"));
+    auto swap_in = std::make_shared<nn::Linear>(2, 2, false, gen);
+    list->replace_submodule("1", swap_in);
+    CHECK((*list)[1].get() == swap_in.get());
+    CHECK(contains(error_of([&] { (*list)[7]; }), "out of range"));
+
+    auto seq = std::make_shared<nn::Sequential>(std::vector<std::shared_ptr<Module>>{
+        (*list)[0], std::make_shared<nn::ReLU>(), (*list)[2]});
+    Tensor x = randn({4, 2}, gen);
+    Tensor expect = (*list)[2]->forward(relu((*list)[0]->forward(x)));
+    CHECK(max_abs_diff(seq->forward(x), expect) == 0);
+    CHECK(names_of(seq->named_parameters()) == std::vector<std::string>{"0.weight", "2.weight"});
 }

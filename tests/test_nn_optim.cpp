@@ -188,6 +188,8 @@ TEST_CASE("Optimizer state: save, restore into a fresh optimizer, continue bit-i
     CHECK(contains(error_of([&] { opt.load_state(bad); }), "shape"));
     bad = {{"1.0.exp_avg", zeros({2}, DType::F64)}};
     CHECK(contains(error_of([&] { opt.load_state(bad); }), "does not have"));
+    bad = {{"x.exp_avg", zeros({2}, DType::F64)}};
+    CHECK(contains(error_of([&] { opt.load_state(bad); }), "<group>.<index>.<name>"));
 }
 
 TEST_CASE("raw::adamw_: refuses mismatched state") {
