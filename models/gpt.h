@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "nn/attention.h"
-#include "nn/container.h"
+#include "nn/containers.h"
 #include "nn/transformer.h"
 
 namespace ember {
@@ -74,7 +74,7 @@ public:
     void save_pretrained(const std::string& dir) const;
     static std::shared_ptr<GPT> from_pretrained(const std::string& dir, uint64_t seed = 0);
 
-    nn::TransformerBlock& block(size_t i) const { return (*blocks)[i]; }
+    nn::TransformerBlock& block(size_t i) const { return *(*blocks)[i]; }
     size_t num_blocks() const { return blocks->size(); }
 
     GPTConfig config;

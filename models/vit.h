@@ -14,7 +14,7 @@
 #include <string>
 
 #include "nn/attention.h"
-#include "nn/container.h"
+#include "nn/containers.h"
 #include "nn/layers.h"
 
 namespace ember {
@@ -67,7 +67,7 @@ public:
     // (B, C, H, W) -> (B, N, C * P * P), patches in row-major order, each flattened as (C, P, P)
     // to match the projection weight's (dim, C, P, P) layout (a stride-P convolution's).
     Tensor patchify(const Tensor& images) const;
-    ViTLayer& layer(size_t i) const { return (*layers)[i]; }
+    ViTLayer& layer(size_t i) const { return *(*layers)[i]; }
     size_t num_layers() const { return layers->size(); }
 
     ViTConfig config;

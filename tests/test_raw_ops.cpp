@@ -439,3 +439,22 @@ TEST_CASE("cpu exp_fast: within 2 ulp of exp on the kernels' range, exact at the
     CHECK(cpu::exp_fast(88.5f) == doctest::Approx(std::exp(88.5)).epsilon(1e-6));
     CHECK(std::isinf(cpu::exp_fast(89.0f)));
 }
+
+TEST_CASE("f32 GELU and SiLU (vectorizable exp) stay within 1e-6 of the f64 formulas") {
+    Tensor x = arange(-12, 12, 0.001, DType::F64);
+    for (UnaryOp op : {UnaryOp::GeluTanh, UnaryOp::Silu, UnaryOp::Sigmoid}) {
+        CAPTURE(std::string(unary_name(op)));
+        std::vector<double> xs = x.to_vector<double>();
+        double worst = 0, worst_grad = 0;
+        for (double v : xs) {
+            float f = float(v);
+            worst = std::max(worst, std::abs(double(unary_forward(op, f)) - unary_forward(op, double(f))));
+            worst_grad = std::max(worst_grad, std::abs(double(unary_derivative(op, f)) - unary_derivative(op, double(f))));
+        }
+        CHECK(worst < 2e-6);
+        CHECK(worst_grad < 5e-6);  // the derivative grows like x^2 0.13 at |x| = 12
+    }
+    CHECK(std::abs(vector_expf(1.0f) - std::exp(1.0f)) < 1e-6);
+    CHECK(vector_expf(-1000.0f) >= 0.0f);
+    CHECK(std::isfinite(vector_expf(1000.0f)));
+}
