@@ -13,8 +13,8 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     VIT_FLAGS="--device cuda --layers 6 --dim 192 --heads 6 --patch 4 --batch 256 --steps 3000 --eval-every 500"
 else
     echo "== no GPU: small models on the CPU"
-    GPT_FLAGS="--device cpu --layers 3 --dim 128 --heads 4 --context 64 --batch 24 --steps 500 --lr 3e-3 --warmup 30 --eval-every 100"
-    VIT_FLAGS="--device cpu --layers 3 --dim 64 --heads 4 --patch 7 --batch 128 --steps 1200 --lr 3e-3 --eval-every 300"
+    GPT_FLAGS="--device cpu --layers 4 --dim 128 --heads 4 --context 64 --batch 24 --steps 1800 --lr 3e-3 --warmup 30 --eval-every 300"
+    VIT_FLAGS="--device cpu --layers 3 --dim 64 --heads 4 --patch 7 --batch 128 --steps 1600 --lr 3e-3 --eval-every 400"
 fi
 
 echo "== GPT on fortunes (held out: songs-poems)"

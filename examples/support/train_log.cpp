@@ -87,7 +87,7 @@ bool TrainLog::plot(const std::string& csv_path, const std::string& png_path, co
                << "set datafile separator ','\nset title '" << safe_title << "'\n"
                << "set xlabel 'step'\nset ylabel 'loss'\nset key top right\n"
                << "plot '" << csv_path << "' using 1:(stringcolumn(2) eq 'train_loss' ? $3 : 1/0) "
-               << "with lines title 'train', '' using 1:(stringcolumn(2) eq 'val_loss' ? $3 : 1/0) "
+               << "with points pt 7 ps 0.3 title 'train', '' using 1:(stringcolumn(2) eq 'val_loss' ? $3 : 1/0) "
                << "with linespoints title 'val'\n";
     }
     int rc = std::system(("gnuplot '" + script_path + "' 2>/dev/null").c_str());
