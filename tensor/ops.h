@@ -137,5 +137,9 @@ Tensor cross_entropy_backward(const Tensor& grad, const CrossEntropyOutput& save
 // and the mask (1 kept, 0 dropped, in x's dtype); element i's fate depends only on (seed, offset, i).
 std::pair<Tensor, Tensor> dropout(const Tensor& x, double p, Generator& gen);
 
+// ---- optimizers ----
+// Hyper-parameters of one fused AdamW step (torch.optim.AdamW's semantics); step counts from 1.
+struct AdamWParams { double lr, beta1, beta2, eps, weight_decay; int64_t step; };
+
 }  // namespace raw
 }  // namespace ember

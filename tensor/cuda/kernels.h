@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "tensor/elementwise_math.h"
+#include "tensor/ops.h"
 #include "tensor/tensor.h"
 
 namespace ember {
@@ -70,6 +71,9 @@ void uniform_fill(const Tensor& out, uint64_t seed, uint64_t offset);
 void normal_fill(const Tensor& out, uint64_t seed, uint64_t offset);
 void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out,
              const Tensor& mask);
+
+// ---- optim.cpp ---- one fused AdamW step, in place; all contiguous, same shape and dtype
+void adamw_(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq, const raw::AdamWParams& p);
 
 }  // namespace cuda
 }  // namespace ember
