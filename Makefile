@@ -25,6 +25,7 @@ LIB_SRCS := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.cpp))
 ifeq ($(CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
   CXXFLAGS  += -DEMBER_WITH_CUDA -I$(CUDA_HOME)/include
+  # -Xcompiler passes the warning flags to the host compiler (nvcc 13 accepts them as written).
   NVCCFLAGS := -std=c++17 -O3 -arch=$(CUDA_ARCH) -I. -DEMBER_WITH_CUDA -MMD -MP \
                -Xcompiler "-Wall -Wextra -Werror" $(EXTRA_NVCC_FLAGS)
   LDLIBS    += -L$(CUDA_HOME)/lib64 -lcublas -lcurand -lcudart
@@ -41,7 +42,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_BIN  := $(BUILD)/ember_tests
 BENCH_BIN := $(BUILD)/bench_ops
 
-.PHONY: all lib test asan bench deps clean
+.PHONY: all lib test asan bench deps clean gpu-check
 all: lib
 
 lib: $(LIB)
@@ -82,13 +83,26 @@ asan:
 	  EXTRA_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDLIBS="-pthread -lz -fsanitize=address,undefined" test
 
+# The CUDA cases on a real GPU, then under compute-sanitizer memcheck, with a summary. Needs a
+# GPU and fails loudly without one (plain `make test` skips the CUDA cases instead).
+gpu-check:
+	$(MAKE) CUDA=1 $(TEST_BIN)
+	scripts/gpu_check.sh $(TEST_BIN) $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
+
 # ---- benchmarks ----
+BENCH_GPU_BIN := $(BUILD)/bench_gpu
 $(BENCH_BIN): bench/bench_ops.cpp $(LIB)
 	@mkdir -p $(BUILD)
 	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
-bench: $(BENCH_BIN)
+# GPU rows (matmul TFLOP/s, softmax / layernorm / add GB/s); prints "no GPU: skipped" without one.
+$(BENCH_GPU_BIN): bench/bench_gpu.cpp $(LIB)
+	@mkdir -p $(BUILD)
+	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+bench: $(BENCH_BIN) $(BENCH_GPU_BIN)
 	./$(BENCH_BIN)
+	./$(BENCH_GPU_BIN)
 
 clean:
 	rm -rf build build-asan
