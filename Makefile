@@ -71,6 +71,16 @@ deps:
 
 $(LIB_OBJS) $(TEST_OBJS): | deps
 
+# Objects built with CUDA=1 must not be linked into a CUDA=0 build or the other way round (the
+# front-ends compile their CUDA branch only with EMBER_WITH_CUDA). A stamp per setting makes a
+# switch in the same build folder rebuild everything.
+CONFIG_STAMP := $(BUILD)/.config-cuda$(CUDA)
+$(CONFIG_STAMP):
+	@mkdir -p $(BUILD)
+	@rm -f $(BUILD)/.config-cuda*
+	@touch $@
+$(LIB_OBJS) $(TEST_OBJS): $(CONFIG_STAMP)
+
 $(TEST_BIN): $(TEST_OBJS) $(LIB)
 	$(CXX) $(CXXFLAGS) $(TEST_OBJS) $(LIB) $(LDLIBS) -o $@
 
