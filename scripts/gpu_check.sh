@@ -31,8 +31,10 @@ tests_line=$(grep 'test cases:' "$logs/tests.log" | tail -n 1)
 asserts_line=$(grep 'assertions:' "$logs/tests.log" | tail -n 1)
 
 if [ -n "$sanitizer" ]; then
+    # The 1 PiB allocation case is left out here: its cudaMalloc fails on purpose, and memcheck
+    # counts a failed API call as an error.
     "$sanitizer" --tool memcheck --error-exitcode 86 --print-limit 20 "$bin" "$filter" --no-skip \
-        >"$logs/memcheck.log" 2>&1
+        '-tce=*impossible request*' >"$logs/memcheck.log" 2>&1
     memcheck_rc=$?
     errors=$(grep -Eo 'ERROR SUMMARY: [0-9]+' "$logs/memcheck.log" | tail -n 1 | grep -Eo '[0-9]+$')
     memcheck_tests=$(grep 'test cases:' "$logs/memcheck.log" | tail -n 1)
