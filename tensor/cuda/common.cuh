@@ -67,7 +67,7 @@ struct Layout {
     int64_t strides[N][MAX_DIMS];
 
     // offsets[k] = element offset of linear index i in operand k.
-    __device__ __forceinline__ void offsets(int64_t i, int64_t* off) const {
+    __host__ __device__ __forceinline__ void offsets(int64_t i, int64_t* off) const {
         if (rank == 1) {  // the common case: one merged run
             for (int k = 0; k < N; ++k) off[k] = i * strides[k][0];
             return;
