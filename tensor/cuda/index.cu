@@ -5,14 +5,22 @@
 // launcher throws on the host with the op, the index and the size, as the CPU does. That costs a
 // stream synchronization per call.
 //
-// Determinism: scatter_add and index_add (and so embedding's backward) add without atomics. Each
-// thread owns a set of output elements that no other thread touches and adds its contributions
-// in index order: for scatter_add a thread owns one "line" (every coordinate but `dim` fixed) and
-// walks the index along dim; for index_add a thread owns one position within a slice and walks
-// the index list. The sums are thus the same on every run, and in the CPU's order. The price is
-// parallelism limited to the number of lines / slice positions (for an embedding backward: the
-// embedding width C, each thread looping over all B*T ids); a sort-by-id segmented reduction
-// would scale better and is the upgrade path if it shows up in profiles.
+// Determinism: scatter_add and index_add (and so embedding's backward) add without atomics, and
+// every output element receives its contributions in index order, the CPU's order, so the sums
+// are the same on every run and match the CPU's bit for bit.
+//   scatter_add: a thread owns one "line" (every coordinate but `dim` fixed) and walks the index
+//     along dim; no other thread touches that line's outputs.
+//   index_add: a segmented reduction. The index list (1-D, typically the B*T token ids of an
+//     embedding backward) is brought to the host, checked, and stably sorted by id; the
+//     permutation and the segment bounds go back to the GPU, and one thread per (distinct id,
+//     slice position) adds its segment's source slices in their original order. That gives
+//     distinct-ids x slice-size threads (thousands x the embedding width) instead of one thread
+//     per slice position walking the whole list; the price is one host round trip per call,
+//     which the index check needs anyway.
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
 #include "tensor/cuda/common.cuh"
 #include "tensor/cuda/kernels.h"
 
@@ -91,24 +99,25 @@ __global__ void index_select_kernel(const T* x, const I* index, T* out, Layout<3
     }
 }
 
-// One thread per slice position: out[pos + index[i] * out_step] += src[pos + i * src_step], i in
-// order. Layout over src's shape with dim set to 1: 0 out, 1 src.
-template <typename T, typename I>
-__global__ void index_add_kernel(T* out, const I* index, const T* src, Layout<2> layout,
-                                 int64_t positions, int64_t L, int64_t index_stride,
-                                 int64_t out_step, int64_t src_step, int64_t size, int dim,
-                                 IndexError* error) {
-    GRID_STRIDE_LOOP(pos, positions) {
+// One thread per (segment, slice position): out[pos + id_k * out_step] += src[pos + i * src_step]
+// for the source rows i of segment k, in their original order. plan = [order (L) | segment starts
+// (U + 1) | segment ids (U)], int64. Layout over src's shape with dim set to 1: 0 out, 1 src.
+template <typename T>
+__global__ void index_add_segments_kernel(T* out, const T* src, const long long* plan,
+                                          Layout<2> layout, int64_t positions, int64_t L,
+                                          int64_t segments, int64_t out_step, int64_t src_step) {
+    const long long* order = plan;
+    const long long* starts = plan + L;
+    const long long* ids = starts + segments + 1;
+    GRID_STRIDE_LOOP(e, segments * positions) {
+        const int64_t seg = e / positions, pos = e % positions;
         int64_t off[2];
         layout.offsets(pos, off);
-        for (int64_t i = 0; i < L; ++i) {
-            const I id = index[i * index_stride];
-            if (!valid(id, size)) {
-                report_bad_index(error, (long long)id, size, dim);
-                continue;
-            }
-            out[off[0] + int64_t(id) * out_step] += src[off[1] + i * src_step];
-        }
+        T* o = out + off[0] + ids[seg] * out_step;
+        T acc = *o;
+        for (long long k = starts[seg]; k < starts[seg + 1]; ++k)
+            acc += src[off[1] + order[k] * src_step];
+        *o = acc;
     }
 }
 
@@ -209,22 +218,44 @@ void index_select(const Tensor& x, int dim, const Tensor& index, const Tensor& o
 }
 
 void index_add(const Tensor& out, int dim, const Tensor& index, const Tensor& src) {
-    const int64_t L = index.size(0);
+    const int64_t L = index.size(0), size = out.size(dim);
     const Shape slice_shape = one_dim(src.shape(), dim);
     const int64_t positions = slice_shape.numel();
     if (L == 0 || positions == 0) return;
+    // The plan, on the host: check the ids, sort positions 0..L-1 stably by id, cut segments.
+    const std::vector<int64_t> id = index.to_vector<int64_t>();  // waits for the stream
+    for (int64_t v : id)
+        EMBER_CHECK(v >= 0 && v < size, "index_add: index ", v, " is out of range for dim ", dim,
+                    " of size ", size);
+    std::vector<int64_t> order(static_cast<size_t>(L));
+    std::iota(order.begin(), order.end(), int64_t(0));
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return id[size_t(a)] < id[size_t(b)]; });
+    std::vector<int64_t> starts, seg_ids;
+    for (int64_t k = 0; k < L; ++k) {
+        const int64_t v = id[size_t(order[size_t(k)])];
+        if (k == 0 || v != seg_ids.back()) {
+            starts.push_back(k);
+            seg_ids.push_back(v);
+        }
+    }
+    starts.push_back(L);
+    const int64_t segments = int64_t(seg_ids.size());
+    std::vector<int64_t> plan_host(order);
+    plan_host.insert(plan_host.end(), starts.begin(), starts.end());
+    plan_host.insert(plan_host.end(), seg_ids.begin(), seg_ids.end());
+    Tensor plan = from_vector(plan_host, {int64_t(plan_host.size())}, out.device());
+
     Layout<2> layout =
         make_layout<2>(slice_shape, {zero_dim(out.strides(), dim), zero_dim(src.strides(), dim)});
-    begin_index_check();
-    dispatch_value_index(out.dtype(), index.dtype(), "index_add", [&](auto t, auto i) {
+    const int64_t work = segments * positions;
+    dispatch_all(out.dtype(), [&](auto t) {
         using T = typename decltype(t)::type;
-        using I = typename decltype(i)::type;
-        index_add_kernel<T, I><<<grid_for(positions), THREADS, 0, stream()>>>(
-            out.data<T>(), index.data<I>(), src.data<T>(), layout, positions, L, index.stride(0),
-            out.stride(dim), src.stride(dim), out.size(dim), dim, index_error_slot());
+        index_add_segments_kernel<T><<<grid_for(work), THREADS, 0, stream()>>>(
+            out.data<T>(), src.data<T>(), reinterpret_cast<const long long*>(plan.data<int64_t>()),
+            layout, positions, L, segments, out.stride(dim), src.stride(dim));
         CUDA_LAUNCHED();
     });
-    throw_if_bad_index("index_add");
 }
 
 void one_hot(const Tensor& ids, const Tensor& out) {
