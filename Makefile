@@ -26,6 +26,7 @@ LIB_SRCS := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.cpp))
 ifeq ($(CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
   CXXFLAGS  += -DEMBER_WITH_CUDA -I$(CUDA_HOME)/include
+  # -Xcompiler passes the warning flags to the host compiler (nvcc 13 accepts them as written).
   NVCCFLAGS := -std=c++17 -O3 -arch=$(CUDA_ARCH) -I. -DEMBER_WITH_CUDA -MMD -MP \
                -Xcompiler "-Wall -Wextra -Werror" $(EXTRA_NVCC_FLAGS)
   LDLIBS    += -L$(CUDA_HOME)/lib64 -lcublas -lcurand -lcudart
@@ -44,7 +45,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_BIN  := $(BUILD)/ember_tests
 BENCH_BIN := $(BUILD)/bench_ops
 
-.PHONY: all lib examples test asan bench deps demo clean fuzz
+.PHONY: all lib examples test asan bench deps demo clean fuzz gpu-check
 all: lib examples
 
 lib: $(LIB)
@@ -89,6 +90,16 @@ deps:
 
 $(LIB_OBJS) $(TEST_OBJS): | deps
 
+# Objects built with CUDA=1 must not be linked into a CUDA=0 build or the other way round (the
+# front-ends compile their CUDA branch only with EMBER_WITH_CUDA). A stamp per setting makes a
+# switch in the same build folder rebuild everything.
+CONFIG_STAMP := $(BUILD)/.config-cuda$(CUDA)
+$(CONFIG_STAMP):
+	@mkdir -p $(BUILD)
+	@rm -f $(BUILD)/.config-cuda*
+	@touch $@
+$(LIB_OBJS) $(TEST_OBJS): $(CONFIG_STAMP)
+
 $(TEST_BIN): $(TEST_OBJS) $(LIB)
 	$(CXX) $(CXXFLAGS) $(TEST_OBJS) $(LIB) $(LDLIBS) -o $@
 
@@ -117,13 +128,26 @@ fuzz:
 $(BUILD)/fuzz_safetensors: fuzz/fuzz_safetensors.cpp $(LIB)
 	$(CXX) $(CXXFLAGS) -fsanitize=fuzzer $< $(LIB) $(LDLIBS) -fsanitize=fuzzer,address,undefined -o $@
 
+# The CUDA cases on a real GPU, then under compute-sanitizer memcheck, with a summary. Needs a
+# GPU and fails loudly without one (plain `make test` skips the CUDA cases instead).
+gpu-check:
+	$(MAKE) CUDA=1 $(TEST_BIN)
+	scripts/gpu_check.sh $(TEST_BIN) $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
+
 # ---- benchmarks ----
+BENCH_GPU_BIN := $(BUILD)/bench_gpu
 $(BENCH_BIN): bench/bench_ops.cpp $(LIB)
 	@mkdir -p $(BUILD)
 	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
-bench: $(BENCH_BIN)
+# GPU rows (matmul TFLOP/s, softmax / layernorm / add GB/s); prints "no GPU: skipped" without one.
+$(BENCH_GPU_BIN): bench/bench_gpu.cpp $(LIB)
+	@mkdir -p $(BUILD)
+	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+bench: $(BENCH_BIN) $(BENCH_GPU_BIN)
 	./$(BENCH_BIN)
+	./$(BENCH_GPU_BIN)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -14,6 +14,9 @@ static constexpr size_t CPU_ALIGNMENT = 64;
 
 Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
     if (device.is_cuda()) {
+        // The CUDA runtime (tensor/cuda/runtime.cu) drives one GPU, device 0.
+        EMBER_CHECK(device.index == 0, "Storage: ", device, " is not supported; Ember uses one GPU, "
+                    "cuda:0 (pick it with CUDA_VISIBLE_DEVICES)");
         data_ = cuda::allocate(bytes);
         return;
     }

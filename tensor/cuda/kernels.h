@@ -6,12 +6,10 @@
 #include <cstdint>
 
 #include "tensor/elementwise_math.h"
+#include "tensor/ops.h"
 #include "tensor/tensor.h"
 
 namespace ember {
-namespace raw {
-struct AdamWParams;  // tensor/ops.h
-}
 namespace cuda {
 
 // ---- copy.cpp ----

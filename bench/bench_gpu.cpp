@@ -1,0 +1,124 @@
+// `make bench`, GPU rows: how close Ember's CUDA ops come to the hardware. Not a test: it prints
+// figures, or one "no GPU: skipped" line where there is no GPU.
+//
+//   matmul  4096^3 f32, TF32 off and on, in TFLOP/s (2 N^3 flops), against the same product as a
+//           direct cuBLAS call (the peak Ember's dispatch can reach)
+//   memory  softmax (4096 x 4096), layernorm (16384 x 1024) and elementwise add over 16M f32
+//           elements, in effective GB/s (each tensor read or written once), against a
+//           device-to-device cudaMemcpy of 16M floats (read + write)
+//
+// Timing: cudaEvents on the legacy default stream, which orders itself after Ember's (blocking)
+// stream; one warm-up call, then the mean over enough calls to fill about 0.3 s.
+#include <cstdio>
+
+#include "tensor/cuda/cuda.h"
+#include "tensor/ops.h"
+
+#ifdef EMBER_WITH_CUDA
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+using namespace ember;
+
+namespace {
+
+// Mean milliseconds per call of fn.
+template <typename Fn>
+double time_ms(Fn&& fn) {
+    fn();  // warm-up
+    cudaDeviceSynchronize();
+    cudaEvent_t start, stop;
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+    int reps = 1;
+    float ms = 0;
+    for (;;) {
+        cudaEventRecord(start, 0);
+        for (int i = 0; i < reps; ++i) fn();
+        cudaEventRecord(stop, 0);
+        cudaEventSynchronize(stop);
+        cudaEventElapsedTime(&ms, start, stop);
+        if (ms > 300 || reps >= 1024) break;
+        reps *= 2;
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    return double(ms) / reps;
+}
+
+void matmul_rows() {
+    const int n = 4096;
+    const double flops = 2.0 * n * double(n) * n;
+    Tensor a = empty({n, n}, DType::F32, Device::cuda()), b = empty({n, n}, DType::F32, Device::cuda());
+    Tensor c = empty({n, n}, DType::F32, Device::cuda());
+    cuda::curand_normal_fill(a, 1);
+    cuda::curand_normal_fill(b, 2);
+    cublasHandle_t handle;
+    cublasCreate(&handle);
+    std::printf("GPU matmul, f32, %d^3 (TFLOP/s)\n", n);
+    std::printf("%-10s %12s %14s %10s\n", "precision", "Ember", "cuBLAS direct", "ratio");
+    for (bool tf32 : {false, true}) {
+        cuda::set_allow_tf32(tf32);
+        double ember_ms = time_ms([&] { raw::matmul(a, b); });
+        const float one = 1, zero = 0;
+        // Row-major C = A B is column-major C^T = B^T A^T: the operands swap (as in matmul.cu).
+        double blas_ms = time_ms([&] {
+            cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, b.raw_data(), CUDA_R_32F,
+                         n, a.raw_data(), CUDA_R_32F, n, &zero, c.raw_data(), CUDA_R_32F, n,
+                         tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+                         CUBLAS_GEMM_DEFAULT);
+        });
+        std::printf("%-10s %12.1f %14.1f %9.0f%%\n", tf32 ? "tf32" : "fp32",
+                    flops / ember_ms / 1e9, flops / blas_ms / 1e9, 100 * blas_ms / ember_ms);
+    }
+    cuda::set_allow_tf32(false);
+    cublasDestroy(handle);
+}
+
+void memory_rows() {
+    const int64_t N = int64_t(1) << 24;  // 16M elements
+    const double bytes = double(N) * 4;
+    Tensor x = empty({N}, DType::F32, Device::cuda()), y = empty({N}, DType::F32, Device::cuda());
+    cuda::curand_normal_fill(x, 3);
+    cuda::curand_normal_fill(y, 4);
+    Tensor dst = empty({N}, DType::F32, Device::cuda());
+    double copy_ms = time_ms([&] {
+        cudaMemcpyAsync(dst.raw_data(), x.raw_data(), size_t(bytes), cudaMemcpyDeviceToDevice, 0);
+    });
+    const double copy_gbs = 2 * bytes / copy_ms / 1e6;
+    Tensor rows = raw::reshape(x, {4096, 4096});
+    Tensor ln_rows = raw::reshape(x, {16384, 1024});
+    Tensor w = ones({1024}, DType::F32, Device::cuda()), b = zeros({1024}, DType::F32, Device::cuda());
+    struct Row { const char* name; double ms, traffic; };
+    Row results[] = {
+        {"softmax 4096x4096", time_ms([&] { raw::softmax(rows, -1); }), 2 * bytes},
+        {"layernorm 16384x1024", time_ms([&] { raw::layernorm_forward(ln_rows, w, b, 1e-5); }),
+         2 * bytes},
+        {"add 16M", time_ms([&] { raw::add(x, y); }), 3 * bytes},
+    };
+    std::printf("\nGPU memory-bound ops, f32, 16M elements (effective GB/s)\n");
+    std::printf("%-22s %10s %12s\n", "op", "GB/s", "of memcpy");
+    std::printf("%-22s %10.0f %11.0f%%\n", "memcpy D2D (peak)", copy_gbs, 100.0);
+    for (const Row& r : results) {
+        const double gbs = r.traffic / r.ms / 1e6;
+        std::printf("%-22s %10.0f %11.0f%%\n", r.name, gbs, 100 * gbs / copy_gbs);
+    }
+}
+
+}  // namespace
+
+int main() {
+    if (!cuda_is_available()) {
+        std::printf("GPU benchmarks: no GPU: skipped\n");
+        return 0;
+    }
+    matmul_rows();
+    memory_rows();
+    return 0;
+}
+#else
+int main() {
+    std::printf("GPU benchmarks: no GPU: skipped (built without CUDA)\n");
+    return 0;
+}
+#endif

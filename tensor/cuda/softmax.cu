@@ -1,0 +1,84 @@
+// CUDA softmax and log-softmax over the last dim of contiguous (rows, n) tensors, forward and
+// backward, fused: one row per warp or block (tensor/cuda/rows.cuh), three passes over the row
+// (max, sum of exps, write), sums in double.
+//
+//   softmax:      y = exp(x - max) / sum(exp(x - max))      dx = y * (g - sum(g * y))
+//   log_softmax:  y = (x - max) - log(sum(exp(x - max)))    dx = g - exp(y) * sum(g)
+#include "tensor/cuda/kernels.h"
+#include "tensor/cuda/rows.cuh"
+
+namespace ember {
+namespace cuda {
+namespace {
+
+template <typename T, bool WARP>
+__global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t n, bool log_out) {
+    ROW_SCRATCH(double, scratch);
+    RowGroup<WARP> g;
+    FOR_EACH_ROW(g, row, rows) {
+        const T* xr = x + row * n;
+        T* yr = y + row * n;
+        T m = neg_inf<T>();
+        for (int64_t j = g.lane(); j < n; j += g.size()) m = MaxOp{}(m, xr[j]);
+        m = T(g.reduce(double(m), MaxOp{}, neg_inf<double>(), scratch));
+        double s = 0;
+        for (int64_t j = g.lane(); j < n; j += g.size()) s += double(exp(xr[j] - m));
+        s = g.reduce(s, SumOp{}, 0.0, scratch);
+        if (log_out) {
+            const T lse = T(log(s));
+            for (int64_t j = g.lane(); j < n; j += g.size()) yr[j] = (xr[j] - m) - lse;
+        } else {
+            const T inv = T(1.0 / s);
+            for (int64_t j = g.lane(); j < n; j += g.size()) yr[j] = exp(xr[j] - m) * inv;
+        }
+    }
+}
+
+template <typename T, bool WARP>
+__global__ void softmax_backward_kernel(const T* y, const T* grad, T* dx, int64_t rows, int64_t n,
+                                        bool log_out) {
+    ROW_SCRATCH(double, scratch);
+    RowGroup<WARP> g;
+    FOR_EACH_ROW(g, row, rows) {
+        const T* yr = y + row * n;
+        const T* gr = grad + row * n;
+        T* dr = dx + row * n;
+        double s = 0;  // sum(g * y), or sum(g) for log_softmax
+        for (int64_t j = g.lane(); j < n; j += g.size())
+            s += log_out ? double(gr[j]) : double(gr[j]) * double(yr[j]);
+        const T d = T(g.reduce(s, SumOp{}, 0.0, scratch));
+        if (log_out)
+            for (int64_t j = g.lane(); j < n; j += g.size()) dr[j] = gr[j] - exp(yr[j]) * d;
+        else
+            for (int64_t j = g.lane(); j < n; j += g.size()) dr[j] = yr[j] * (gr[j] - d);
+    }
+}
+
+}  // namespace
+
+void softmax(const Tensor& x, const Tensor& out, bool log) {
+    const int64_t rows = x.size(0), n = x.size(1);
+    if (n == 0) return;
+    dispatch_float(x.dtype(), log ? "log_softmax" : "softmax", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        launch_rows(rows, n, [&](auto warp, unsigned grid, int threads) {
+            softmax_kernel<T, decltype(warp)::value><<<grid, threads, 0, stream()>>>(
+                x.data<T>(), out.data<T>(), rows, n, log);
+        });
+    });
+}
+
+void softmax_backward(const Tensor& y, const Tensor& grad, const Tensor& out, bool log) {
+    const int64_t rows = y.size(0), n = y.size(1);
+    if (n == 0) return;
+    dispatch_float(y.dtype(), log ? "log_softmax_backward" : "softmax_backward", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        launch_rows(rows, n, [&](auto warp, unsigned grid, int threads) {
+            softmax_backward_kernel<T, decltype(warp)::value><<<grid, threads, 0, stream()>>>(
+                y.data<T>(), grad.data<T>(), out.data<T>(), rows, n, log);
+        });
+    });
+}
+
+}  // namespace cuda
+}  // namespace ember

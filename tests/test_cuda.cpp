@@ -1,0 +1,542 @@
+// CUDA against CPU: one table of op cases drives the parity of forward values and of the input
+// gradients (autograd backward with the same upstream gradient on both devices), at awkward sizes
+// (1, 7, 127, 1025, more than 65,535 rows) and on transposed, sliced and broadcast inputs. Then
+// what the table cannot say: random fills and dropout masks identical to the CPU's, the fused
+// AdamW step, gradcheck in f64 through the GPU, index errors raised from a kernel, TF32.
+//
+// Every "cuda:" case skips itself where no GPU answers (cuda_is_available() is a cheap,
+// exception-free device-count query, safe at static-initialization time where doctest evaluates
+// the decorator). The last case runs everywhere: without a GPU, moving a tensor there must fail
+// with a clear message.
+#include <cmath>
+#include <functional>
+#include <sstream>
+
+#include "tensor/cuda/cuda.h"
+#include "tests/raw_test_helpers.h"
+#ifdef EMBER_WITH_CUDA
+#include "tensor/cuda/kernels.h"
+#endif
+
+using namespace ember;
+using namespace ember::testing;
+
+// EMBER_TEST_GPU_AS_CPU (a development aid, off in every build): "the GPU" is the CPU and no
+// case skips, so the table's cases and the harness can be exercised on a machine without a GPU.
+#ifdef EMBER_TEST_GPU_AS_CPU
+#define NO_GPU false
+#else
+#define NO_GPU (!cuda_is_available())
+#endif
+
+namespace {
+
+#ifdef EMBER_TEST_GPU_AS_CPU
+const Device GPU = Device::cpu();
+#else
+const Device GPU = Device::cuda();
+#endif
+using Inputs = const std::vector<Tensor>&;
+using OpFn = std::function<Tensor(Inputs)>;
+
+struct OpCase {
+    std::string name;
+    std::vector<Tensor> inputs;  // on the CPU; every floating one gets a gradient
+    OpFn fn;
+    double tol = 0;  // 0: the dtype's default
+};
+
+Tensor normal(const Shape& shape, uint64_t seed, DType dtype = DType::F32) {
+    Generator gen(seed);
+    return randn(shape, gen, dtype);
+}
+
+// Uniform in [lo, hi]: for ops defined on part of the line.
+Tensor uniform(const Shape& shape, double lo, double hi, uint64_t seed, DType dtype = DType::F32) {
+    Generator gen(seed);
+    return raw::add_scalar(raw::mul_scalar(rand(shape, gen, dtype), hi - lo), lo);
+}
+
+// Small integers as floats, so comparisons meet ties.
+Tensor ties(const Shape& shape, uint64_t seed) {
+    Generator gen(seed);
+    return raw::to_dtype(randint(-2, 3, shape, gen), DType::F32);
+}
+
+Tensor ids(const Shape& shape, int64_t high, uint64_t seed, DType dtype = DType::I64) {
+    Generator gen(seed);
+    return randint(0, high, shape, gen, dtype);
+}
+
+// Where two tensors differ beyond |a - b| <= tol * (scale + |a|) + floor, scale being the largest
+// finite |a| of the CPU tensor; NaN must meet NaN and infinities must match.
+struct Diff {
+    double max_abs = 0, max_rel = 0;
+    int64_t first_bad = -1;
+    double cpu_value = 0, gpu_value = 0;
+};
+
+Diff compare(const Tensor& cpu, const Tensor& gpu, double tol) {
+    std::vector<double> a = cpu.to_vector<double>(), b = gpu.to_vector<double>();
+    double scale = 0;
+    for (double v : a)
+        if (std::isfinite(v)) scale = std::max(scale, std::fabs(v));
+    const double floor = cpu.dtype() == DType::F64 ? 1e-13 : 1e-7;
+    Diff d;
+    for (size_t i = 0; i < a.size(); ++i) {
+        bool ok;
+        if (std::isnan(a[i]) || std::isnan(b[i])) {
+            ok = std::isnan(a[i]) && std::isnan(b[i]);
+        } else if (std::isinf(a[i]) || std::isinf(b[i])) {
+            ok = a[i] == b[i];
+        } else {
+            const double err = std::fabs(a[i] - b[i]);
+            d.max_abs = std::max(d.max_abs, err);
+            if (a[i] != 0) d.max_rel = std::max(d.max_rel, err / std::fabs(a[i]));
+            ok = err <= tol * (scale + std::fabs(a[i])) + floor;
+        }
+        if (!ok && d.first_bad < 0) {
+            d.first_bad = int64_t(i);
+            d.cpu_value = a[i];
+            d.gpu_value = b[i];
+        }
+    }
+    return d;
+}
+
+void check_same(const std::string& what, const Tensor& cpu, const Tensor& gpu, double tol) {
+    INFO(what);
+    REQUIRE(cpu.defined() == gpu.defined());
+    if (!cpu.defined()) return;
+    CHECK(gpu.device() == GPU);
+    REQUIRE(cpu.shape() == gpu.shape());
+    REQUIRE(cpu.dtype() == gpu.dtype());
+    Diff d = compare(cpu, gpu, tol);
+    std::ostringstream os;
+    os << what << ": shape " << cpu.shape() << " " << cpu.dtype() << ", max abs error "
+       << d.max_abs << ", max rel error " << d.max_rel;
+    if (d.first_bad >= 0)
+        os << "; first bad element (row-major) " << d.first_bad << ": cpu " << d.cpu_value
+           << ", gpu " << d.gpu_value;
+    INFO(os.str());
+    CHECK(d.first_bad < 0);
+}
+
+// Runs the case on both devices, compares the outputs and, when the output has a gradient, the
+// gradients of every input after backward with the same upstream gradient.
+void run_case(const OpCase& c) {
+    std::vector<Tensor> cpu_in, gpu_in;
+    for (const Tensor& x : c.inputs) {
+        Tensor a = raw::clone(x), b = raw::to_device(x, GPU);
+        if (is_floating(x.dtype())) {
+            a.set_requires_grad();
+            b.set_requires_grad();
+        }
+        cpu_in.push_back(a);
+        gpu_in.push_back(b);
+    }
+    Tensor y_cpu = c.fn(cpu_in), y_gpu = c.fn(gpu_in);
+    const double tol = c.tol > 0 ? c.tol : (y_cpu.dtype() == DType::F64 ? 1e-10 : 1e-5);
+    check_same(c.name + " (forward)", y_cpu, y_gpu, tol);
+    if (!y_cpu.requires_grad()) return;
+    REQUIRE(y_gpu.requires_grad());
+    Generator gen(99);
+    Tensor upstream = randn(y_cpu.shape(), gen, y_cpu.dtype());
+    y_cpu.backward(upstream);
+    y_gpu.backward(raw::to_device(upstream, GPU));
+    for (size_t i = 0; i < cpu_in.size(); ++i) {
+        if (!cpu_in[i].requires_grad()) continue;
+        check_same(c.name + " (gradient of input " + std::to_string(i) + ")", cpu_in[i].grad(),
+                   gpu_in[i].grad(), tol);
+    }
+}
+
+// ---------------------------------------------------------------- the table
+
+std::vector<OpCase> op_cases() {
+    std::vector<OpCase> cases;
+    auto add = [&](std::string name, std::vector<Tensor> inputs, OpFn fn, double tol = 0) {
+        cases.push_back({std::move(name), std::move(inputs), std::move(fn), tol});
+    };
+    const DType F64 = DType::F64;
+
+    // ---- copies ----
+    add("contiguous of a transpose (127, 7)", {normal({7, 127}, 1)},
+        [](Inputs v) { return v[0].t().contiguous(); });
+    add("clone of a strided slice", {normal({7, 1025}, 2)},
+        [](Inputs v) { return v[0].slice(1, 3, 1000, 3).clone(); });
+    add("to_dtype f32 -> f64 -> f32", {normal({127}, 3)},
+        [](Inputs v) { return v[0].to(DType::F64).to(DType::F32) * 2.0; });
+    add("broadcast copy (1, 7) -> (1025, 7)", {normal({1, 7}, 4)},
+        [](Inputs v) { return v[0].expand({1025, 7}).contiguous(); });
+    add("i64 -> f32 copy", {ids({127}, 50, 5)},
+        [](Inputs v) { return v[0].to(DType::F32); });
+    add("cat along dims 0 and 1", {normal({7, 5}, 6), normal({5, 3}, 7)},
+        [](Inputs v) { return cat({v[0], v[1].t()}, 0).t(); });
+    add("stack", {normal({127}, 8), normal({127}, 9)},
+        [](Inputs v) { return stack({v[0], v[1]}, 1); });
+    add("split", {normal({7, 9}, 10)},
+        [](Inputs v) { return split(v[0], {2, 7}, 1)[1] * 3.0; });
+
+    // ---- unary ops, forward and derivative ----
+    struct U { const char* name; std::function<Tensor(const Tensor&)> f; double lo, hi; };
+    const std::vector<U> unaries = {
+        {"neg", [](const Tensor& x) { return neg(x); }, -3, 3},
+        {"exp", [](const Tensor& x) { return exp(x); }, -3, 3},
+        {"log", [](const Tensor& x) { return log(x); }, 0.1, 4},
+        {"sqrt", [](const Tensor& x) { return sqrt(x); }, 0.1, 4},
+        {"rsqrt", [](const Tensor& x) { return rsqrt(x); }, 0.1, 4},
+        {"abs", [](const Tensor& x) { return abs(x); }, -3, 3},
+        {"sign", [](const Tensor& x) { return sign(x); }, -3, 3},
+        {"tanh", [](const Tensor& x) { return tanh(x); }, -3, 3},
+        {"sigmoid", [](const Tensor& x) { return sigmoid(x); }, -3, 3},
+        {"relu", [](const Tensor& x) { return relu(x); }, -3, 3},
+        {"gelu tanh", [](const Tensor& x) { return gelu(x, GeluApprox::Tanh); }, -3, 3},
+        {"gelu erf", [](const Tensor& x) { return gelu(x, GeluApprox::None); }, -3, 3},
+        {"silu", [](const Tensor& x) { return silu(x); }, -3, 3},
+    };
+    uint64_t seed = 100;
+    for (const U& u : unaries) {
+        auto f = u.f;
+        add(std::string(u.name) + " (1025)", {uniform({1025}, u.lo, u.hi, ++seed)},
+            [f](Inputs v) { return f(v[0]); });
+        add(std::string(u.name) + " transposed (127, 7)", {uniform({7, 127}, u.lo, u.hi, ++seed)},
+            [f](Inputs v) { return f(v[0].t()); });
+    }
+    add("exp (1), f64", {normal({1}, 120, F64)}, [](Inputs v) { return exp(v[0]); });
+
+    // ---- binary ops, with broadcasting ----
+    add("add broadcast (127, 7) + (7)", {normal({127, 7}, 130), normal({7}, 131)},
+        [](Inputs v) { return v[0] + v[1]; });
+    add("sub broadcast (1) - transposed", {normal({1}, 132), normal({7, 127}, 133)},
+        [](Inputs v) { return v[0] - v[1].t(); });
+    add("mul (1025) * (1025)", {normal({1025}, 134), normal({1025}, 135)},
+        [](Inputs v) { return v[0] * v[1]; });
+    add("div by a column", {normal({127, 7}, 136), uniform({127, 1}, 0.5, 2, 137)},
+        [](Inputs v) { return v[0] / v[1]; });
+    add("pow", {uniform({7, 127}, 0.5, 2, 138), normal({127}, 139)},
+        [](Inputs v) { return pow(v[0], v[1]); });
+    add("maximum / minimum", {normal({127, 7}, 140), normal({1, 7}, 141)},
+        [](Inputs v) { return maximum(v[0], v[1]) + minimum(v[0], v[1]) * 2.0; });
+    add("scalar ops and clamp", {normal({1025}, 142)},
+        [](Inputs v) { return clamp(pow(v[0] * 1.5 + 0.25, 3.0), -2, 2) / 4.0; });
+    add("f64 binary, 3-D broadcast", {normal({3, 1, 7}, 143, F64), normal({5, 1}, 144, F64)},
+        [](Inputs v) { return v[0] * v[1] - v[1]; });
+    add("comparisons with ties", {ties({127, 7}, 145), ties({7}, 146)}, [](Inputs v) {
+        return eq(v[0], v[1]) + ne(v[0], v[1]) * 2.0 + lt(v[0], v[1]) * 4.0 +
+               le(v[0], v[1]) * 8.0 + gt(v[0], v[1]) * 16.0 + ge(v[0], v[1]) * 32.0;
+    });
+    add("integer binary (i64)", {ids({127}, 9, 147), ids({127}, 9, 148)}, [](Inputs v) {
+        return raw::add(raw::mul(v[0], v[1]), raw::binary(BinaryOp::Maximum, v[0], v[1]));
+    });
+    add("where / masked_fill", {normal({127, 7}, 149), normal({7}, 150), normal({127, 1}, 151)},
+        [](Inputs v) {
+            Tensor cond = gt(v[0].detach(), v[1].detach());
+            return where(cond, v[0], v[1]) + masked_fill(v[2], cond, -1.5);
+        });
+    add("where with an i64 condition", {ids({7, 127}, 2, 152), normal({127}, 153), normal({1}, 154)},
+        [](Inputs v) { return where(v[0], v[1], v[2]); });
+    add("in-place add_ and mul_", {normal({127, 7}, 155), normal({7}, 156)}, [](Inputs v) {
+        Tensor t = raw::clone(v[0]);
+        raw::add_(t, v[1], 0.5);
+        raw::mul_(t, -3);
+        Tensor s = raw::transpose(raw::clone(v[0]), 0, 1);  // in place through a strided view
+        raw::add_(s, raw::transpose(v[0], 0, 1), 2);
+        return raw::add(t, raw::transpose(s, 0, 1));
+    });
+
+    // ---- reductions ----
+    add("sum of all (1025)", {normal({1025}, 160)}, [](Inputs v) { return sum(v[0]); });
+    add("sum of one element", {normal({1}, 161)}, [](Inputs v) { return sum(v[0]); });
+    add("sum over 70000 rows (block rows)", {normal({70000, 3}, 162)},
+        [](Inputs v) { return sum(v[0], {0}); });
+    add("sum of 70000 rows (warp rows, > 65535)", {normal({70000, 3}, 163)},
+        [](Inputs v) { return sum(v[0], {1}); });
+    add("mean keepdim over dims (0, 2)", {normal({7, 5, 127}, 164)},
+        [](Inputs v) { return mean(v[0], {0, 2}, true); });
+    add("max and min over a transposed dim", {normal({127, 7}, 165)},
+        [](Inputs v) { return max(v[0].t(), {1}) + min(v[0], {0}); });
+    add("max over long rows (3, 5000)", {normal({3, 5000}, 166)},
+        [](Inputs v) { return max(v[0], {1}); });
+    add("argmax with ties", {ties({7, 1025}, 167)},
+        [](Inputs v) { return argmax(v[0], 1); });
+    add("argmax over dim 0", {normal({127, 7}, 168)},
+        [](Inputs v) { return argmax(v[0], 0, true); });
+    add("var and std", {normal({7, 127}, 169)},
+        [](Inputs v) { return var(v[0], {1}) + sum(std_dev(v[0], {0}, false)); });
+    add("logsumexp", {normal({127, 1025}, 170)}, [](Inputs v) { return logsumexp(v[0], {1}); });
+    add("logsumexp with -inf", {normal({7, 5}, 171)}, [](Inputs v) {
+        return raw::logsumexp(raw::add(v[0], raw::triu(full({7, 5}, -INFINITY, DType::F32, v[0].device()), 1)), {1});
+    });
+    add("integer sum / max (i64)", {ids({127, 9}, 100, 172)},
+        [](Inputs v) { return raw::add(raw::sum(v[0], {1}), raw::max(v[0], {1})); });
+    add("sum f64 (1025, 7)", {normal({1025, 7}, 173, F64)},
+        [](Inputs v) { return sum(v[0], {0}); });
+
+    // ---- softmax ----
+    add("softmax of 70000 rows", {normal({70000, 3}, 180)},
+        [](Inputs v) { return softmax(v[0], -1); });
+    add("softmax (7, 1025)", {normal({7, 1025}, 181)}, [](Inputs v) { return softmax(v[0], 1); });
+    add("softmax over dim 0 (1025, 7)", {normal({1025, 7}, 182)},
+        [](Inputs v) { return softmax(v[0], 0); });
+    add("softmax (1, 1)", {normal({1, 1}, 183)}, [](Inputs v) { return softmax(v[0], 1); });
+    add("log_softmax (127, 3000)", {normal({127, 3000}, 184)},
+        [](Inputs v) { return log_softmax(v[0], -1); });
+    add("log_softmax f64 of a transpose", {normal({7, 127}, 185, F64)},
+        [](Inputs v) { return log_softmax(v[0].t(), 1); });
+
+    // ---- matmul ----
+    add("matmul 2-D (7, 127) @ (127, 1025)", {normal({7, 127}, 190), normal({127, 1025}, 191)},
+        [](Inputs v) { return matmul(v[0], v[1]); }, 1e-4);
+    add("matmul (1, 1) @ (1, 1)", {normal({1, 1}, 192), normal({1, 1}, 193)},
+        [](Inputs v) { return matmul(v[0], v[1]); });
+    add("matmul batched", {normal({3, 7, 5}, 194), normal({3, 5, 4}, 195)},
+        [](Inputs v) { return matmul(v[0], v[1]); }, 1e-4);
+    add("matmul broadcast batch", {normal({2, 1, 7, 5}, 196), normal({3, 5, 4}, 197)},
+        [](Inputs v) { return matmul(v[0], v[1]); }, 1e-4);
+    add("matmul both transposed", {normal({127, 7}, 198), normal({9, 127}, 199)},
+        [](Inputs v) { return matmul(v[0].t(), v[1].t()); }, 1e-4);
+    add("matmul of strided slices (copied first)", {normal({14, 20}, 200), normal({20, 9}, 201)},
+        [](Inputs v) { return matmul(v[0].slice(1, 0, 20, 2), v[1].slice(0, 0, 20, 2)); }, 1e-4);
+    add("matmul f64, K = 1025", {normal({7, 1025}, 202, F64), normal({1025, 3}, 203, F64)},
+        [](Inputs v) { return matmul(v[0], v[1]); });
+    add("matmul batched, transposed batch layout", {normal({5, 3, 7}, 204), normal({3, 7, 4}, 205)},
+        [](Inputs v) { return matmul(v[0].transpose(0, 1), v[1]); }, 1e-4);
+
+    // ---- joining and indexing ----
+    add("gather dim 1", {normal({7, 127}, 210), ids({7, 300}, 127, 211)},
+        [](Inputs v) { return gather(v[0], 1, v[1]); });
+    add("gather dim 0, i32 index, transposed input", {normal({127, 7}, 212),
+                                                      ids({5, 127}, 7, 213, DType::I32)},
+        [](Inputs v) { return gather(v[0].t(), 0, v[1]); });
+    add("scatter_add with repeated indices", {normal({7, 11}, 214), ids({7, 127}, 11, 215),
+                                             normal({7, 127}, 216)},
+        [](Inputs v) { return scatter_add(v[0], 1, v[1], v[2]); });
+    add("scatter_add dim 0", {normal({5, 7}, 217), ids({127, 7}, 5, 218), normal({127, 7}, 219)},
+        [](Inputs v) { return scatter_add(v[0], 0, v[1], v[2]); });
+    add("index_select dim 0 with repeats", {normal({11, 127}, 220), ids({1025}, 11, 221)},
+        [](Inputs v) { return index_select(v[0], 0, v[1]); });
+    add("index_select dim 1 of a transpose, i32", {normal({127, 7}, 222),
+                                                   ids({9}, 127, 223, DType::I32)},
+        [](Inputs v) { return index_select(v[0].t(), 1, v[1]); });
+    add("embedding forward and backward", {normal({11, 127}, 224), ids({2, 1025}, 11, 225)},
+        [](Inputs v) { return embedding(v[0], v[1]); });
+    add("embedding f64, i32 ids", {normal({1025, 7}, 226, F64), ids({127}, 1025, 227, DType::I32)},
+        [](Inputs v) { return embedding(v[0], v[1]); });
+    add("one_hot", {ids({127}, 9, 228)}, [](Inputs v) { return one_hot(v[0], 9); });
+    add("one_hot i32 -> f64", {ids({3, 7}, 5, 229, DType::I32)},
+        [](Inputs v) { return one_hot(v[0], 5, DType::F64); });
+    add("triu / tril", {normal({3, 7, 127}, 230)},
+        [](Inputs v) { return triu(v[0], 2) + tril(v[0], -1) * 3.0; });
+    add("tril of a transpose", {normal({127, 7}, 231)},
+        [](Inputs v) { return tril(v[0].t(), 0); });
+    add("causal mask", {normal({1}, 232)},
+        [](Inputs v) { return raw::causal_mask(7, DType::F32, v[0].device()); });
+
+    // ---- normalization ----
+    add("layer_norm with weight and bias (7, 1025)",
+        {normal({7, 1025}, 240), normal({1025}, 241), normal({1025}, 242)},
+        [](Inputs v) { return layer_norm(v[0], v[1], v[2]); }, 1e-4);
+    add("layer_norm of 70000 rows", {normal({70000, 4}, 243), normal({4}, 244), normal({4}, 245)},
+        [](Inputs v) { return layer_norm(v[0], v[1], v[2]); }, 1e-4);
+    add("layer_norm without affine, transposed", {normal({7, 127}, 246)},
+        [](Inputs v) { return layer_norm(v[0].t(), Tensor(), Tensor()); }, 1e-4);
+    add("rms_norm (127, 7)", {normal({127, 7}, 247), normal({7}, 248)},
+        [](Inputs v) { return rms_norm(v[0], v[1]); }, 1e-4);
+    add("rms_norm f64 (3, 1025)", {normal({3, 1025}, 249, F64), normal({1025}, 250, F64)},
+        [](Inputs v) { return rms_norm(v[0], v[1]); });
+
+    // ---- cross-entropy ----
+    add("cross_entropy (127, 11)", {normal({127, 11}, 260), ids({127}, 11, 261)},
+        [](Inputs v) { return cross_entropy(v[0], v[1]); }, 1e-4);
+    add("cross_entropy with ignore_index and smoothing", {normal({127, 11}, 262), ids({127}, 11, 263)},
+        [](Inputs v) {
+            Tensor t = raw::where(raw::binary(BinaryOp::Eq, v[1], scalar_tensor(3, DType::I64, v[1].device())),
+                                  scalar_tensor(-100, DType::I64, v[1].device()), v[1]);
+            return cross_entropy(v[0], t, -100, 0.1);
+        }, 1e-4);
+    add("cross_entropy of 70000 rows", {normal({70000, 5}, 264), ids({70000}, 5, 265)},
+        [](Inputs v) { return cross_entropy(v[0], v[1]); }, 1e-4);
+    add("cross_entropy of long rows, i32 targets", {normal({3, 3000}, 266),
+                                                    ids({3}, 3000, 267, DType::I32)},
+        [](Inputs v) { return cross_entropy(v[0], v[1], -100, 0.2); }, 1e-4);
+    add("cross_entropy f64, every row ignored", {normal({7, 5}, 268, F64)}, [](Inputs v) {
+        return cross_entropy(v[0], full({7}, 2, DType::I64, v[0].device()), 2);
+    });
+
+    // ---- dropout through autograd (the mask must be the CPU's) ----
+    add("dropout p = 0.3", {normal({127, 1025}, 270)}, [](Inputs v) {
+        Generator gen(5);
+        return dropout(v[0], 0.3, gen);
+    });
+    add("dropout of a transpose", {normal({7, 127}, 271)}, [](Inputs v) {
+        Generator gen(6);
+        return dropout(v[0].t(), 0.5, gen);
+    });
+    return cases;
+}
+
+}  // namespace
+
+TEST_CASE("cuda: every op matches the CPU, forward and backward" *
+          doctest::skip(NO_GPU)) {
+    for (const OpCase& c : op_cases()) {
+        CAPTURE(c.name);
+        run_case(c);
+    }
+}
+
+TEST_CASE("cuda: rand and randn give the CPU's numbers; dropout masks are identical" *
+          doctest::skip(NO_GPU)) {
+    for (DType dtype : {DType::F32, DType::F64}) {
+        CAPTURE(dtype);
+        Generator cpu_gen(42), gpu_gen(42);
+        Tensor u_cpu = rand({1025, 7}, cpu_gen, dtype), u_gpu = rand({1025, 7}, gpu_gen, dtype, GPU);
+        CHECK(max_abs_diff(u_cpu, u_gpu) == 0);  // bit for bit
+        Tensor n_cpu = randn({127, 9}, cpu_gen, dtype), n_gpu = randn({127, 9}, gpu_gen, dtype, GPU);
+        // logf / cosf may differ in the last bit between CUDA and the C library.
+        check_same("randn", n_cpu, n_gpu, 1e-6);
+        CHECK(cpu_gen.offset() == gpu_gen.offset());
+
+        Tensor x = normal({3, 1025}, 7, dtype);
+        auto [out_cpu, mask_cpu] = raw::dropout(x, 0.4, cpu_gen);
+        auto [out_gpu, mask_gpu] = raw::dropout(raw::to_device(x, GPU), 0.4, gpu_gen);
+        CHECK(max_abs_diff(mask_cpu, mask_gpu) == 0);
+        CHECK(max_abs_diff(out_cpu, out_gpu) == 0);
+        double kept = raw::mean(mask_gpu).item<double>();
+        CHECK(kept > 0.5);
+        CHECK(kept < 0.7);
+    }
+}
+
+TEST_CASE("cuda: curand fills are a separate, non-identical fast path" *
+          doctest::skip(NO_GPU)) {
+    Tensor t = empty({1001}, DType::F32, GPU);  // odd: cuRAND normals need an even count
+    cuda::curand_normal_fill(t, 3, 1.0, 2.0);
+    double m = raw::mean(t).item<double>();
+    CHECK(m > 0.7);
+    CHECK(m < 1.3);
+    Tensor u = empty({64, 64}, DType::F64, GPU);
+    cuda::curand_uniform_fill(u, 3);
+    CHECK(raw::min(u).item<double>() > 0);
+    CHECK(raw::max(u).item<double>() <= 1);
+    check_error([&] { cuda::curand_uniform_fill(raw::transpose(u, 0, 1), 1); }, {"contiguous"});
+}
+
+#if defined(EMBER_WITH_CUDA) && !defined(EMBER_TEST_GPU_AS_CPU)
+TEST_CASE("cuda: the fused AdamW step matches torch.optim.AdamW's formulas" *
+          doctest::skip(NO_GPU)) {
+    for (DType dtype : {DType::F32, DType::F64}) {
+        CAPTURE(dtype);
+        const int64_t n = 1025;
+        Tensor p = normal({n}, 1, dtype), g = normal({n}, 2, dtype);
+        Tensor m = raw::mul_scalar(normal({n}, 3, dtype), 0.1);
+        Tensor v = raw::unary(UnaryOp::Abs, raw::mul_scalar(normal({n}, 4, dtype), 0.01));
+        raw::AdamWParams hp{1e-2, 0.9, 0.999, 1e-8, 0.1, 3};
+        Tensor pg = raw::to_device(p, GPU), gg = raw::to_device(g, GPU);
+        Tensor mg = raw::to_device(m, GPU), vg = raw::to_device(v, GPU);
+        cuda::adamw_(pg, gg, mg, vg, hp);
+
+        std::vector<double> P = p.to_vector<double>(), G = g.to_vector<double>();
+        std::vector<double> M = m.to_vector<double>(), Vv = v.to_vector<double>();
+        const double b1 = 1 - std::pow(hp.beta1, 3.0), b2 = 1 - std::pow(hp.beta2, 3.0);
+        for (int64_t i = 0; i < n; ++i) {
+            P[i] -= hp.lr * hp.weight_decay * P[i];
+            M[i] = hp.beta1 * M[i] + (1 - hp.beta1) * G[i];
+            Vv[i] = hp.beta2 * Vv[i] + (1 - hp.beta2) * G[i] * G[i];
+            P[i] -= hp.lr * (M[i] / b1) / (std::sqrt(Vv[i] / b2) + hp.eps);
+        }
+        const double tol = dtype == DType::F64 ? 1e-12 : 1e-5;
+        check_same("adamw param", from_vector(P, {n}).to(dtype), pg, tol);
+        check_same("adamw exp_avg", from_vector(M, {n}).to(dtype), mg, tol);
+        check_same("adamw exp_avg_sq", from_vector(Vv, {n}).to(dtype), vg, tol);
+    }
+}
+#endif
+
+TEST_CASE("cuda: gradcheck in f64 through the GPU" * doctest::skip(NO_GPU)) {
+    // The inputs stay f64 CPU leaves; f moves them to the GPU (a differentiable copy), runs the op
+    // there and brings the result back, so the analytic gradient is the GPU backward's.
+    auto on_gpu = [](std::function<Tensor(const std::vector<Tensor>&)> op) {
+        return [op](const std::vector<Tensor>& xs) {
+            std::vector<Tensor> g;
+            for (const Tensor& x : xs) g.push_back(x.to(GPU));
+            return op(g).to(Device::cpu());
+        };
+    };
+    expect_gradcheck(on_gpu([](Inputs v) { return matmul(v[0], v[1].t()); }),
+                     {leaf({3, 4}, 1), leaf({5, 4}, 2)});
+    expect_gradcheck(on_gpu([](Inputs v) { return softmax(v[0], 1) * log_softmax(v[0], 0); }),
+                     {leaf({4, 6}, 3)});
+    expect_gradcheck(on_gpu([](Inputs v) { return layer_norm(v[0], v[1], v[2]); }),
+                     {leaf({3, 5}, 4), leaf({5}, 5), leaf({5}, 6)});
+    expect_gradcheck(on_gpu([](Inputs v) { return rms_norm(v[0], v[1]); }),
+                     {leaf({3, 5}, 7), leaf({5}, 8)});
+    Tensor targets = from_vector(std::vector<int64_t>{1, 0, 3, -100}, {4});
+    expect_gradcheck(on_gpu([targets](Inputs v) {
+                         return cross_entropy(v[0], targets.to(GPU), -100, 0.1);
+                     }),
+                     {leaf({4, 5}, 9)});
+    Tensor index = from_vector(std::vector<int64_t>{2, 0, 2, 1}, {4});
+    expect_gradcheck(on_gpu([index](Inputs v) {
+                         return embedding(v[0], index.to(GPU)) +
+                                sum(gather(v[1], 1, raw::reshape(index, {4, 1}).to(GPU))) +
+                                sum(index_select(v[1], 1, index.to(GPU)));
+                     }),
+                     {leaf({3, 2}, 10), leaf({4, 3}, 11)});
+    expect_gradcheck(on_gpu([](Inputs v) {
+                         return gelu(v[0]) * sigmoid(v[0]) + max(v[0], {1}, true) +
+                                logsumexp(v[0], {0}) + var(v[0], {1}, true, true);
+                     }),
+                     {leaf({3, 4}, 12)});
+}
+
+TEST_CASE("cuda: a bad index in a kernel throws on the host, and the GPU stays usable" *
+          doctest::skip(NO_GPU)) {
+    Tensor x = raw::to_device(normal({4, 5}, 1), GPU);
+    Tensor bad = raw::to_device(from_vector(std::vector<int64_t>{0, 7}, {2}), GPU);
+    check_error([&] { raw::index_select(x, 1, bad); }, {"index_select", "7", "out of range"});
+    check_error([&] { raw::embedding_backward(raw::to_device(normal({2, 5}, 2), GPU), bad, 4); },
+                {"7", "out of range"});
+    check_error([&] { raw::one_hot(bad, 3); }, {"one_hot", "7"});
+    check_error([&] { raw::cross_entropy_forward(x, raw::to_device(
+                          from_vector(std::vector<int64_t>{0, 1, 9, 2}, {4}), GPU)); },
+                {"cross_entropy", "target 9", "row 2"});
+    Tensor ok = raw::to_device(from_vector(std::vector<int64_t>{4, 0}, {2}), GPU);
+    check_same("index_select after an error", raw::index_select(normal({4, 5}, 1), 1,
+                                                                raw::to_device(ok, Device::cpu())),
+               raw::index_select(x, 1, ok), 0);
+}
+
+TEST_CASE("cuda: TF32 is off by default and can be switched on for f32 matmuls" *
+          doctest::skip(NO_GPU)) {
+    CHECK_FALSE(cuda::allow_tf32());
+    Tensor a = normal({256, 256}, 1), b = normal({256, 256}, 2);
+    Tensor want = raw::matmul(raw::to_dtype(a, DType::F64), raw::to_dtype(b, DType::F64));
+    Tensor ag = raw::to_device(a, GPU), bg = raw::to_device(b, GPU);
+    const double exact_err = max_abs_diff(want, raw::to_dtype(raw::matmul(ag, bg), DType::F64));
+    cuda::set_allow_tf32(true);
+    const double tf32_err = max_abs_diff(want, raw::to_dtype(raw::matmul(ag, bg), DType::F64));
+    cuda::set_allow_tf32(false);
+    CHECK(exact_err < 1e-3);
+    CHECK(tf32_err < 0.5);  // 10-bit mantissas over K = 256 products of N(0, 1) values
+}
+
+TEST_CASE("cuda availability: moving a tensor to CUDA where there is none fails clearly") {
+    Tensor x = tensor({1, 2, 3});
+    if (cuda_is_available()) {  // the round trip must then work
+        CHECK(x.to(GPU).to(Device::cpu()).to_vector<float>() == x.to_vector<float>());
+        return;
+    }
+    std::string message = error_of([&] { x.to(GPU); });
+    INFO("message: ", message);
+#ifdef EMBER_WITH_CUDA
+    CHECK(built_with_cuda());
+    CHECK(contains(message, "no CUDA device"));
+#else
+    CHECK_FALSE(built_with_cuda());
+    CHECK((contains(message, "built without") || contains(message, "no CUDA")));
+#endif
+    // Statistics stay readable everywhere.
+    CHECK(cuda::allocator_stats().bytes_in_use == 0);
+}
