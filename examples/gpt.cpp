@@ -3,6 +3,7 @@
 //   gpt train  [--data DIR|FILE] [--out DIR] [--steps N] ...   trains, checkpoints, plots
 //   gpt eval   [--out DIR]                                     validation loss of a trained model
 //   gpt sample [--out DIR] [--prompt TEXT] ...                 continues a prompt
+//   gpt finetune [--base DIR] [--method lora|...|full] ...      adapts it to the held-out text
 //
 // Data: by default the fortunes package's cookie files, with one category (songs-poems) held
 // out as validation text, so the validation loss measures text the model never saw. Any text
@@ -10,9 +11,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <chrono>
 #include <cmath>
 #include <iostream>
 
+#include "examples/support/finetune.h"
 #include "examples/support/flags.h"
 #include "examples/support/train_log.h"
 #include "models/datasets.h"
@@ -20,6 +24,7 @@
 #include "models/gpt.h"
 #include "models/tokenizer.h"
 #include "nn/trainer.h"
+#include "peft/peft_model.h"
 #include "tensor/parallel.h"
 
 using namespace ember;
@@ -150,7 +155,7 @@ int train(int argc, char** argv) {
     Text text = load_text(data, holdout);
     const int64_t T = m.context;
     EMBER_CHECK(int64_t(text.train.size()) > T + 1, "gpt: the training text is shorter than one window");
-    std::system(("mkdir -p '" + out + "'").c_str());
+    std::filesystem::create_directories(out);
 
     auto model = std::make_shared<models::GPT>(m.config(), uint64_t(seed));
     model->to(device);
@@ -236,6 +241,86 @@ int sample(int argc, char** argv) {
     return 0;
 }
 
+
+int finetune(int argc, char** argv) {
+    Flags f("gpt finetune",
+            "Adapts a trained GPT to one fortunes category (by default the one its training held out) with a "
+            "PEFT method, or in full, and reports the validation loss before and after.");
+    std::string& base = f.text("base", "runs/gpt", "folder of the trained base model (gpt train --out)");
+    std::string& data = f.text("data", FORTUNES_DIR, "a fortunes folder");
+    std::string& domain = f.text("domain", "songs-poems", "the category to adapt to; its last tenth is validation");
+    std::string& out = f.text("out", "runs/gpt-finetune", "folder for the adapter (peft format) or the full model");
+    std::string& method_name = f.text("method", "lora", "lora, dora, ia3, vera or full");
+    int64_t& rank = f.integer("rank", 8, "rank r of the low-rank methods (VeRA: 0 keeps its default 256)");
+    std::string& device_name = f.text("device", "auto", "cpu, cuda or auto");
+    int64_t& steps = f.integer("steps", 200, "optimizer steps");
+    double& lr = f.real("lr", 0, "peak learning rate (0: the method's default)");
+    int64_t& batch = f.integer("batch", 16, "windows per step");
+    int64_t& eval_batches = f.integer("eval-batches", 16, "validation batches");
+    int64_t& seed = f.integer("seed", 1, "seed for the adapter and the batches");
+    std::string& results = f.text("results", "", "append a row to this CSV (for the results table)");
+    if (!f.parse(argc, argv, 2)) return 0;
+
+    Device device = pick_device(device_name);
+    auto model = load_trained(base, device);
+    const int64_t T = model->config.context;
+    auto category = read_fortunes(data, {}, {domain});
+    EMBER_CHECK(!category.empty(), "gpt finetune: no category '", domain, "' in ", data);
+    std::string text = without_separators(category[0].text);
+    size_t cut = text.size() / 10 * 9;
+    std::string train_text = text.substr(0, cut), val_text = text.substr(cut);
+    double before = evaluate(*model, val_text, eval_batches, batch, T, device);
+
+    examples::FinetuneMethod m = examples::finetune_method(method_name, rank, {});
+    std::unique_ptr<peft::PeftModel> peft_model;
+    if (m.config) {
+        peft_model = std::make_unique<peft::PeftModel>(model, *m.config, "default", uint64_t(seed),
+                                                       model->config.style == models::GPTConfig::Style::GPT2 ? "gpt2" : "llama");
+        peft_model->print_trainable_parameters();
+    } else {
+        std::cout << "full fine-tuning: every one of " << model->num_parameters() << " parameters trains\n";
+    }
+    nn::TrainerOptions o;
+    o.steps = steps, o.lr = lr > 0 ? lr : m.default_lr, o.warmup = steps / 10, o.weight_decay = 0;
+    nn::Trainer trainer(*model, o, {model->rng});
+    int64_t span = int64_t(train_text.size()) - T - 1;
+    auto batch_fn = [&](int64_t step, int64_t micro) {
+        Generator g(uint64_t(seed) * 7919u + uint64_t(step) * 131u + uint64_t(micro));
+        auto [x, y] = windows(train_text, randint(0, span, {batch}, g).to_vector<int64_t>(), T, device);
+        return nn::MicroBatch{cross_entropy(model->forward_ids(x), y), batch * T};
+    };
+    std::filesystem::create_directories(out + "/adapter");
+    TrainLog log(out + "/metrics.csv", steps, "tok", false);
+    examples::memory_mark(device.is_cuda());
+    auto start = std::chrono::steady_clock::now();
+    trainer.run(batch_fn, nullptr, [&](int64_t step, double loss, int64_t items, double rate) {
+        log.step(step, loss, items, rate);
+    });
+    log.finish();
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    double memory_mb = examples::memory_peak_above_mark_mb(device.is_cuda());
+    double after = evaluate(*model, val_text, eval_batches, batch, T, device);
+
+    if (peft_model) {
+        peft_model->save_pretrained(out + "/adapter");
+    } else {
+        model->save_pretrained(out);
+    }
+    examples::FinetuneResult r;
+    r.task = "gpt/" + domain, r.method = method_name, r.metric = "val_loss", r.steps = steps;
+    r.before = before, r.after = after, r.ms_per_step = 1000 * seconds / double(steps), r.train_memory_mb = memory_mb;
+    if (peft_model) {
+        auto counts = peft_model->count_parameters();
+        r.trainable = counts.trainable, r.all = counts.all;
+    } else {
+        r.trainable = r.all = model->num_parameters();
+    }
+    std::cout << "validation loss on " << domain << ": " << before << " before, " << after << " after " << steps
+              << " steps of " << method_name << " (" << r.ms_per_step << " ms/step, " << memory_mb
+              << " MB of training memory); saved in " << out << "\n";
+    if (!results.empty()) examples::append_result(results, r);
+    return 0;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -244,7 +329,8 @@ int main(int argc, char** argv) {
         if (command == "train") return train(argc, argv);
         if (command == "eval") return eval(argc, argv);
         if (command == "sample") return sample(argc, argv);
-        std::cout << "usage: gpt train|eval|sample [flags]   (gpt <command> --help lists the flags)\n";
+        if (command == "finetune") return finetune(argc, argv);
+        std::cout << "usage: gpt train|eval|sample|finetune [flags]   (gpt <command> --help lists the flags)\n";
         return command == "--help" || command == "-h" ? 0 : 2;
     } catch (const std::exception& e) {
         std::cerr << "gpt: " << e.what() << "\n";

@@ -2,16 +2,22 @@
 //
 //   vit train [--data DIR] [--out DIR] [--steps N] ...   trains, checkpoints, plots, tests
 //   vit eval  [--data DIR] [--out DIR]                   test accuracy of a trained model
+//   vit finetune [--base DIR] [--method lora|...|full]    adapts it to other classes, new head
 #include <algorithm>
+#include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
+#include "examples/support/finetune.h"
 #include "examples/support/flags.h"
 #include "examples/support/train_log.h"
 #include "models/datasets.h"
 #include "models/vit.h"
 #include "nn/safetensors.h"
+#include "nn/init.h"
 #include "nn/trainer.h"
+#include "peft/peft_model.h"
 #include "tensor/parallel.h"
 
 using namespace ember;
@@ -31,6 +37,16 @@ Device pick_device(const std::string& name) {
 
 // Fashion-MNIST's pixel mean and standard deviation: inputs are standardized with them.
 constexpr double PIXEL_MEAN = 0.2860, PIXEL_STD = 0.3530;
+
+// "all", or "lo-hi": the examples with labels in [lo, hi], relabelled lo -> 0.
+ImageSet select_classes(const ImageSet& set, const std::string& classes) {
+    if (classes == "all") return set;
+    size_t dash = classes.find('-');
+    EMBER_CHECK(dash != std::string::npos, "vit: --classes must be 'all' or 'lo-hi', not '", classes, "'");
+    int64_t lo = std::stoll(classes.substr(0, dash)), hi = std::stoll(classes.substr(dash + 1));
+    EMBER_CHECK(0 <= lo && lo <= hi, "vit: --classes ", classes, " is not a range lo-hi");
+    return filter_classes(set, lo, hi, true);
+}
 
 Tensor standardize(const Tensor& images) { return (images - PIXEL_MEAN) * (1.0 / PIXEL_STD); }
 
@@ -84,16 +100,18 @@ int train(int argc, char** argv) {
     bool& resume = f.boolean("resume", false, "continue from --out/checkpoint.safetensors");
     int64_t& seed = f.integer("seed", 1, "seed for weights and batches");
     int64_t& threads = f.integer("threads", 0, "CPU threads (0: all cores)");
+    std::string& classes = f.text("classes", "all", "train on labels lo-hi only, relabelled from 0 (e.g. 0-4)");
     if (!f.parse(argc, argv, 2)) return 0;
     if (threads > 0) set_num_threads(int(threads));
 
     Device device = pick_device(device_name);
-    ImageSet train_set = read_idx_set(data, "train"), test_set = read_idx_set(data, "t10k");
+    ImageSet train_set = select_classes(read_idx_set(data, "train"), classes);
+    ImageSet test_set = select_classes(read_idx_set(data, "t10k"), classes);
     models::ViTConfig c;
     c.image_size = train_set.images.size(1), c.patch = patch, c.channels = 1;
     c.dim = dim, c.layers = layers, c.heads = heads;
     c.num_labels = int64_t(max(train_set.labels.to(DType::F64)).item<double>()) + 1;
-    std::system(("mkdir -p '" + out + "'").c_str());
+    std::filesystem::create_directories(out);
     auto model = std::make_shared<models::ViT>(c, uint64_t(seed));
     model->to(device);
     std::cout << "data: " << data << ", " << train_set.images.size(0) << " train and " << test_set.images.size(0)
@@ -145,6 +163,91 @@ int eval(int argc, char** argv) {
     return 0;
 }
 
+
+int finetune(int argc, char** argv) {
+    Flags f("vit finetune",
+            "Adapts a trained ViT to other classes with a new classifier head (trained in full, as peft's "
+            "modules_to_save) and a PEFT method on the body, or in full; reports test accuracy before and after.");
+    std::string& base = f.text("base", "runs/vit-0-4", "folder of the trained base model (vit train --classes 0-4)");
+    std::string& data = f.text("data", FASHION_MNIST_DIR, "folder with train-/t10k- images and labels");
+    std::string& classes = f.text("classes", "5-9", "the labels to adapt to, lo-hi");
+    std::string& out = f.text("out", "runs/vit-finetune", "folder for the adapter (peft format) or the full model");
+    std::string& method_name = f.text("method", "lora", "lora, dora, ia3, vera or full");
+    int64_t& rank = f.integer("rank", 8, "rank r of the low-rank methods (VeRA: 0 keeps its default 256)");
+    std::string& device_name = f.text("device", "auto", "cpu, cuda or auto");
+    int64_t& steps = f.integer("steps", 300, "optimizer steps");
+    double& lr = f.real("lr", 0, "peak learning rate (0: the method's default)");
+    int64_t& batch = f.integer("batch", 128, "images per step");
+    int64_t& seed = f.integer("seed", 1, "seed for the adapter, the head and the batches");
+    std::string& results = f.text("results", "", "append a row to this CSV (for the results table)");
+    if (!f.parse(argc, argv, 2)) return 0;
+
+    Device device = pick_device(device_name);
+    auto model = load_model(base, device);
+    ImageSet train_set = select_classes(read_idx_set(data, "train"), classes);
+    ImageSet test_set = select_classes(read_idx_set(data, "t10k"), classes);
+    int64_t labels = int64_t(max(train_set.labels.to(DType::F64)).item<double>()) + 1;
+    EMBER_CHECK(labels == model->config.num_labels, "vit finetune: the base model has ", model->config.num_labels,
+                " outputs but --classes ", classes, " has ", labels, " labels");
+    // A new head: the old one scores the old classes. Freshly initialised like the base's was.
+    {
+        Generator head_gen(uint64_t(seed) + 17);
+        nn::trunc_normal_(model->classifier->weight, 0, 0.02, head_gen);
+        nn::zeros_(model->classifier->bias);
+    }
+    double before = accuracy(*model, test_set, 500, device);
+
+    examples::FinetuneMethod m = examples::finetune_method(method_name, rank, {"classifier"});
+    std::unique_ptr<peft::PeftModel> peft_model;
+    if (m.config) {
+        peft_model = std::make_unique<peft::PeftModel>(model, *m.config, "default", uint64_t(seed), "vit");
+        peft_model->print_trainable_parameters();
+    } else {
+        std::cout << "full fine-tuning: every one of " << model->num_parameters() << " parameters trains\n";
+    }
+    nn::TrainerOptions o;
+    o.steps = steps, o.lr = lr > 0 ? lr : m.default_lr, o.warmup = steps / 10, o.weight_decay = 0;
+    nn::Trainer trainer(*model, o, {model->rng});
+    int64_t n = train_set.images.size(0);
+    auto batch_fn = [&](int64_t step, int64_t micro) {
+        Generator g(uint64_t(seed) * 7919u + uint64_t(step) * 131u + uint64_t(micro));
+        Tensor idx = randint(0, n, {batch}, g);
+        Tensor x = standardize(index_select(train_set.images, 0, idx)).to(device);
+        Tensor y = index_select(train_set.labels, 0, idx).to(device);
+        return nn::MicroBatch{cross_entropy(model->forward(x), y), batch};
+    };
+    std::filesystem::create_directories(out + "/adapter");
+    TrainLog log(out + "/metrics.csv", steps, "img", false);
+    examples::memory_mark(device.is_cuda());
+    auto start = std::chrono::steady_clock::now();
+    trainer.run(batch_fn, nullptr, [&](int64_t step, double loss, int64_t items, double rate) {
+        log.step(step, loss, items, rate);
+    });
+    log.finish();
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    double memory_mb = examples::memory_peak_above_mark_mb(device.is_cuda());
+    double after = accuracy(*model, test_set, 500, device);
+
+    if (peft_model) {
+        peft_model->save_pretrained(out + "/adapter");
+    } else {
+        save_model(*model, out);
+    }
+    examples::FinetuneResult r;
+    r.task = "vit/classes-" + classes, r.method = method_name, r.metric = "test_acc", r.steps = steps;
+    r.before = before, r.after = after, r.ms_per_step = 1000 * seconds / double(steps), r.train_memory_mb = memory_mb;
+    if (peft_model) {
+        auto counts = peft_model->count_parameters();
+        r.trainable = counts.trainable, r.all = counts.all;
+    } else {
+        r.trainable = r.all = model->num_parameters();
+    }
+    std::cout << "test accuracy on classes " << classes << ": " << 100 * before << "% before, " << 100 * after
+              << "% after " << steps << " steps of " << method_name << " (" << r.ms_per_step << " ms/step, "
+              << memory_mb << " MB of training memory); saved in " << out << "\n";
+    if (!results.empty()) examples::append_result(results, r);
+    return 0;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -152,7 +255,8 @@ int main(int argc, char** argv) {
     try {
         if (command == "train") return train(argc, argv);
         if (command == "eval") return eval(argc, argv);
-        std::cout << "usage: vit train|eval [flags]   (vit <command> --help lists the flags)\n";
+        if (command == "finetune") return finetune(argc, argv);
+        std::cout << "usage: vit train|eval|finetune [flags]   (vit <command> --help lists the flags)\n";
         return command == "--help" || command == "-h" ? 0 : 2;
     } catch (const std::exception& e) {
         std::cerr << "vit: " << e.what() << "\n";

@@ -1,5 +1,6 @@
 #include "tensor/storage.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -12,6 +13,20 @@ namespace ember {
 // CPU buffers are 64-byte aligned so that vector loads never straddle a cache line.
 static constexpr size_t CPU_ALIGNMENT = 64;
 
+// Bytes of tensor storage alive on the CPU now, and the most there has been (for reports such as
+// a fine-tuning method's peak memory).
+static std::atomic<int64_t> g_cpu_in_use{0}, g_cpu_peak{0};
+
+static void count_cpu_bytes(int64_t delta) {
+    int64_t now = g_cpu_in_use.fetch_add(delta) + delta;
+    int64_t peak = g_cpu_peak.load();
+    while (now > peak && !g_cpu_peak.compare_exchange_weak(peak, now)) {
+    }
+}
+
+CpuMemoryStats cpu_memory_stats() { return {g_cpu_in_use.load(), g_cpu_peak.load()}; }
+void reset_cpu_peak() { g_cpu_peak.store(g_cpu_in_use.load()); }
+
 Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
     if (device.is_cuda()) {
         // The CUDA runtime (tensor/cuda/runtime.cu) drives one GPU, device 0.
@@ -23,13 +38,16 @@ Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
     size_t rounded = (bytes + CPU_ALIGNMENT - 1) / CPU_ALIGNMENT * CPU_ALIGNMENT;
     data_ = std::aligned_alloc(CPU_ALIGNMENT, rounded == 0 ? CPU_ALIGNMENT : rounded);
     EMBER_CHECK(data_ != nullptr, "Storage: could not allocate ", bytes, " bytes on the CPU");
+    count_cpu_bytes(int64_t(bytes));
 }
 
 Storage::~Storage() {
-    if (device_.is_cuda())
+    if (device_.is_cuda()) {
         cuda::release(data_, bytes_);
-    else
+    } else {
         std::free(data_);
+        count_cpu_bytes(-int64_t(bytes_));
+    }
 }
 
 }  // namespace ember

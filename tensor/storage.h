@@ -31,4 +31,11 @@ private:
     uint64_t version_ = 0;
 };
 
+// Tensor storage on the CPU, in bytes: alive now, and the peak since the start or reset_cpu_peak().
+struct CpuMemoryStats {
+    int64_t bytes_in_use, peak_bytes_in_use;
+};
+CpuMemoryStats cpu_memory_stats();
+void reset_cpu_peak();
+
 }  // namespace ember

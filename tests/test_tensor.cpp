@@ -135,3 +135,15 @@ TEST_CASE("errors: bad shapes, dtypes and arguments name the op and the fix") {
     CHECK(contains(error_of([] { Tensor().shape(); }), "undefined"));
     CHECK(contains(error_of([] { from_vector<float>({1, 2, 3}, {2, 2}); }), "(2, 2)"));
 }
+
+TEST_CASE("cpu_memory_stats: storage bytes are counted while alive, and the peak remembers") {
+    reset_cpu_peak();
+    CpuMemoryStats before = cpu_memory_stats();
+    {
+        Tensor big = zeros({1000, 1000});  // 4 MB
+        CHECK(cpu_memory_stats().bytes_in_use - before.bytes_in_use == 4000000);
+    }
+    CpuMemoryStats after = cpu_memory_stats();
+    CHECK(after.bytes_in_use == before.bytes_in_use);
+    CHECK(after.peak_bytes_in_use - before.bytes_in_use >= 4000000);
+}

@@ -1,0 +1,72 @@
+#include "examples/support/finetune.h"
+
+#include <fstream>
+
+#include "tensor/check.h"
+
+namespace ember::examples {
+
+const std::vector<std::string>& finetune_methods() {
+    static const std::vector<std::string> methods = {"lora", "dora", "ia3", "vera", "full"};
+    return methods;
+}
+
+FinetuneMethod finetune_method(const std::string& method, int64_t rank, const std::vector<std::string>& modules_to_save) {
+    FinetuneMethod m;
+    m.name = method;
+    if (method == "lora" || method == "dora") {
+        auto c = std::make_shared<peft::LoraConfig>();
+        c->r = rank, c->lora_alpha = 2.0 * double(rank);
+        c->use_dora = method == "dora";
+        m.config = c, m.default_lr = 3e-3;
+    } else if (method == "ia3") {
+        m.config = std::make_shared<peft::IA3Config>(), m.default_lr = 1e-2;
+    } else if (method == "vera") {
+        auto c = std::make_shared<peft::VeraConfig>();
+        if (rank > 0 && rank != 8) c->r = rank;
+        m.config = c, m.default_lr = 1e-2;
+    } else if (method == "full") {
+        m.default_lr = 5e-4;
+    } else {
+        std::string known;
+        for (const auto& name : finetune_methods()) known += " " + name;
+        throw Error(make_message("finetune: unknown --method '", method, "'; choose one of:", known));
+    }
+    if (m.config) m.config->modules_to_save = modules_to_save;
+    return m;
+}
+
+void append_result(const std::string& csv_path, const FinetuneResult& r) {
+    bool is_new = !std::ifstream(csv_path).good();
+    std::ofstream out(csv_path, std::ios::app);
+    EMBER_CHECK(out.good(), "finetune: cannot write ", csv_path);
+    if (is_new) out << "task,method,trainable,all,steps,metric,before,after,ms_per_step,train_memory_mb\n";
+    out << r.task << "," << r.method << "," << r.trainable << "," << r.all << "," << r.steps << "," << r.metric << ","
+        << r.before << "," << r.after << "," << r.ms_per_step << "," << r.train_memory_mb << "\n";
+}
+
+}  // namespace ember::examples
+
+#include "tensor/cuda/cuda.h"
+#include "tensor/storage.h"
+
+namespace ember::examples {
+
+static int64_t g_mark = 0;
+
+void memory_mark(bool cuda) {
+    if (cuda) {
+        cuda::reset_peak();
+        g_mark = cuda::allocator_stats().bytes_in_use;
+    } else {
+        reset_cpu_peak();
+        g_mark = cpu_memory_stats().bytes_in_use;
+    }
+}
+
+double memory_peak_above_mark_mb(bool cuda) {
+    int64_t peak = cuda ? int64_t(cuda::allocator_stats().peak_bytes_in_use) : cpu_memory_stats().peak_bytes_in_use;
+    return double(peak - g_mark) / 1e6;
+}
+
+}  // namespace ember::examples
