@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "peft/targets.h"
 #include "tensor/check.h"
 
 namespace ember {
@@ -78,6 +79,26 @@ static json parse(const std::string& text, const char* expected) {
     EMBER_CHECK(type == expected, "adapter_config.json: peft_type is \"", type, "\", expected \"",
                 expected, "\"");
     return j;
+}
+
+void PeftConfig::fill_defaults(const std::string& model_type) {
+    if (!target_modules.is_set) target_modules = default_target_modules(peft_type(), model_type);
+}
+
+void IA3Config::fill_defaults(const std::string& model_type) {
+    bool had_targets = target_modules.is_set;
+    PeftConfig::fill_defaults(model_type);
+    // peft takes both from its mappings when target_modules is None.
+    if (!feedforward_modules.is_set && !had_targets) feedforward_modules = default_feedforward_modules(model_type);
+    // peft's __post_init__: with both given as lists, every feedforward entry must be a target.
+    if (feedforward_modules.is_set && !feedforward_modules.is_regex && target_modules.is_set &&
+        !target_modules.is_regex)
+        for (const std::string& f : feedforward_modules.names) {
+            bool in = false;
+            for (const std::string& t : target_modules.names) in = in || t == f;
+            EMBER_CHECK(in, "IA3Config: feedforward_modules should be a subset of target_modules; \"", f,
+                        "\" is not in ", target_modules.describe());
+        }
 }
 
 // ---- LoRA ----

@@ -20,7 +20,13 @@
 #include <vector>
 
 namespace ember {
+namespace nn {
+class Linear;
+}
 namespace peft {
+
+class TunerLayer;       // tuner.h
+struct AdapterContext;  // peft_model.h
 
 // A list of module names or a single regex, as peft's Union[list[str], str].
 struct ModuleSelector {
@@ -48,6 +54,20 @@ public:
     // adapter_config.json: every key peft writes for this method (sets as lists).
     virtual std::string to_json() const = 0;
 
+    // ---- how PeftModel applies the method (each method's .cpp implements these) ----
+    // A new, adapter-less layer of this method around `base`, and the type_name() such layers
+    // have (to refuse stacking another method on a wrapped Linear).
+    virtual std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::Linear> base) const = 0;
+    virtual std::string layer_type() const = 0;
+    // Fills options left unset from peft's per-model-type defaults (target_modules, ...).
+    virtual void fill_defaults(const std::string& model_type);
+    // Runs once per injected adapter, before its layers are made, with every targeted base
+    // Linear: methods that share tensors across layers (VeRA) make them here, in ctx.shared.
+    virtual void prepare_shared(const std::vector<std::shared_ptr<nn::Linear>>& /*bases*/,
+                                AdapterContext& /*ctx*/) const {}
+    // Whether adapter files carry those shared tensors (VeRA: save_projection).
+    virtual bool save_shared() const { return true; }
+
     // ---- shared by every method (peft's PeftConfig + the tuner's target options) ----
     std::string task_type;                // "CAUSAL_LM", "SEQ_CLS", ... ("" = null)
     std::string base_model_name_or_path;  // "" = null
@@ -67,6 +87,8 @@ public:
     std::string peft_type() const override { return "LORA"; }
     std::shared_ptr<PeftConfig> clone() const override { return std::make_shared<LoraConfig>(*this); }
     std::string to_json() const override;
+    std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::Linear> base) const override;
+    std::string layer_type() const override;
     static LoraConfig from_json(const std::string& text);
 
     int64_t r = 8;
@@ -88,12 +110,15 @@ public:
     std::string peft_type() const override { return "IA3"; }
     std::shared_ptr<PeftConfig> clone() const override { return std::make_shared<IA3Config>(*this); }
     std::string to_json() const override;
+    std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::Linear> base) const override;
+    std::string layer_type() const override;
     static IA3Config from_json(const std::string& text);
 
     // Unset: the model type's default. A feedforward module scales its input, others their output;
     // each must also be a target.
     ModuleSelector feedforward_modules;
     bool init_ia3_weights = true;
+    void fill_defaults(const std::string& model_type) override;  // feedforward_modules too
 };
 
 // VeRA (spec §3.7).
@@ -102,6 +127,8 @@ public:
     std::string peft_type() const override { return "VERA"; }
     std::shared_ptr<PeftConfig> clone() const override { return std::make_shared<VeraConfig>(*this); }
     std::string to_json() const override;
+    std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::Linear> base) const override;
+    std::string layer_type() const override;
     static VeraConfig from_json(const std::string& text);
 
     int64_t r = 256;
@@ -110,6 +137,8 @@ public:
     uint64_t projection_prng_key = 0;
     bool save_projection = true;
     std::string bias = "none";
+    void prepare_shared(const std::vector<std::shared_ptr<nn::Linear>>& bases, AdapterContext& ctx) const override;
+    bool save_shared() const override { return save_projection; }
 };
 
 // Reads any of the configs above from adapter_config.json text (by its peft_type).

@@ -10,6 +10,11 @@
 namespace ember {
 namespace peft {
 
+std::shared_ptr<TunerLayer> LoraConfig::make_layer(std::shared_ptr<nn::Linear> base) const {
+    return std::make_shared<LoraLayer>(std::move(base));
+}
+std::string LoraConfig::layer_type() const { return "LoraLinear"; }
+
 LoraLayer::LoraLayer(std::shared_ptr<nn::Linear> base) : TunerLayer(std::move(base)) {
     lora_A = std::make_shared<ModuleDict>();
     lora_B = std::make_shared<ModuleDict>();

@@ -36,19 +36,6 @@ static std::string infer_model_type(nn::Module& model) {
     return "";
 }
 
-// The layer class each method wraps a Linear with.
-static std::string layer_type_of(const std::string& peft_type) {
-    if (peft_type == "LORA") return "LoraLinear";
-    throw Error(make_message("PeftModel: peft_type ", peft_type, " is not implemented here (LORA)"));
-}
-
-std::shared_ptr<TunerLayer> PeftModel::make_layer(const PeftConfig& config,
-                                                  std::shared_ptr<nn::Linear> base) const {
-    const std::string t = config.peft_type();
-    if (t == "LORA") return std::make_shared<LoraLayer>(std::move(base));
-    throw Error(make_message("PeftModel: peft_type ", t, " is not implemented here (LORA)"));
-}
-
 PeftModel::PeftModel(std::shared_ptr<nn::Module> model, const PeftConfig& config,
                      const std::string& adapter_name, uint64_t seed, const std::string& model_type)
     : model_(std::move(model)), model_type_(model_type), init_gen_(seed),
@@ -80,12 +67,10 @@ void PeftModel::inject(const std::string& name, const PeftConfig& config_in) {
                 "delete_adapter it first or pick another name");
     std::shared_ptr<PeftConfig> cfg = config_in.clone();
     const std::string type = cfg->peft_type();
-    if (!cfg->target_modules.is_set) {
-        cfg->target_modules = default_target_modules(type, model_type_);
-        EMBER_CHECK(cfg->target_modules.is_set, "PeftModel: no default target_modules for ", type,
-                    " on model type '", model_type_, "' (peft has none either); pass them, e.g. "
-                    "target_modules = {\"query\", \"value\"} for ViT");
-    }
+    cfg->fill_defaults(model_type_);
+    EMBER_CHECK(cfg->target_modules.is_set, "PeftModel: no default target_modules for ", type,
+                " on model type '", model_type_, "' (peft has none either); pass them, e.g. "
+                "target_modules = {\"query\", \"value\"} for ViT");
     // Spec §9.1: GPT-2's projections are Conv1D (in, out) in its files. In memory they are Linear
     // (out, in), so no arithmetic here depends on fan_in_fan_out; it is recorded as peft records it.
     if (model_type_ == "gpt2") cfg->fan_in_fan_out = true;
@@ -115,11 +100,17 @@ void PeftModel::inject(const std::string& name, const PeftConfig& config_in) {
                                  " (a list entry matches a full name or its last parts, a string is a regex)"));
     }
     AdapterContext ctx{init_gen_, rng_, shared_[name]};
-    const std::string layer_type = layer_type_of(type);
+    std::vector<std::shared_ptr<nn::Linear>> bases;
+    for (auto& [key, m] : targets) {
+        auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
+        bases.push_back(tl ? tl->base_layer : std::dynamic_pointer_cast<nn::Linear>(m));
+    }
+    cfg->prepare_shared(bases, ctx);
+    const std::string layer_type = cfg->layer_type();
     for (auto& [key, m] : targets) {
         auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
         if (!tl) {
-            tl = make_layer(*cfg, std::dynamic_pointer_cast<nn::Linear>(m));
+            tl = cfg->make_layer(std::dynamic_pointer_cast<nn::Linear>(m));
             model_->replace_submodule(key, tl);
         }
         EMBER_CHECK(tl->type_name() == layer_type, "PeftModel: ", key, " already holds a ", tl->type_name(),
@@ -192,6 +183,12 @@ std::vector<std::string> PeftModel::targeted_modules(const std::string& adapter)
     for (auto& [key, tl] : tuner_layers())
         if (tl->has_adapter(adapter)) out.push_back(key);
     return out;
+}
+
+const std::map<std::string, Tensor>& PeftModel::shared_tensors(const std::string& adapter) const {
+    static const std::map<std::string, Tensor> none;
+    auto it = shared_.find(adapter);
+    return it == shared_.end() ? none : it->second;
 }
 
 std::shared_ptr<TunerLayer> PeftModel::tuner_layer(const std::string& module_name) const {
@@ -365,7 +362,7 @@ nn::StateDict PeftModel::adapter_state_dict(const std::string& adapter) const {
         for (auto& [n, t] : model_->named_parameters())
             if (ends_with(n, "bias")) sd[prefix + n] = t.detach();
     auto sh = shared_.find(adapter);
-    if (sh != shared_.end())
+    if (sh != shared_.end() && cfg.save_shared())
         for (auto& [n, t] : sh->second) sd["base_model." + n] = t.detach();  // VeRA's projections
     for (auto& [pname, sp] : saved_params_) {
         auto it = sp.copies.find(adapter);

@@ -75,6 +75,10 @@ public:
     // Full module names of the layers an adapter wraps.
     std::vector<std::string> targeted_modules(const std::string& adapter = "default") const;
     std::shared_ptr<TunerLayer> tuner_layer(const std::string& module_name) const;
+    // Every wrapped layer with its full module name, depth-first (for methods' training hooks).
+    std::vector<std::pair<std::string, std::shared_ptr<TunerLayer>>> tuner_layers() const;
+    // Tensors an adapter shares across layers (VeRA's vera_A / vera_B), by name.
+    const std::map<std::string, Tensor>& shared_tensors(const std::string& adapter) const;
 
     // ---- merging ----
     void merge_adapter(const std::vector<std::string>& names = {}, bool safe_merge = false);
@@ -115,11 +119,9 @@ public:
 
 private:
     void inject(const std::string& name, const PeftConfig& config);
-    std::shared_ptr<TunerLayer> make_layer(const PeftConfig& config, std::shared_ptr<nn::Linear> base) const;
     void setup_modules_to_save(const std::string& name, const PeftConfig& config);
     void apply_modules_to_save();  // put the right copy in each slot
     void update_trainable();       // freeze all, then unfreeze what the active adapters train
-    std::vector<std::pair<std::string, std::shared_ptr<TunerLayer>>> tuner_layers() const;
     void check_usable() const;
 
     std::shared_ptr<nn::Module> model_;
