@@ -14,7 +14,9 @@
 #include <nlohmann/json.hpp>
 
 #include "nn/safetensors.h"
+#include "peft/ia3.h"
 #include "peft/lora.h"
+#include "peft/vera.h"
 #include "tests/test_peft_helpers.h"
 
 using namespace ember;
@@ -179,6 +181,38 @@ TEST_CASE("PEFT counts: GPT-2 small LoRA r=8 on c_attn, the report line, all-lin
         pm.unload();
     }
     CHECK(gpt->num_parameters() == 124439808);
+}
+
+TEST_CASE("PEFT counts: GPT-2 small VeRA r=256 on c_attn and IA3 with peft's defaults") {
+    auto gpt = gpt2_twin(50257, 1024, 768, 12);
+    {
+        peft::VeraConfig c;
+        c.r = 256;
+        c.target_modules = {"c_attn"};
+        PeftModel pm(gpt, c, "default", 0, "gpt2");
+        CHECK(pm.count_parameters().trainable == 30720);
+        // The shared projections are buffers: not parameters, not counted, 786,432 values.
+        const auto& sh = pm.shared_tensors("default");
+        CHECK(sh.at("vera_A").numel() + sh.at("vera_B").numel() == 786432);
+        CHECK(pm.count_parameters().all == 124439808 + 30720);
+        pm.unload();
+    }
+    {
+        PeftModel pm(gpt, peft::IA3Config(), "default", 0, "gpt2");
+        CHECK(pm.count_parameters().trainable == 64512);
+        pm.unload();
+    }
+}
+
+// Trap 9.2: the LoRA README's "0.35M" for GPT-2 M r=4 on q, v is not what the formula gives.
+// With q and v as separate Linear layers (the MergedLinear's effect), the count is 393,216.
+TEST_CASE("Trap 9.2: LoRA r=4 on q,v of a GPT-2 medium shape counts 393,216") {
+    auto root = std::make_shared<ShapeNode>();
+    for (int i = 0; i < 24; ++i)
+        for (const char* p : {"q_proj", "k_proj", "v_proj", "o_proj"})
+            linear_at(*root, "model.layers." + std::to_string(i) + ".self_attn." + p, 1024, 1024);
+    PeftModel pm(root, lora(4, {"q_proj", "v_proj"}), "default", 0, "llama");
+    CHECK(pm.count_parameters().trainable == 393216);
 }
 
 TEST_CASE("PEFT counts: ViT-B/16 LoRA r=16 on query,value, and peft's doc line with the classifier") {
