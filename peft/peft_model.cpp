@@ -99,25 +99,28 @@ void PeftModel::inject(const std::string& name, const PeftConfig& config_in) {
                                  linear_names.size() > 6 ? ", ..." : "",
                                  " (a list entry matches a full name or its last parts, a string is a regex)"));
     }
-    AdapterContext ctx{init_gen_, rng_, shared_[name]};
+    // Check every target before changing anything, so a refused config leaves the model as it was.
+    const std::string layer_type = cfg->layer_type();
     std::vector<std::shared_ptr<nn::Linear>> bases;
     for (auto& [key, m] : targets) {
         auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
+        EMBER_CHECK(!tl || tl->type_name() == layer_type, "PeftModel: ", key, " already holds a ", tl->type_name(),
+                    " adapter; a ", type, " adapter cannot be stacked on it (target other modules)");
         bases.push_back(tl ? tl->base_layer : std::dynamic_pointer_cast<nn::Linear>(m));
     }
+    std::map<std::string, Tensor> shared;
+    AdapterContext ctx{init_gen_, rng_, shared};
     cfg->prepare_shared(bases, ctx);
-    const std::string layer_type = cfg->layer_type();
     for (auto& [key, m] : targets) {
         auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
         if (!tl) {
             tl = cfg->make_layer(std::dynamic_pointer_cast<nn::Linear>(m));
             model_->replace_submodule(key, tl);
         }
-        EMBER_CHECK(tl->type_name() == layer_type, "PeftModel: ", key, " already holds a ", tl->type_name(),
-                    " adapter; a ", type, " adapter cannot be stacked on it (target other modules)");
         tl->set_disabled(disabled_);
         tl->add_adapter(name, *cfg, key, ctx);
     }
+    if (!shared.empty()) shared_[name] = shared;
     configs_[name] = cfg;
     order_.push_back(name);
     setup_modules_to_save(name, *cfg);

@@ -362,3 +362,42 @@ TEST_CASE("Trap 9.1 (Conv1D): merges land transposed in GPT-2's (in, out) file l
     Tensor expected = hf_before.at("transformer.h.0.attn.c_attn.weight") + delta.t();
     CHECK(all_close(w, expected, 1e-6, 1e-7));
 }
+
+TEST_CASE("LoRA: safe_merge refuses a non-finite result and leaves the base as it was") {
+    auto gpt = tiny_gpt2();
+    PeftModel pm(gpt, lora(4, 8, {"c_attn"}));
+    Tensor B = gpt->parameter("transformer.h.1.attn.c_attn.lora_B.default.weight");
+    {
+        NoGradGuard g;
+        raw::fill_(B, std::nan(""));
+    }
+    auto before = snapshot(*gpt);
+    std::string err = error_of([&] { pm.merge_adapter({}, true); });
+    CHECK(contains(err, "non-finite"));
+    auto layer = pm.tuner_layer("transformer.h.1.attn.c_attn");
+    CHECK_FALSE(layer->merged());
+    CHECK(bit_equal(layer->base_layer->weight, before.at("transformer.h.1.attn.c_attn.base_layer.weight")));
+}
+
+TEST_CASE("LoRA: bias = all / lora_only unfreeze biases and save them; methods do not stack") {
+    auto gpt = tiny_gpt2();
+    LoraConfig c = lora(2, 2, {"c_attn"});
+    c.bias = "lora_only";
+    PeftModel pm(gpt, c);
+    CHECK(gpt->parameter("transformer.h.0.attn.c_attn.base_layer.bias").requires_grad());
+    CHECK_FALSE(gpt->parameter("transformer.h.0.mlp.c_fc.bias").requires_grad());
+    CHECK(pm.count_parameters().trainable == 2 * (2 * (16 + 48) + 48));
+    CHECK(pm.adapter_state_dict().count("base_model.model.transformer.h.0.attn.c_attn.base_layer.bias"));
+
+    auto gpt2 = tiny_gpt2();
+    c.bias = "all";
+    PeftModel pm2(gpt2, c);
+    CHECK(gpt2->parameter("transformer.h.0.mlp.c_fc.bias").requires_grad());
+    CHECK(gpt2->parameter("transformer.ln_f.bias").requires_grad());
+    CHECK_FALSE(gpt2->parameter("transformer.ln_f.weight").requires_grad());
+    CHECK(pm2.adapter_state_dict().count("base_model.model.transformer.h.1.mlp.c_proj.bias"));
+
+    peft::IA3Config ia3;
+    ia3.target_modules = {"c_attn"};
+    CHECK(contains(error_of([&] { pm2.add_adapter("ia3", ia3); }), "cannot be stacked"));
+}
