@@ -401,3 +401,30 @@ TEST_CASE("LoRA: bias = all / lora_only unfreeze biases and save them; methods d
     ia3.target_modules = {"c_attn"};
     CHECK(contains(error_of([&] { pm2.add_adapter("ia3", ia3); }), "cannot be stacked"));
 }
+
+TEST_CASE("LoRA: a ViT adapter with a trained classifier copy round-trips through files") {
+    auto vit = tiny_vit();
+    Generator gen(3);
+    Tensor images = randn({2, 1, 8, 8}, gen);
+    LoraConfig c = lora(4, 4, R"(.*\.(query|value))");
+    c.modules_to_save = {"classifier"};
+    c.task_type = "SEQ_CLS";
+    PeftModel pm(vit, c);
+    randomize_lora_B(*vit);
+    {
+        NoGradGuard g;
+        raw::copy_(vit->classifier->bias, randn({3}, gen));
+    }
+    Tensor out = vit->forward(images);
+    std::string dir = tmp_dir("vit");
+    pm.save_pretrained(dir);
+    CHECK(nn::load_safetensors(dir + "/adapter_model.safetensors").tensors.size() == 2 * 2 * 2 + 2);
+    auto fresh = tiny_vit();
+    Tensor fresh_head = fresh->classifier->bias;
+    auto loaded = PeftModel::from_pretrained(fresh, dir);
+    CHECK(bit_equal(fresh->forward(images), out));
+    CHECK(loaded->config().target_modules.is_regex);
+    loaded->disable_adapters();
+    CHECK(fresh->classifier->bias.same_storage(fresh_head));  // the original head is kept
+    std::filesystem::remove_all(dir);
+}
