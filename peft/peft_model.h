@@ -17,6 +17,11 @@
 // and puts the active adapter's copy in the parameter slot (the original when adapters are
 // disabled or none has a copy). Counting follows peft: originals and every copy are counted.
 //
+// Placement: call model->to(device / dtype) before making the PeftModel. Adapter tensors are
+// created on the base weight's device and dtype; the tensors PeftModel keeps outside the module
+// tree (modules_to_save originals and inactive copies, VeRA's shared projections) are not
+// converted by a later Module::to.
+//
 // Names: in memory the base model's names are used ("transformer.h.0.attn.c_attn.lora_A.default
 // .weight"); saved keys get peft's "base_model.model." prefix and lose the adapter name.
 #pragma once
