@@ -1,0 +1,134 @@
+// LoRA and DoRA on a Linear: forward and merge side by side. See lora.h for the math.
+#include "peft/lora.h"
+
+#include <cmath>
+
+#include "nn/init.h"
+#include "peft/peft_model.h"
+#include "peft/targets.h"
+
+namespace ember {
+namespace peft {
+
+std::shared_ptr<TunerLayer> LoraConfig::make_layer(std::shared_ptr<nn::Linear> base) const {
+    return std::make_shared<LoraLayer>(std::move(base));
+}
+std::string LoraConfig::layer_type() const { return "LoraLinear"; }
+
+LoraLayer::LoraLayer(std::shared_ptr<nn::Linear> base) : TunerLayer(std::move(base)) {
+    lora_A = std::make_shared<ModuleDict>();
+    lora_B = std::make_shared<ModuleDict>();
+    lora_magnitude_vector = std::make_shared<ParameterDict>();
+    register_module("lora_A", lora_A);
+    register_module("lora_B", lora_B);
+    register_module("lora_magnitude_vector", lora_magnitude_vector);
+}
+
+void LoraLayer::add_adapter(const std::string& name, const PeftConfig& config, const std::string& key,
+                            AdapterContext& ctx) {
+    const auto* c = dynamic_cast<const LoraConfig*>(&config);
+    EMBER_CHECK(c, "LoraLayer.add_adapter('", name, "'): needs a LoraConfig, got ", config.peft_type());
+    Settings s;
+    std::string rk = pattern_key(c->rank_pattern, key), ak = pattern_key(c->alpha_pattern, key);
+    s.r = rk.empty() ? c->r : c->rank_pattern.at(rk);
+    s.alpha = ak.empty() ? c->lora_alpha : c->alpha_pattern.at(ak);
+    EMBER_CHECK(s.r > 0, "LoRA on ", key, ": r must be positive, got ", s.r);
+    s.scaling = c->use_rslora ? s.alpha / std::sqrt(double(s.r)) : s.alpha / double(s.r);
+    s.dropout = c->lora_dropout;
+    s.use_dora = c->use_dora;
+    rng = ctx.rng;
+
+    const int64_t in = base_layer->in_features, out = base_layer->out_features;
+    NoGradGuard no_grad;
+    auto A = std::make_shared<nn::Linear>(in, s.r, false, ctx.init_gen);
+    auto B = std::make_shared<nn::Linear>(s.r, out, false, ctx.init_gen);
+    const DType dt = base_layer->weight.dtype();
+    A->to(dt);
+    B->to(dt);
+    A->to(base_layer->weight.device());
+    B->to(base_layer->weight.device());
+    if (c->init_lora_weights == "gaussian") {
+        nn::normal_(A->weight, 0, 1 / double(s.r), ctx.init_gen);  // peft: std = 1 / r
+        nn::zeros_(B->weight);
+    } else if (c->init_lora_weights == "false") {
+        nn::kaiming_uniform_(A->weight, std::sqrt(5.0), ctx.init_gen);  // B keeps Linear's random init
+    } else {
+        EMBER_CHECK(c->init_lora_weights == "true", "LoraConfig: init_lora_weights '", c->init_lora_weights,
+                    "' is not one Ember implements (true, false, gaussian)");
+        nn::kaiming_uniform_(A->weight, std::sqrt(5.0), ctx.init_gen);
+        nn::zeros_(B->weight);
+    }
+    lora_A->set(name, A);
+    lora_B->set(name, B);
+    settings_[name] = s;
+    add_name(name);
+    if (s.use_dora) lora_magnitude_vector->set(name, dora_weight_norm(name));  // m = ||W0 + s B A||_row
+}
+
+const LoraLayer::Settings& LoraLayer::settings(const std::string& name) const {
+    auto it = settings_.find(name);
+    EMBER_CHECK(it != settings_.end(), "LoraLinear: no adapter named '", name, "'");
+    return it->second;
+}
+
+Tensor LoraLayer::delta_weight(const std::string& name) const {
+    NoGradGuard no_grad;
+    const Tensor& A = lora_A->get_as<nn::Linear>(name)->weight;  // (r, in)
+    const Tensor& B = lora_B->get_as<nn::Linear>(name)->weight;  // (out, r)
+    return raw::mul_scalar(raw::matmul(B, A), settings(name).scaling);  // (out, in)
+}
+
+// ||W + s B A|| over the input dim, for the weight currently in base_layer.
+Tensor LoraLayer::dora_weight_norm(const std::string& name) const {
+    NoGradGuard no_grad;
+    Tensor W = raw::add(base_layer->weight, delta_weight(name));  // (out, in)
+    return raw::pow_scalar(raw::sum(raw::mul(W, W), {1}), 0.5);   // (out)
+}
+
+Tensor LoraLayer::forward_adapters(const Tensor& x) {
+    Tensor result = base_layer->forward(x);  // (..., out)
+    for (const std::string& name : active_here()) {
+        const Settings& s = settings_.at(name);
+        const Tensor& A = lora_A->get_as<nn::Linear>(name)->weight;
+        const Tensor& B = lora_B->get_as<nn::Linear>(name)->weight;
+        Tensor xd = s.dropout > 0 ? dropout(x, s.dropout, *rng, is_training()) : x;
+        Tensor lora = nn::linear(nn::linear(xd, A, Tensor()), B, Tensor());  // (..., out)
+        if (!s.use_dora) {
+            result = result + lora * s.scaling;
+            continue;
+        }
+        // DoRA: scale = m / n per output channel; n detached unless dora_detach_norm is off.
+        Tensor m = lora_magnitude_vector->get(name);  // (out)
+        Tensor n;
+        if (dora_detach_norm) {
+            n = dora_weight_norm(name);
+        } else {
+            Tensor W = base_layer->weight + matmul(B, A) * s.scaling;
+            n = sqrt(sum(W * W, {1}));
+        }
+        Tensor scale = m / n;                                          // (out)
+        Tensor base_part = nn::linear(xd, base_layer->weight, Tensor());  // W0 dropout(x), no bias
+        result = result + (scale - 1.0) * base_part + scale * (lora * s.scaling);
+    }
+    return result;
+}
+
+void LoraLayer::merge_into(const std::string& name, Tensor& W, Tensor& /*b*/) const {
+    const Settings& s = settings(name);
+    Tensor merged = raw::add(W, delta_weight(name));  // W + s B A
+    if (s.use_dora) {
+        // W' = m / ||W + s B A||_row * (W + s B A), the norm of the weight being merged into.
+        Tensor norm = raw::pow_scalar(raw::sum(raw::mul(merged, merged), {1}, true), 0.5);  // (out, 1)
+        Tensor m = lora_magnitude_vector->get(name).detach().reshape({-1, 1});             // (out, 1)
+        merged = raw::mul(merged, raw::div(m, norm));
+    }
+    W = merged;
+}
+
+void LoraLayer::delete_adapter(const std::string& name) {
+    TunerLayer::delete_adapter(name);
+    settings_.erase(name);
+}
+
+}  // namespace peft
+}  // namespace ember

@@ -1,0 +1,467 @@
+// PeftModel: injection, the adapter switches, merging, counting, and adapter files.
+#include "peft/peft_model.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <sstream>
+
+#include "nn/safetensors.h"
+#include "peft/lora.h"
+
+namespace ember {
+namespace peft {
+
+namespace fs = std::filesystem;
+
+static bool ends_with(const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+static std::string last_segment(const std::string& name) {
+    size_t dot = name.rfind('.');
+    return dot == std::string::npos ? name : name.substr(dot + 1);
+}
+
+// The model type peft would read from config.model_type, guessed from the module names.
+static std::string infer_model_type(nn::Module& model) {
+    for (auto& [name, m] : model.named_modules()) {
+        if (ends_with(name, "attn.c_attn") || ends_with(name, "mlp.c_fc")) return "gpt2";
+        if (ends_with(name, "self_attn.q_proj")) return "llama";
+        if (ends_with(name, "attention.attention.query")) return "vit";
+    }
+    return "";
+}
+
+PeftModel::PeftModel(std::shared_ptr<nn::Module> model, const PeftConfig& config,
+                     const std::string& adapter_name, uint64_t seed, const std::string& model_type)
+    : model_(std::move(model)), model_type_(model_type), init_gen_(seed),
+      rng_(std::make_shared<Generator>(seed + 0x9E3779B97F4A7C15ull)) {
+    EMBER_CHECK(model_, "PeftModel: the model is null");
+    if (model_type_.empty()) model_type_ = infer_model_type(*model_);
+    model_->requires_grad_(false);  // peft's _mark_only_adapters_as_trainable: the base is frozen
+    inject(adapter_name, config);
+    set_adapters({adapter_name});
+}
+
+void PeftModel::check_usable() const {
+    EMBER_CHECK(!spent_, "PeftModel: the adapters were already unloaded (merge_and_unload / unload); "
+                "make a new PeftModel over the returned model");
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<TunerLayer>>> PeftModel::tuner_layers() const {
+    std::vector<std::pair<std::string, std::shared_ptr<TunerLayer>>> out;
+    for (auto& [name, m] : model_->named_modules())
+        if (auto tl = std::dynamic_pointer_cast<TunerLayer>(m)) out.emplace_back(name, tl);
+    return out;
+}
+
+void PeftModel::inject(const std::string& name, const PeftConfig& config_in) {
+    check_usable();
+    EMBER_CHECK(!name.empty() && name.find('.') == std::string::npos, "PeftModel: adapter name '", name,
+                "' must be non-empty and contain no '.'");
+    EMBER_CHECK(!configs_.count(name), "PeftModel: an adapter named '", name, "' already exists; "
+                "delete_adapter it first or pick another name");
+    std::shared_ptr<PeftConfig> cfg = config_in.clone();
+    const std::string type = cfg->peft_type();
+    cfg->fill_defaults(model_type_);
+    EMBER_CHECK(cfg->target_modules.is_set, "PeftModel: no default target_modules for ", type,
+                " on model type '", model_type_, "' (peft has none either); pass them, e.g. "
+                "target_modules = {\"query\", \"value\"} for ViT");
+    // Spec §9.1: GPT-2's projections are Conv1D (in, out) in its files. In memory they are Linear
+    // (out, in), so no arithmetic here depends on fan_in_fan_out; it is recorded as peft records it.
+    if (model_type_ == "gpt2") cfg->fan_in_fan_out = true;
+
+    // Find the targets: Linear modules, or layers of this method already wrapping one.
+    std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>> targets;
+    std::vector<std::string> tuner_paths, linear_names;
+    for (auto& [key, m] : model_->named_modules()) {
+        bool inside = false;
+        for (const std::string& p : tuner_paths) inside = inside || key.rfind(p + ".", 0) == 0;
+        if (inside || key.empty()) continue;
+        auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
+        if (tl) tuner_paths.push_back(key);
+        if (!tl && !std::dynamic_pointer_cast<nn::Linear>(m)) continue;
+        linear_names.push_back(key);
+        std::string leaf = last_segment(key);
+        bool head = leaf == "lm_head" || leaf == "classifier" || leaf == "score";
+        if (is_target(*cfg, key, true, head)) targets.emplace_back(key, m);
+    }
+    if (targets.empty()) {
+        std::string some;
+        for (size_t i = 0; i < linear_names.size() && i < 6; ++i) some += (i ? ", " : "") + linear_names[i];
+        throw Error(make_message("PeftModel: no module matched target_modules ", cfg->target_modules.describe(),
+                                 (cfg->layers_to_transform.empty() ? "" : " in layers_to_transform"),
+                                 "; Linear modules of this model include: ", some,
+                                 linear_names.size() > 6 ? ", ..." : "",
+                                 " (a list entry matches a full name or its last parts, a string is a regex)"));
+    }
+    // Check every target before changing anything, so a refused config leaves the model as it was.
+    const std::string layer_type = cfg->layer_type();
+    std::vector<std::shared_ptr<nn::Linear>> bases;
+    for (auto& [key, m] : targets) {
+        auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
+        EMBER_CHECK(!tl || tl->type_name() == layer_type, "PeftModel: ", key, " already holds a ", tl->type_name(),
+                    " adapter; a ", type, " adapter cannot be stacked on it (target other modules)");
+        bases.push_back(tl ? tl->base_layer : std::dynamic_pointer_cast<nn::Linear>(m));
+    }
+    std::map<std::string, Tensor> shared;
+    AdapterContext ctx{init_gen_, rng_, shared};
+    cfg->prepare_shared(bases, ctx);
+    for (auto& [key, m] : targets) {
+        auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
+        if (!tl) {
+            tl = cfg->make_layer(std::dynamic_pointer_cast<nn::Linear>(m));
+            model_->replace_submodule(key, tl);
+        }
+        tl->set_disabled(disabled_);
+        tl->add_adapter(name, *cfg, key, ctx);
+    }
+    if (!shared.empty()) shared_[name] = shared;
+    configs_[name] = cfg;
+    order_.push_back(name);
+    setup_modules_to_save(name, *cfg);
+}
+
+void PeftModel::add_adapter(const std::string& name, const PeftConfig& config) {
+    inject(name, config);
+    set_adapters(active_);  // the new adapter stays inactive (and frozen) until set_adapter
+}
+
+void PeftModel::set_adapters(const std::vector<std::string>& names) {
+    check_usable();
+    for (const std::string& n : names)
+        EMBER_CHECK(configs_.count(n), "PeftModel.set_adapter: no adapter named '", n, "'");
+    active_ = names;
+    for (auto& [key, tl] : tuner_layers()) tl->set_active(names);
+    apply_modules_to_save();
+    update_trainable();
+}
+
+std::vector<std::string> PeftModel::adapter_names() const { return order_; }
+
+const PeftConfig& PeftModel::config(const std::string& name) const {
+    auto it = configs_.find(name);
+    EMBER_CHECK(it != configs_.end(), "PeftModel: no adapter named '", name, "'");
+    return *it->second;
+}
+
+void PeftModel::update_trainable() {
+    auto trains = [&](const std::string& a) {
+        return std::find(active_.begin(), active_.end(), a) != active_.end() &&
+               !configs_.at(a)->inference_mode;
+    };
+    for (auto& [key, tl] : tuner_layers()) {
+        for (const std::string& a : tl->adapter_names())
+            for (auto& [local, t] : tl->adapter_tensors(a)) t.set_requires_grad(trains(a));
+        bool bias_on = false;
+        for (const std::string& a : tl->adapter_names()) {
+            const auto* lc = dynamic_cast<const LoraConfig*>(configs_.at(a).get());
+            bias_on = bias_on || (trains(a) && lc && lc->bias == "lora_only");
+        }
+        if (bias_on && tl->base_layer->bias.defined()) tl->base_layer->bias.set_requires_grad(true);
+    }
+    for (const std::string& a : active_) {
+        const auto* lc = dynamic_cast<const LoraConfig*>(configs_.at(a).get());
+        if (trains(a) && lc && lc->bias == "all")
+            for (auto& [n, t] : model_->named_parameters())
+                if (ends_with(n, "bias")) t.set_requires_grad(true);
+    }
+    for (auto& [pname, sp] : saved_params_)
+        for (auto& [a, copy] : sp.copies) copy.set_requires_grad(trains(a));
+}
+
+void PeftModel::disable_adapters(bool on) {
+    check_usable();
+    disabled_ = on;
+    for (auto& [key, tl] : tuner_layers()) tl->set_disabled(on);
+    apply_modules_to_save();
+}
+
+std::vector<std::string> PeftModel::targeted_modules(const std::string& adapter) const {
+    std::vector<std::string> out;
+    for (auto& [key, tl] : tuner_layers())
+        if (tl->has_adapter(adapter)) out.push_back(key);
+    return out;
+}
+
+const std::map<std::string, Tensor>& PeftModel::shared_tensors(const std::string& adapter) const {
+    static const std::map<std::string, Tensor> none;
+    auto it = shared_.find(adapter);
+    return it == shared_.end() ? none : it->second;
+}
+
+std::shared_ptr<TunerLayer> PeftModel::tuner_layer(const std::string& module_name) const {
+    auto tl = std::dynamic_pointer_cast<TunerLayer>(model_->get_submodule(module_name));
+    EMBER_CHECK(tl, "PeftModel.tuner_layer: ", module_name, " holds no adapter");
+    return tl;
+}
+
+void PeftModel::delete_adapter(const std::string& name) {
+    check_usable();
+    EMBER_CHECK(configs_.count(name), "PeftModel.delete_adapter: no adapter named '", name, "'");
+    for (auto& [key, tl] : tuner_layers()) {
+        if (!tl->has_adapter(name)) continue;
+        tl->delete_adapter(name);
+        if (tl->adapter_names().empty()) {  // nothing left to wrap for: put the Linear back
+            tl->unmerge();
+            model_->replace_submodule(key, tl->base_layer);
+        }
+    }
+    for (auto it = saved_params_.begin(); it != saved_params_.end();) {
+        it->second.copies.erase(name);
+        if (it->second.copies.empty()) {
+            model_->parameter(it->first) = it->second.original;
+            it = saved_params_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    configs_.erase(name);
+    shared_.erase(name);
+    order_.erase(std::find(order_.begin(), order_.end(), name));
+    std::vector<std::string> active;
+    for (const std::string& a : active_)
+        if (a != name) active.push_back(a);
+    if (active.empty() && !order_.empty()) active = {order_.front()};  // as peft: another becomes active
+    set_adapters(active);
+}
+
+// ---- merging ----
+
+void PeftModel::merge_adapter(const std::vector<std::string>& names, bool safe_merge) {
+    check_usable();
+    for (const std::string& n : names)
+        EMBER_CHECK(configs_.count(n), "PeftModel.merge_adapter: no adapter named '", n, "'");
+    for (auto& [key, tl] : tuner_layers()) {
+        std::vector<std::string> here;
+        for (const std::string& n : names.empty() ? active_ : names)
+            if (tl->has_adapter(n)) here.push_back(n);
+        if (!here.empty()) tl->merge(here, safe_merge);
+    }
+}
+
+void PeftModel::unmerge_adapter() {
+    check_usable();
+    for (auto& [key, tl] : tuner_layers()) tl->unmerge();
+}
+
+std::shared_ptr<nn::Module> PeftModel::merge_and_unload(const std::vector<std::string>& names, bool safe_merge) {
+    disable_adapters(false);
+    merge_adapter(names, safe_merge);
+    for (auto& [key, tl] : tuner_layers()) model_->replace_submodule(key, tl->base_layer);
+    saved_params_.clear();  // the slots keep the active adapter's copies
+    spent_ = true;
+    return model_;
+}
+
+std::shared_ptr<nn::Module> PeftModel::unload() {
+    check_usable();
+    for (auto& [key, tl] : tuner_layers()) {
+        tl->unmerge();
+        model_->replace_submodule(key, tl->base_layer);
+    }
+    for (auto& [pname, sp] : saved_params_) model_->parameter(pname) = sp.original;
+    saved_params_.clear();
+    spent_ = true;
+    return model_;
+}
+
+// ---- modules_to_save ----
+
+void PeftModel::setup_modules_to_save(const std::string& name, const PeftConfig& config) {
+    for (const std::string& m : config.modules_to_save) {
+        bool found = false;
+        for (auto& [key, mod] : model_->named_modules()) {
+            if (key.empty() || !(key == m || ends_with(key, "." + m))) continue;
+            found = true;
+            for (auto& [local, t] : mod->named_parameters()) {
+                std::string pname = key + "." + local;
+                SavedParam& sp = saved_params_[pname];
+                if (!sp.original.defined()) {
+                    sp.original = model_->parameter(pname);
+                    sp.original.set_requires_grad(false);
+                }
+                NoGradGuard no_grad;
+                Tensor copy = raw::clone(sp.original);
+                sp.copies[name] = copy;
+            }
+        }
+        EMBER_CHECK(found, "PeftModel: no module matched modules_to_save entry '", m, "'");
+    }
+}
+
+void PeftModel::apply_modules_to_save() {
+    for (auto& [pname, sp] : saved_params_) {
+        Tensor use = sp.original;
+        if (!disabled_)
+            for (const std::string& a : active_) {
+                auto it = sp.copies.find(a);
+                if (it != sp.copies.end()) {
+                    use = it->second;
+                    break;
+                }
+            }
+        model_->parameter(pname) = use;
+    }
+}
+
+// ---- counting ----
+
+PeftModel::ParamCounts PeftModel::count_parameters() const {
+    ParamCounts c;
+    std::set<const TensorImpl*> seen;
+    auto add = [&](const Tensor& t) {
+        if (!seen.insert(t.impl_ptr().get()).second) return;
+        c.all += t.numel();
+        if (t.requires_grad()) c.trainable += t.numel();
+    };
+    for (auto& [n, t] : model_->named_parameters()) add(t);
+    // peft counts modules_to_save's original and every adapter's copy.
+    for (auto& [pname, sp] : saved_params_) {
+        add(sp.original);
+        for (auto& [a, copy] : sp.copies) add(copy);
+    }
+    return c;
+}
+
+static std::string with_commas(int64_t v) {
+    std::string digits = std::to_string(v), out;
+    for (size_t i = 0; i < digits.size(); ++i) {
+        if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+        out += digits[i];
+    }
+    return out;
+}
+
+std::string PeftModel::trainable_parameters_line() const {
+    ParamCounts c = count_parameters();
+    char pct[32];
+    std::snprintf(pct, sizeof(pct), "%.4f", c.all ? 100.0 * double(c.trainable) / double(c.all) : 0.0);
+    return "trainable params: " + with_commas(c.trainable) + " || all params: " + with_commas(c.all) +
+           " || trainable%: " + pct;
+}
+
+void PeftModel::print_trainable_parameters() const { std::cout << trainable_parameters_line() << "\n"; }
+
+// ---- adapter files ----
+
+nn::StateDict PeftModel::adapter_state_dict(const std::string& adapter) const {
+    const PeftConfig& cfg = config(adapter);
+    nn::StateDict sd;
+    const std::string prefix = "base_model.model.";
+    for (auto& [key, tl] : tuner_layers()) {
+        if (!tl->has_adapter(adapter)) continue;
+        for (auto& [local, t] : tl->adapter_tensors(adapter)) sd[prefix + key + "." + local] = t.detach();
+        const auto* lc = dynamic_cast<const LoraConfig*>(&cfg);
+        if (lc && lc->bias == "lora_only" && tl->base_layer->bias.defined())
+            sd[prefix + key + ".base_layer.bias"] = tl->base_layer->bias.detach();
+    }
+    const auto* lc = dynamic_cast<const LoraConfig*>(&cfg);
+    if (lc && lc->bias == "all")
+        for (auto& [n, t] : model_->named_parameters())
+            if (ends_with(n, "bias")) sd[prefix + n] = t.detach();
+    auto sh = shared_.find(adapter);
+    if (sh != shared_.end() && cfg.save_shared())
+        for (auto& [n, t] : sh->second) sd["base_model." + n] = t.detach();  // VeRA's projections
+    for (auto& [pname, sp] : saved_params_) {
+        auto it = sp.copies.find(adapter);
+        if (it != sp.copies.end()) sd[prefix + pname] = it->second.detach();  // as the original's name
+    }
+    return sd;
+}
+
+// Writes text to path through a temporary file and a rename, like save_safetensors.
+static void write_atomically(const std::string& path, const std::string& text) {
+    std::string tmp = path + ".tmp";
+    {
+        std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+        EMBER_CHECK(f, "save_pretrained: cannot write ", tmp);
+        f << text << "\n";
+        f.flush();
+        EMBER_CHECK(f, "save_pretrained: writing ", tmp, " failed");
+    }
+    std::error_code ec;
+    fs::rename(tmp, path, ec);
+    EMBER_CHECK(!ec, "save_pretrained: cannot rename ", tmp, " to ", path, ": ", ec.message());
+}
+
+void PeftModel::save_adapter(const std::string& dir, const std::string& adapter) const {
+    check_usable();
+    const PeftConfig& cfg = config(adapter);
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    EMBER_CHECK(!ec, "save_pretrained: cannot create ", dir, ": ", ec.message());
+    nn::save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), adapter_state_dict(adapter),
+                         {{"format", "pt"}});
+    std::shared_ptr<PeftConfig> c = cfg.clone();
+    write_atomically((fs::path(dir) / "adapter_config.json").string(), c->to_json());
+}
+
+void PeftModel::save_pretrained(const std::string& dir) const {
+    for (const std::string& a : order_)
+        save_adapter(a == "default" ? dir : (fs::path(dir) / a).string(), a);
+}
+
+static std::string read_text(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    EMBER_CHECK(f, "from_pretrained: cannot open ", path, " (is this a folder written by save_pretrained?)");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+std::unique_ptr<PeftModel> PeftModel::from_pretrained(std::shared_ptr<nn::Module> model, const std::string& dir,
+                                                      const std::string& adapter_name, bool is_trainable,
+                                                      const std::string& model_type) {
+    std::shared_ptr<PeftConfig> cfg = config_from_json(read_text((fs::path(dir) / "adapter_config.json").string()));
+    cfg->inference_mode = !is_trainable;
+    nn::SafetensorsFile file = nn::load_safetensors((fs::path(dir) / "adapter_model.safetensors").string());
+    auto pm = std::make_unique<PeftModel>(model, *cfg, adapter_name, 0, model_type);
+    pm->load_adapter_state_dict(file.tensors, adapter_name);
+    return pm;
+}
+
+void PeftModel::load_adapter(const std::string& dir, const std::string& adapter_name, bool is_trainable) {
+    std::shared_ptr<PeftConfig> cfg = config_from_json(read_text((fs::path(dir) / "adapter_config.json").string()));
+    cfg->inference_mode = !is_trainable;
+    nn::SafetensorsFile file = nn::load_safetensors((fs::path(dir) / "adapter_model.safetensors").string());
+    add_adapter(adapter_name, *cfg);
+    load_adapter_state_dict(file.tensors, adapter_name);
+}
+
+void PeftModel::load_adapter_state_dict(const nn::StateDict& sd, const std::string& adapter) {
+    check_usable();
+    nn::StateDict mine = adapter_state_dict(adapter);
+    std::vector<std::string> missing, unexpected, wrong;
+    for (auto& [k, t] : mine) {
+        auto it = sd.find(k);
+        if (it == sd.end()) missing.push_back(k);
+        else if (it->second.shape() != t.shape())
+            wrong.push_back(make_message(k, " (file ", it->second.shape(), ", model ", t.shape(), ")"));
+    }
+    for (auto& [k, t] : sd)
+        if (!mine.count(k)) unexpected.push_back(k);
+    if (!missing.empty() || !unexpected.empty() || !wrong.empty()) {
+        auto list = [](const std::vector<std::string>& v) {
+            std::string s;
+            for (size_t i = 0; i < v.size() && i < 8; ++i) s += "\n    " + v[i];
+            if (v.size() > 8) s += make_message("\n    ... (", v.size() - 8, " more)");
+            return s;
+        };
+        std::string msg = make_message("load_adapter ('", adapter, "'): the adapter file does not fit this model");
+        if (!wrong.empty()) msg += make_message("\n  wrongly shaped (", wrong.size(), "):", list(wrong));
+        if (!missing.empty()) msg += make_message("\n  missing (", missing.size(), "):", list(missing));
+        if (!unexpected.empty()) msg += make_message("\n  unexpected (", unexpected.size(), "):", list(unexpected));
+        msg += "\n  (was it saved for another model, or with other target_modules / r?)";
+        throw Error(msg);
+    }
+    NoGradGuard no_grad;
+    for (auto& [k, t] : mine) raw::copy_(t, raw::to_device(sd.at(k), t.device()));
+}
+
+}  // namespace peft
+}  // namespace ember

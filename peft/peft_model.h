@@ -1,0 +1,170 @@
+// PeftModel: a model with named adapters -- peft's get_peft_model / PeftModel, as a user sees it.
+//
+//   auto gpt = std::make_shared<models::GPT>(cfg, 0);
+//   peft::LoraConfig lc;  lc.r = 8;  lc.target_modules = {"c_attn"};
+//   peft::PeftModel pm(gpt, lc);          // wraps the targets in place, freezes the rest
+//   pm.print_trainable_parameters();      // trainable params: 294,912 || all params: ...
+//   ... train gpt as usual (its parameters() now include the adapters) ...
+//   pm.save_pretrained("out/");           // adapter_model.safetensors + adapter_config.json
+//
+// The model is changed in place (as get_peft_model does): each targeted Linear slot now holds the
+// method's TunerLayer, with the Linear as its base_layer, and every parameter not belonging to an
+// active adapter or to modules_to_save is frozen. Call the model itself for forward passes.
+//
+// modules_to_save (spec §8.4), a simple faithful version: peft wraps the module and keeps the
+// frozen original plus a trainable copy per adapter. Here the module stays where it is; for each
+// of its parameters PeftModel keeps the frozen original tensor and one trainable copy per adapter,
+// and puts the active adapter's copy in the parameter slot (the original when adapters are
+// disabled or none has a copy). Counting follows peft: originals and every copy are counted.
+//
+// Placement: call model->to(device / dtype) before making the PeftModel. Adapter tensors are
+// created on the base weight's device and dtype; the tensors PeftModel keeps outside the module
+// tree (modules_to_save originals and inactive copies, VeRA's shared projections) are not
+// converted by a later Module::to.
+//
+// Names: in memory the base model's names are used ("transformer.h.0.attn.c_attn.lora_A.default
+// .weight"); saved keys get peft's "base_model.model." prefix and lose the adapter name.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "nn/module.h"
+#include "peft/config.h"
+#include "peft/targets.h"
+#include "peft/tuner.h"
+
+namespace ember {
+namespace peft {
+
+// What add_adapter needs beyond the config: random streams and tensors an adapter shares across
+// layers (VeRA's vera_A / vera_B).
+struct AdapterContext {
+    Generator& init_gen;                 // initial values of new adapter tensors
+    std::shared_ptr<Generator> rng;      // dropout draws in training
+    std::map<std::string, Tensor>& shared;  // per adapter: "vera_A", "vera_B"
+};
+
+class PeftModel {
+public:
+    // Injects `config` as adapter `adapter_name` into `model` (changed in place). model_type
+    // ("gpt2", "llama", "vit") picks default targets; "" infers it from the module names.
+    // seed drives adapter initialization and adapter dropout.
+    PeftModel(std::shared_ptr<nn::Module> model, const PeftConfig& config,
+              const std::string& adapter_name = "default", uint64_t seed = 0,
+              const std::string& model_type = "");
+    PeftModel(const PeftModel&) = delete;
+    PeftModel& operator=(const PeftModel&) = delete;
+
+    nn::Module& model() const { return *model_; }
+    std::shared_ptr<nn::Module> model_ptr() const { return model_; }
+    const std::string& model_type() const { return model_type_; }
+
+    // ---- adapters ----
+    // Adds another adapter (inactive until set_adapter; several methods may not be mixed in one
+    // PeftModel except where they target different modules).
+    void add_adapter(const std::string& name, const PeftConfig& config);
+    void set_adapter(const std::string& name) { set_adapters({name}); }
+    void set_adapters(const std::vector<std::string>& names);  // several: their deltas add up
+    const std::vector<std::string>& active_adapters() const { return active_; }
+    std::vector<std::string> adapter_names() const;  // in the order added
+    const PeftConfig& config(const std::string& name = "default") const;
+    void delete_adapter(const std::string& name);
+    // While disabled the model computes the base alone (peft's `with model.disable_adapter()`).
+    void disable_adapters(bool on = true);
+    bool adapters_disabled() const { return disabled_; }
+
+    // Full module names of the layers an adapter wraps.
+    std::vector<std::string> targeted_modules(const std::string& adapter = "default") const;
+    std::shared_ptr<TunerLayer> tuner_layer(const std::string& module_name) const;
+    // Every wrapped layer with its full module name, depth-first (for methods' training hooks).
+    std::vector<std::pair<std::string, std::shared_ptr<TunerLayer>>> tuner_layers() const;
+    // Tensors an adapter shares across layers (VeRA's vera_A / vera_B), by name.
+    const std::map<std::string, Tensor>& shared_tensors(const std::string& adapter) const;
+
+    // ---- merging ----
+    void merge_adapter(const std::vector<std::string>& names = {}, bool safe_merge = false);
+    void unmerge_adapter();
+    // Merges the active adapters (or `names`) and puts the plain Linear layers back: the model
+    // is then a plain model (modules_to_save keep the active adapter's copy). PeftModel is spent.
+    std::shared_ptr<nn::Module> merge_and_unload(const std::vector<std::string>& names = {},
+                                                 bool safe_merge = false);
+    // Removes every adapter without merging: the base model as it was.
+    std::shared_ptr<nn::Module> unload();
+
+    // ---- counting (peft's get_nb_trainable_parameters / print_trainable_parameters) ----
+    struct ParamCounts {
+        int64_t trainable = 0, all = 0;
+    };
+    ParamCounts count_parameters() const;
+    // "trainable params: 294,912 || all params: 124,734,720 || trainable%: 0.2364"
+    std::string trainable_parameters_line() const;
+    void print_trainable_parameters() const;  // to stdout
+
+    // ---- saving and loading just the adapter (spec §8.5) ----
+    // peft's get_peft_model_state_dict: keys "base_model.model.<module>.lora_A.weight", ...
+    nn::StateDict adapter_state_dict(const std::string& adapter = "default") const;
+    // Writes dir/adapter_model.safetensors and dir/adapter_config.json (a non-default adapter
+    // into dir/<adapter>/, as peft). Atomic per file.
+    void save_pretrained(const std::string& dir) const;
+    void save_adapter(const std::string& dir, const std::string& adapter) const;
+    // Reads a saved adapter into `model` (peft's PeftModel.from_pretrained): frozen unless
+    // is_trainable. Names and shapes are checked; a mismatch lists the offending keys.
+    static std::unique_ptr<PeftModel> from_pretrained(std::shared_ptr<nn::Module> model,
+                                                      const std::string& dir,
+                                                      const std::string& adapter_name = "default",
+                                                      bool is_trainable = false,
+                                                      const std::string& model_type = "");
+    void load_adapter(const std::string& dir, const std::string& adapter_name, bool is_trainable = false);
+    // Copies peft-keyed tensors into adapter `adapter`'s tensors (every key must match).
+    void load_adapter_state_dict(const nn::StateDict& sd, const std::string& adapter = "default");
+
+private:
+    void inject(const std::string& name, const PeftConfig& config);
+    void setup_modules_to_save(const std::string& name, const PeftConfig& config);
+    void apply_modules_to_save();  // put the right copy in each slot
+    void update_trainable();       // freeze all, then unfreeze what the active adapters train
+    void check_usable() const;
+
+    std::shared_ptr<nn::Module> model_;
+    std::string model_type_;
+    std::vector<std::string> order_;  // adapter names as added
+    std::map<std::string, std::shared_ptr<PeftConfig>> configs_;
+    std::vector<std::string> active_;
+    bool disabled_ = false;
+    bool spent_ = false;  // after merge_and_unload / unload
+    Generator init_gen_;
+    std::shared_ptr<Generator> rng_;
+    std::map<std::string, std::map<std::string, Tensor>> shared_;  // adapter -> shared tensors
+
+    // modules_to_save: parameter name -> original tensor, and adapter -> copy.
+    struct SavedParam {
+        Tensor original;
+        std::map<std::string, Tensor> copies;
+    };
+    std::map<std::string, SavedParam> saved_params_;
+};
+
+// peft's `with model.disable_adapter():` -- the base alone inside the scope, as before after it.
+class DisableAdapterGuard {
+public:
+    explicit DisableAdapterGuard(PeftModel& pm) : pm_(pm), was_(pm.adapters_disabled()) { pm_.disable_adapters(true); }
+    ~DisableAdapterGuard() {
+        try {
+            pm_.disable_adapters(was_);
+        } catch (const Error&) {  // unloaded inside the scope: nothing to restore
+        }
+    }
+    DisableAdapterGuard(const DisableAdapterGuard&) = delete;
+    DisableAdapterGuard& operator=(const DisableAdapterGuard&) = delete;
+
+private:
+    PeftModel& pm_;
+    bool was_;
+};
+
+}  // namespace peft
+}  // namespace ember

@@ -1,0 +1,156 @@
+// TunerLayer: adapter bookkeeping, the disabled / merged / active forward switch, and merging
+// with an exact unmerge. The methods' own math is in lora.cpp, ia3.cpp, vera.cpp.
+#include "peft/tuner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+namespace ember {
+namespace peft {
+
+// ---- the dicts ----
+
+void ModuleDict::set(const std::string& name, std::shared_ptr<nn::Module> m) {
+    auto it = slots_.find(name);
+    if (it == slots_.end()) {
+        if (!m) return;
+        it = slots_.emplace(name, nullptr).first;
+        register_module(name, it->second);
+    }
+    it->second = std::move(m);
+}
+
+std::shared_ptr<nn::Module> ModuleDict::get(const std::string& name) const {
+    auto it = slots_.find(name);
+    return it == slots_.end() ? nullptr : it->second;
+}
+
+void ParameterDict::set(const std::string& name, const Tensor& value) {
+    auto it = slots_.find(name);
+    if (it == slots_.end()) {
+        it = slots_.emplace(name, value).first;
+        register_parameter(name, it->second);
+    } else {
+        it->second = value;
+        it->second.set_requires_grad(true);
+    }
+}
+
+Tensor ParameterDict::get(const std::string& name) const {
+    auto it = slots_.find(name);
+    return it == slots_.end() ? Tensor() : it->second;
+}
+
+std::shared_ptr<ParameterDict> ParameterDict::erased(const std::string& name) const {
+    auto out = std::make_shared<ParameterDict>();
+    for (const auto& [n, t] : slots_)
+        if (n != name) {
+            bool requires = t.requires_grad();
+            out->set(n, t);
+            out->slots_[n].set_requires_grad(requires);
+        }
+    return out;
+}
+
+// ---- TunerLayer ----
+
+TunerLayer::TunerLayer(std::shared_ptr<nn::Linear> base) : base_layer(std::move(base)) {
+    EMBER_CHECK(base_layer, "TunerLayer: needs a Linear to wrap, got null");
+    register_module("base_layer", base_layer);
+}
+
+bool TunerLayer::has_adapter(const std::string& name) const {
+    return std::find(names_.begin(), names_.end(), name) != names_.end();
+}
+
+void TunerLayer::add_name(const std::string& name) {
+    if (!has_adapter(name)) names_.push_back(name);
+}
+
+std::vector<std::string> TunerLayer::active_here() const {
+    std::vector<std::string> out;
+    for (const std::string& a : active_)
+        if (has_adapter(a)) out.push_back(a);
+    return out;
+}
+
+void TunerLayer::delete_adapter(const std::string& name) {
+    EMBER_CHECK(has_adapter(name), type_name(), ".delete_adapter: no adapter named '", name, "' here");
+    EMBER_CHECK(std::find(merged_.begin(), merged_.end(), name) == merged_.end(), type_name(),
+                ".delete_adapter('", name, "'): the adapter is merged; unmerge first");
+    for (auto& [child, m] : named_children()) {
+        if (auto md = std::dynamic_pointer_cast<ModuleDict>(m)) md->erase(name);
+        else if (auto pd = std::dynamic_pointer_cast<ParameterDict>(m)) replace_submodule(child, pd->erased(name));
+    }
+    names_.erase(std::find(names_.begin(), names_.end(), name));
+    active_.erase(std::remove(active_.begin(), active_.end(), name), active_.end());
+}
+
+Tensor TunerLayer::forward(const Tensor& x) {
+    if (disabled_) {
+        if (merged()) unmerge();
+        return base_layer->forward(x);
+    }
+    if (merged()) return base_layer->forward(x);
+    return forward_adapters(x);
+}
+
+void TunerLayer::merge(const std::vector<std::string>& names_in, bool safe) {
+    std::vector<std::string> names = names_in.empty() ? active_here() : names_in;
+    NoGradGuard no_grad;
+    Tensor W = raw::clone(base_layer->weight);
+    Tensor b = base_layer->bias.defined() ? raw::clone(base_layer->bias) : Tensor();
+    std::vector<std::string> done;
+    for (const std::string& name : names) {
+        EMBER_CHECK(has_adapter(name), type_name(), ".merge: no adapter named '", name, "' here (it has ",
+                    names_.size(), " adapters)");
+        if (std::find(merged_.begin(), merged_.end(), name) != merged_.end()) continue;  // already in
+        merge_into(name, W, b);
+        done.push_back(name);
+    }
+    if (done.empty()) return;
+    if (safe) {
+        for (double v : W.to_vector<double>())
+            EMBER_CHECK(std::isfinite(v), type_name(), ".merge (safe_merge): merging ", done.front(),
+                        " gives a non-finite weight; the adapter is broken, the base was left as it was");
+    }
+    if (!merged()) {
+        original_weight_ = base_layer->weight;
+        original_bias_ = base_layer->bias;
+    }
+    // Fresh frozen tensors in the slots: the originals stay untouched for unmerge().
+    base_layer->weight = W;
+    base_layer->weight.set_requires_grad(false);
+    if (b.defined()) {
+        base_layer->bias = b;
+        base_layer->bias.set_requires_grad(original_bias_.requires_grad());
+    }
+    for (const std::string& n : done) merged_.push_back(n);
+}
+
+void TunerLayer::unmerge() {
+    if (!merged()) return;
+    base_layer->weight = original_weight_;
+    base_layer->bias = original_bias_;
+    original_weight_ = Tensor();
+    original_bias_ = Tensor();
+    merged_.clear();
+}
+
+std::map<std::string, Tensor> TunerLayer::adapter_tensors(const std::string& name) const {
+    std::map<std::string, Tensor> out;
+    for (const auto& [full, t] : named_parameters()) {
+        // "<kind>.<adapter>[.<rest>]" -> "<kind>[.<rest>]"
+        size_t dot = full.find('.');
+        if (dot == std::string::npos) continue;
+        size_t dot2 = full.find('.', dot + 1);
+        std::string second = full.substr(dot + 1, dot2 == std::string::npos ? std::string::npos : dot2 - dot - 1);
+        if (second != name || full.compare(0, dot, "base_layer") == 0) continue;
+        out[full.substr(0, dot) + (dot2 == std::string::npos ? "" : full.substr(dot2))] = t;
+    }
+    return out;
+}
+
+}  // namespace peft
+}  // namespace ember

@@ -1,0 +1,115 @@
+// TunerLayer: what every weight-space PEFT method (LoRA, DoRA, IA3, VeRA, ...) shares when it
+// wraps one Linear: the frozen base layer, several named adapters, which are active, disabling,
+// and merging into the base weight with an exact unmerge.
+//
+// A method subclasses TunerLayer and writes three things: add_adapter (make its tensors),
+// forward_adapters (the base output plus its change, for the active adapters) and delta (what
+// merging does to W and b). Everything else -- the switches below, merge bookkeeping, naming --
+// lives here once.
+//
+// Naming (peft's): the wrapped Linear is the child "base_layer"; every adapter tensor is named
+// "<kind>.<adapter>[.<rest>]", e.g. "lora_A.default.weight" or "ia3_l.default", so the saved key
+// is the name with the second segment (the adapter name) removed, as peft saves it.
+//
+// Exact unmerge: merging replaces base_layer->weight (and bias) by new tensors and keeps the
+// originals; unmerge puts the originals back, so the base is restored bit for bit (no W + d - d
+// rounding). The cost is one extra weight per merged layer while merged.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nn/layers.h"
+#include "peft/config.h"
+
+namespace ember {
+namespace peft {
+
+// Named child modules that can be added and removed (peft's nn.ModuleDict of adapters):
+// lora_A = {"default": Linear(in, r), "other": ...}. A removed name leaves a null slot, which
+// the tree skips; adding the name again reuses it.
+class ModuleDict : public nn::Module {
+public:
+    std::string type_name() const override { return "ModuleDict"; }
+    void set(const std::string& name, std::shared_ptr<nn::Module> m);
+    void erase(const std::string& name) { set(name, nullptr); }
+    std::shared_ptr<nn::Module> get(const std::string& name) const;  // null if absent
+    template <class M> std::shared_ptr<M> get_as(const std::string& name) const {
+        return std::dynamic_pointer_cast<M>(get(name));
+    }
+
+private:
+    std::map<std::string, std::shared_ptr<nn::Module>> slots_;  // map nodes never move
+};
+
+// Named parameters (peft's nn.ParameterDict): ia3_l = {"default": (out, 1)}, so the tensor is
+// named "ia3_l.default" with nothing after it. A registered parameter cannot be unregistered, so
+// removing one makes a new dict without it (erased), which the owner puts in its slot.
+class ParameterDict : public nn::Module {
+public:
+    std::string type_name() const override { return "ParameterDict"; }
+    void set(const std::string& name, const Tensor& value);  // registers value as a parameter
+    Tensor get(const std::string& name) const;               // undefined if absent
+    std::shared_ptr<ParameterDict> erased(const std::string& name) const;
+
+private:
+    std::map<std::string, Tensor> slots_;  // map nodes never move
+};
+
+struct AdapterContext;  // peft_model.h: generators and shared tensors for add_adapter
+
+class TunerLayer : public nn::Module {
+public:
+    explicit TunerLayer(std::shared_ptr<nn::Linear> base);
+
+    // ---- adapters ----
+    // Makes the tensors of adapter `name` from `config`; `key` is this layer's full module name
+    // (for rank_pattern / alpha_pattern).
+    virtual void add_adapter(const std::string& name, const PeftConfig& config, const std::string& key,
+                             AdapterContext& ctx) = 0;
+    virtual void delete_adapter(const std::string& name);  // removes the name from every dict
+    bool has_adapter(const std::string& name) const;
+    const std::vector<std::string>& adapter_names() const { return names_; }
+    void set_active(const std::vector<std::string>& names) { active_ = names; }
+    const std::vector<std::string>& active() const { return active_; }
+    void set_disabled(bool on) { disabled_ = on; }
+    bool disabled() const { return disabled_; }
+
+    // ---- forward ----
+    // Disabled: the base alone (unmerging first if merged, as peft). Merged: the base, which
+    // now holds the adapters. Otherwise the method's forward_adapters for the active adapters.
+    Tensor forward(const Tensor& x) override;  // (..., in) -> (..., out)
+
+    // ---- merging ----
+    // Folds `names` (default: the active adapters held here) into base_layer's weight and bias,
+    // in order. Throws if a value is not finite when `safe` (the base is then left as it was).
+    void merge(const std::vector<std::string>& names = {}, bool safe = false);
+    void unmerge();  // restores the pre-merge weight and bias exactly
+    bool merged() const { return !merged_.empty(); }
+    const std::vector<std::string>& merged_adapters() const { return merged_; }
+
+    // The tensors of one adapter by their saved (peft) local names: "lora_A.weight" -> tensor.
+    std::map<std::string, Tensor> adapter_tensors(const std::string& name) const;
+
+    std::shared_ptr<nn::Linear> base_layer;
+
+protected:
+    // base_layer(x) plus the change of every active adapter this layer holds.
+    virtual Tensor forward_adapters(const Tensor& x) = 0;
+    // Folds adapter `name` into W (out, in) and b (out, or undefined), both fresh f32/f64 copies
+    // the method may overwrite. Runs under NoGradGuard.
+    virtual void merge_into(const std::string& name, Tensor& W, Tensor& b) const = 0;
+    // Adapter names held here that are active, in activation order.
+    std::vector<std::string> active_here() const;
+    void add_name(const std::string& name);
+
+    std::vector<std::string> names_, active_, merged_;
+    bool disabled_ = false;
+    Tensor original_weight_, original_bias_;  // kept while merged
+
+};
+
+}  // namespace peft
+}  // namespace ember
