@@ -45,7 +45,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_BIN  := $(BUILD)/ember_tests
 BENCH_BIN := $(BUILD)/bench_ops
 
-.PHONY: all lib examples test asan bench deps demo clean fuzz gpu-check
+.PHONY: all lib examples test asan bench deps demo peft-results clean fuzz gpu-check
 all: lib examples
 
 lib: $(LIB)
@@ -67,6 +67,12 @@ demo: deps
 	@scripts/apt_install.sh $(call missing_pkgs,$(DATA_DEPS))
 	$(MAKE) examples
 	scripts/demo.sh $(BUILD)
+
+# The PEFT results table (docs/PEFT-RESULTS.md): every method against full fine-tuning.
+peft-results: deps
+	@scripts/apt_install.sh $(call missing_pkgs,$(DATA_DEPS))
+	$(MAKE) examples
+	scripts/peft_results.sh $(BUILD)
 
 $(BUILD)/%.o: %.cpp
 	@mkdir -p $(dir $@)
