@@ -271,11 +271,11 @@ int finetune(int argc, char** argv) {
     std::string train_text = text.substr(0, cut), val_text = text.substr(cut);
     double before = evaluate(*model, val_text, eval_batches, batch, T, device);
 
-    examples::FinetuneMethod m = examples::finetune_method(method_name, rank, {});
+    std::string model_type = model->config.style == models::GPTConfig::Style::GPT2 ? "gpt2" : "llama";
+    examples::FinetuneMethod m = examples::finetune_method(method_name, rank, model_type, {});
     std::unique_ptr<peft::PeftModel> peft_model;
     if (m.config) {
-        peft_model = std::make_unique<peft::PeftModel>(model, *m.config, "default", uint64_t(seed),
-                                                       model->config.style == models::GPTConfig::Style::GPT2 ? "gpt2" : "llama");
+        peft_model = std::make_unique<peft::PeftModel>(model, *m.config, "default", uint64_t(seed), model_type);
         peft_model->print_trainable_parameters();
     } else {
         std::cout << "full fine-tuning: every one of " << model->num_parameters() << " parameters trains\n";

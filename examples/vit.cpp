@@ -197,7 +197,7 @@ int finetune(int argc, char** argv) {
     }
     double before = accuracy(*model, test_set, 500, device);
 
-    examples::FinetuneMethod m = examples::finetune_method(method_name, rank, {"classifier"});
+    examples::FinetuneMethod m = examples::finetune_method(method_name, rank, "vit", {"classifier"});
     std::unique_ptr<peft::PeftModel> peft_model;
     if (m.config) {
         peft_model = std::make_unique<peft::PeftModel>(model, *m.config, "default", uint64_t(seed), "vit");

@@ -11,7 +11,8 @@ const std::vector<std::string>& finetune_methods() {
     return methods;
 }
 
-FinetuneMethod finetune_method(const std::string& method, int64_t rank, const std::vector<std::string>& modules_to_save) {
+FinetuneMethod finetune_method(const std::string& method, int64_t rank, const std::string& model_type,
+                               const std::vector<std::string>& modules_to_save) {
     FinetuneMethod m;
     m.name = method;
     if (method == "lora" || method == "dora") {
@@ -33,6 +34,15 @@ FinetuneMethod finetune_method(const std::string& method, int64_t rank, const st
         throw Error(make_message("finetune: unknown --method '", method, "'; choose one of:", known));
     }
     if (m.config) m.config->modules_to_save = modules_to_save;
+    if (m.config && model_type == "vit") {
+        if (method == "ia3") {
+            auto& c = static_cast<peft::IA3Config&>(*m.config);
+            c.target_modules = peft::ModuleSelector(R"(.*\.(key|value)|.*layer\.\d+\.output\.dense)");
+            c.feedforward_modules = peft::ModuleSelector(R"(.*layer\.\d+\.output\.dense)");
+        } else {
+            m.config->target_modules = peft::ModuleSelector{"query", "value"};
+        }
+    }
     return m;
 }
 

@@ -21,7 +21,9 @@ struct FinetuneMethod {
 
 // `rank` is r for the low-rank methods (VeRA keeps its own default of 256 when rank <= 0).
 // modules_to_save lists modules trained in full beside the adapter (ViT's new classifier).
-FinetuneMethod finetune_method(const std::string& method, int64_t rank,
+// model_type "gpt2"/"llama" use peft's default targets; "vit", for which peft has none, targets
+// query and value (keys, values and the MLP's output for IA3).
+FinetuneMethod finetune_method(const std::string& method, int64_t rank, const std::string& model_type,
                                const std::vector<std::string>& modules_to_save);
 
 struct FinetuneResult {
