@@ -12,11 +12,11 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <chrono>
 #include <cmath>
 #include <iostream>
 
 #include "examples/support/finetune.h"
+#include "examples/support/device.h"
 #include "examples/support/flags.h"
 #include "examples/support/train_log.h"
 #include "models/datasets.h"
@@ -24,7 +24,6 @@
 #include "models/gpt.h"
 #include "models/tokenizer.h"
 #include "nn/trainer.h"
-#include "peft/peft_model.h"
 #include "tensor/parallel.h"
 
 using namespace ember;
@@ -71,17 +70,6 @@ Text load_text(const std::string& data, const std::string& holdout) {
         t.description = data + " (validation: its last tenth)";
     }
     return t;
-}
-
-Device pick_device(const std::string& name) {
-    if (name == "cpu") return Device::cpu();
-    if (name == "cuda") {
-        EMBER_CHECK(cuda_is_available(), "gpt: --device cuda, but no CUDA GPU is available (built with CUDA: ",
-                    built_with_cuda() ? "yes" : "no", ")");
-        return Device::cuda();
-    }
-    EMBER_CHECK(name == "auto", "gpt: --device must be cpu, cuda or auto, not '", name, "'");
-    return cuda_is_available() ? Device::cuda() : Device::cpu();
 }
 
 // (B, T+1) windows of bytes starting at the given offsets, as inputs (B, T) and targets (B, T).
@@ -241,7 +229,6 @@ int sample(int argc, char** argv) {
     return 0;
 }
 
-
 int finetune(int argc, char** argv) {
     Flags f("gpt finetune",
             "Adapts a trained GPT to one fortunes category (by default the one its training held out) with a "
@@ -271,53 +258,22 @@ int finetune(int argc, char** argv) {
     std::string train_text = text.substr(0, cut), val_text = text.substr(cut);
     double before = evaluate(*model, val_text, eval_batches, batch, T, device);
 
-    std::string model_type = model->config.style == models::GPTConfig::Style::GPT2 ? "gpt2" : "llama";
-    examples::FinetuneMethod m = examples::finetune_method(method_name, rank, model_type, {});
-    std::unique_ptr<peft::PeftModel> peft_model;
-    if (m.config) {
-        peft_model = std::make_unique<peft::PeftModel>(model, *m.config, "default", uint64_t(seed), model_type);
-        peft_model->print_trainable_parameters();
-    } else {
-        std::cout << "full fine-tuning: every one of " << model->num_parameters() << " parameters trains\n";
-    }
-    nn::TrainerOptions o;
-    o.steps = steps, o.lr = lr > 0 ? lr : m.default_lr, o.warmup = steps / 10, o.weight_decay = 0;
-    nn::Trainer trainer(*model, o, {model->rng});
+    examples::FinetuneJob job;
+    job.model = model, job.method = method_name, job.rank = rank, job.steps = steps, job.lr = lr;
+    job.model_type = model->config.style == models::GPTConfig::Style::GPT2 ? "gpt2" : "llama";
+    job.seed = uint64_t(seed), job.out = out, job.unit = "tok", job.on_cuda = device.is_cuda(), job.rngs = {model->rng};
     int64_t span = int64_t(train_text.size()) - T - 1;
     auto batch_fn = [&](int64_t step, int64_t micro) {
         Generator g(uint64_t(seed) * 7919u + uint64_t(step) * 131u + uint64_t(micro));
         auto [x, y] = windows(train_text, randint(0, span, {batch}, g).to_vector<int64_t>(), T, device);
         return nn::MicroBatch{cross_entropy(model->forward_ids(x), y), batch * T};
     };
-    std::filesystem::create_directories(out + "/adapter");
-    TrainLog log(out + "/metrics.csv", steps, "tok", false);
-    examples::memory_mark(device.is_cuda());
-    auto start = std::chrono::steady_clock::now();
-    trainer.run(batch_fn, nullptr, [&](int64_t step, double loss, int64_t items, double rate) {
-        log.step(step, loss, items, rate);
-    });
-    log.finish();
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    double memory_mb = examples::memory_peak_above_mark_mb(device.is_cuda());
-    double after = evaluate(*model, val_text, eval_batches, batch, T, device);
-
-    if (peft_model) {
-        peft_model->save_pretrained(out + "/adapter");
-    } else {
-        model->save_pretrained(out);
-    }
-    examples::FinetuneResult r;
-    r.task = "gpt/" + domain, r.method = method_name, r.metric = "val_loss", r.steps = steps;
-    r.before = before, r.after = after, r.ms_per_step = 1000 * seconds / double(steps), r.train_memory_mb = memory_mb;
-    if (peft_model) {
-        auto counts = peft_model->count_parameters();
-        r.trainable = counts.trainable, r.all = counts.all;
-    } else {
-        r.trainable = r.all = model->num_parameters();
-    }
-    std::cout << "validation loss on " << domain << ": " << before << " before, " << after << " after " << steps
-              << " steps of " << method_name << " (" << r.ms_per_step << " ms/step, " << memory_mb
-              << " MB of training memory); saved in " << out << "\n";
+    examples::FinetuneResult r = examples::run_finetune(
+        job, batch_fn, [&] { return evaluate(*model, val_text, eval_batches, batch, T, device); },
+        [&](const std::string& dir) { model->save_pretrained(dir); });
+    r.task = "gpt/" + domain, r.metric = "val_loss", r.before = before;
+    std::cout << "validation loss on " << domain << ": " << r.before << " before, " << r.after << " after " << steps
+              << " steps of " << method_name << "\n";
     if (!results.empty()) examples::append_result(results, r);
     return 0;
 }

@@ -4,12 +4,12 @@
 //   vit eval  [--data DIR] [--out DIR]                   test accuracy of a trained model
 //   vit finetune [--base DIR] [--method lora|...|full]    adapts it to other classes, new head
 #include <algorithm>
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 
 #include "examples/support/finetune.h"
+#include "examples/support/device.h"
 #include "examples/support/flags.h"
 #include "examples/support/train_log.h"
 #include "models/datasets.h"
@@ -17,23 +17,12 @@
 #include "nn/safetensors.h"
 #include "nn/init.h"
 #include "nn/trainer.h"
-#include "peft/peft_model.h"
 #include "tensor/parallel.h"
 
 using namespace ember;
 using namespace ember::examples;
 
 namespace {
-
-Device pick_device(const std::string& name) {
-    if (name == "cpu") return Device::cpu();
-    if (name == "cuda") {
-        EMBER_CHECK(cuda_is_available(), "vit: --device cuda, but no CUDA GPU is available");
-        return Device::cuda();
-    }
-    EMBER_CHECK(name == "auto", "vit: --device must be cpu, cuda or auto, not '", name, "'");
-    return cuda_is_available() ? Device::cuda() : Device::cpu();
-}
 
 // Fashion-MNIST's pixel mean and standard deviation: inputs are standardized with them.
 constexpr double PIXEL_MEAN = 0.2860, PIXEL_STD = 0.3530;
@@ -163,7 +152,6 @@ int eval(int argc, char** argv) {
     return 0;
 }
 
-
 int finetune(int argc, char** argv) {
     Flags f("vit finetune",
             "Adapts a trained ViT to other classes with a new classifier head (trained in full, as peft's "
@@ -197,17 +185,10 @@ int finetune(int argc, char** argv) {
     }
     double before = accuracy(*model, test_set, 500, device);
 
-    examples::FinetuneMethod m = examples::finetune_method(method_name, rank, "vit", {"classifier"});
-    std::unique_ptr<peft::PeftModel> peft_model;
-    if (m.config) {
-        peft_model = std::make_unique<peft::PeftModel>(model, *m.config, "default", uint64_t(seed), "vit");
-        peft_model->print_trainable_parameters();
-    } else {
-        std::cout << "full fine-tuning: every one of " << model->num_parameters() << " parameters trains\n";
-    }
-    nn::TrainerOptions o;
-    o.steps = steps, o.lr = lr > 0 ? lr : m.default_lr, o.warmup = steps / 10, o.weight_decay = 0;
-    nn::Trainer trainer(*model, o, {model->rng});
+    examples::FinetuneJob job;
+    job.model = model, job.model_type = "vit", job.method = method_name, job.rank = rank;
+    job.modules_to_save = {"classifier"}, job.steps = steps, job.lr = lr, job.seed = uint64_t(seed);
+    job.out = out, job.unit = "img", job.on_cuda = device.is_cuda(), job.rngs = {model->rng};
     int64_t n = train_set.images.size(0);
     auto batch_fn = [&](int64_t step, int64_t micro) {
         Generator g(uint64_t(seed) * 7919u + uint64_t(step) * 131u + uint64_t(micro));
@@ -216,35 +197,12 @@ int finetune(int argc, char** argv) {
         Tensor y = index_select(train_set.labels, 0, idx).to(device);
         return nn::MicroBatch{cross_entropy(model->forward(x), y), batch};
     };
-    std::filesystem::create_directories(out + "/adapter");
-    TrainLog log(out + "/metrics.csv", steps, "img", false);
-    examples::memory_mark(device.is_cuda());
-    auto start = std::chrono::steady_clock::now();
-    trainer.run(batch_fn, nullptr, [&](int64_t step, double loss, int64_t items, double rate) {
-        log.step(step, loss, items, rate);
-    });
-    log.finish();
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    double memory_mb = examples::memory_peak_above_mark_mb(device.is_cuda());
-    double after = accuracy(*model, test_set, 500, device);
-
-    if (peft_model) {
-        peft_model->save_pretrained(out + "/adapter");
-    } else {
-        save_model(*model, out);
-    }
-    examples::FinetuneResult r;
-    r.task = "vit/classes-" + classes, r.method = method_name, r.metric = "test_acc", r.steps = steps;
-    r.before = before, r.after = after, r.ms_per_step = 1000 * seconds / double(steps), r.train_memory_mb = memory_mb;
-    if (peft_model) {
-        auto counts = peft_model->count_parameters();
-        r.trainable = counts.trainable, r.all = counts.all;
-    } else {
-        r.trainable = r.all = model->num_parameters();
-    }
-    std::cout << "test accuracy on classes " << classes << ": " << 100 * before << "% before, " << 100 * after
-              << "% after " << steps << " steps of " << method_name << " (" << r.ms_per_step << " ms/step, "
-              << memory_mb << " MB of training memory); saved in " << out << "\n";
+    examples::FinetuneResult r = examples::run_finetune(
+        job, batch_fn, [&] { return accuracy(*model, test_set, 500, device); },
+        [&](const std::string& dir) { save_model(*model, dir); });
+    r.task = "vit/classes-" + classes, r.metric = "test_acc", r.before = before;
+    std::cout << "test accuracy on classes " << classes << ": " << 100 * r.before << "% before, " << 100 * r.after
+              << "% after " << steps << " steps of " << method_name << "\n";
     if (!results.empty()) examples::append_result(results, r);
     return 0;
 }

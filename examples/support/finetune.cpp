@@ -1,6 +1,12 @@
 #include "examples/support/finetune.h"
 
+#include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <iostream>
+
+#include "examples/support/train_log.h"
+#include "peft/peft_model.h"
 
 #include "tensor/check.h"
 
@@ -44,6 +50,49 @@ FinetuneMethod finetune_method(const std::string& method, int64_t rank, const st
         }
     }
     return m;
+}
+
+FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::MicroBatch(int64_t, int64_t)>& batch,
+                            const std::function<double()>& evaluate,
+                            const std::function<void(const std::string&)>& save_full) {
+    FinetuneMethod m = finetune_method(job.method, job.rank, job.model_type, job.modules_to_save);
+    FinetuneResult r;
+    r.method = job.method, r.steps = job.steps;
+    std::unique_ptr<peft::PeftModel> peft_model;
+    if (m.config) {
+        peft_model = std::make_unique<peft::PeftModel>(job.model, *m.config, "default", job.seed, job.model_type);
+        peft_model->print_trainable_parameters();
+        auto counts = peft_model->count_parameters();
+        r.trainable = counts.trainable, r.all = counts.all;
+    } else {
+        job.model->requires_grad_(true);
+        r.trainable = r.all = job.model->num_parameters();
+        std::cout << "full fine-tuning: all " << r.all << " parameters train\n";
+    }
+
+    nn::TrainerOptions o;
+    o.steps = job.steps, o.lr = job.lr > 0 ? job.lr : m.default_lr, o.warmup = job.steps / 10;
+    o.weight_decay = 0;
+    nn::Trainer trainer(*job.model, o, job.rngs);
+    std::filesystem::create_directories(job.out);
+    TrainLog log(job.out + "/metrics.csv", job.steps, job.unit, false);
+    memory_mark(job.on_cuda);
+    auto start = std::chrono::steady_clock::now();
+    trainer.run(batch, nullptr, [&](int64_t step, double loss, int64_t items, double lr) { log.step(step, loss, items, lr); });
+    log.finish();
+    r.ms_per_step = 1000 * std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / double(job.steps);
+    r.train_memory_mb = memory_peak_above_mark_mb(job.on_cuda);
+    r.after = evaluate();
+
+    if (peft_model) {
+        peft_model->save_pretrained(job.out + "/adapter");
+        std::cout << "adapter saved in " << job.out << "/adapter (peft format)\n";
+    } else {
+        save_full(job.out);
+        std::cout << "model saved in " << job.out << "\n";
+    }
+    std::cout << job.method << ": " << r.ms_per_step << " ms/step, " << r.train_memory_mb << " MB of training memory\n";
+    return r;
 }
 
 void append_result(const std::string& csv_path, const FinetuneResult& r) {

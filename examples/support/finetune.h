@@ -2,10 +2,12 @@
 // CSV row per run feeds the results table (scripts/peft_results.sh).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "nn/trainer.h"
 #include "peft/config.h"
 
 namespace ember::examples {
@@ -33,6 +35,28 @@ struct FinetuneResult {
     double ms_per_step = 0;
     double train_memory_mb = 0;  // peak tensor memory while training, above what was alive before
 };
+
+// One fine-tuning run, after the base model is loaded and its metric measured: applies the
+// method (or trains everything, for "full"), trains `steps` steps on batch(), timing them and
+// measuring their memory, calls evaluate() while the adapter is in place, saves the adapter in
+// peft's format under out/adapter (or calls save_full(out)), and prints the summary. The caller
+// fills task, metric and before.
+struct FinetuneJob {
+    std::shared_ptr<nn::Module> model;
+    std::string model_type;                    // "gpt2", "llama", "vit"
+    std::string method;
+    int64_t rank = 8;
+    std::vector<std::string> modules_to_save;  // trained in full beside the adapter
+    int64_t steps = 200;
+    double lr = 0;                             // 0: the method's default
+    uint64_t seed = 1;
+    std::string out, unit;                     // unit: "tok" or "img" in the progress line
+    bool on_cuda = false;
+    std::vector<std::shared_ptr<Generator>> rngs;  // dropout streams of the model
+};
+FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::MicroBatch(int64_t, int64_t)>& batch,
+                            const std::function<double()>& evaluate,
+                            const std::function<void(const std::string&)>& save_full);
 
 // Appends a row (writing the header first when the file is new).
 void append_result(const std::string& csv_path, const FinetuneResult& r);
