@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <cmath>
 #include <iostream>
 
@@ -207,7 +208,8 @@ int eval(int argc, char** argv) {
 
 int sample(int argc, char** argv) {
     Flags f("gpt sample", "Continues a prompt with the model in --out.");
-    std::string& out = f.text("out", "runs/gpt", "folder holding model.safetensors and config.json");
+    std::string& out = f.text("out", "runs/gpt", "folder holding model.safetensors and config.json "
+                                                "(and GPT-2's vocab.json + merges.txt for a Hugging Face GPT-2)");
     std::string& prompt = f.text("prompt", "The ", "text to continue");
     std::string& device_name = f.text("device", "auto", "cpu, cuda or auto");
     int64_t& tokens = f.integer("tokens", 200, "bytes to generate");
@@ -218,13 +220,26 @@ int sample(int argc, char** argv) {
     int64_t& seed = f.integer("seed", 0, "sampling seed");
     if (!f.parse(argc, argv, 2)) return 0;
     auto model = load_trained(out, pick_device(device_name));
-    ByteTokenizer tok;
+    // A folder with GPT-2's vocab.json and merges.txt (a Hugging Face GPT-2 download) samples
+    // through GPT-2's BPE; Ember's own models are byte-level.
+    std::function<std::vector<int64_t>(const std::string&)> encode;
+    std::function<std::string(const std::vector<int64_t>&)> decode;
+    std::shared_ptr<Gpt2Tokenizer> bpe;
+    if (std::filesystem::exists(out + "/vocab.json") && std::filesystem::exists(out + "/merges.txt")) {
+        bpe = std::make_shared<Gpt2Tokenizer>(out + "/vocab.json", out + "/merges.txt");
+        encode = [bpe](const std::string& t) { return bpe->encode(t); };
+        decode = [bpe](const std::vector<int64_t>& ids) { return bpe->decode(ids); };
+    } else {
+        ByteTokenizer bytes;
+        encode = [bytes](const std::string& t) { return bytes.encode(t); };
+        decode = [bytes](const std::vector<int64_t>& ids) { return bytes.decode(ids); };
+    }
+    std::vector<int64_t> prompt_ids = encode(prompt);
     for (int64_t i = 0; i < samples; ++i) {
         models::GenerateOptions o;
-        o.max_new_tokens = std::min<int64_t>(tokens, model->config.context - int64_t(prompt.size()));
+        o.max_new_tokens = std::min<int64_t>(tokens, model->config.context - int64_t(prompt_ids.size()));
         o.temperature = temperature, o.top_k = top_k, o.top_p = top_p, o.seed = uint64_t(seed + i);
-        std::cout << "--- sample " << i + 1 << "\n" << prompt << tok.decode(models::generate(*model, tok.encode(prompt), o))
-                  << "\n";
+        std::cout << "--- sample " << i + 1 << "\n" << prompt << decode(models::generate(*model, prompt_ids, o)) << "\n";
     }
     return 0;
 }
