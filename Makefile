@@ -37,6 +37,13 @@ else
 endif
 
 LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.cu.o)
+
+# One file is compiled for AVX-512 on x86-64: the f32 GEMM, chosen at run time when the CPU has
+# AVX-512 (tensor/cpu/matmul.cpp); everything else keeps the portable ARCH_FLAGS.
+ifeq ($(shell uname -m),x86_64)
+$(BUILD)/tensor/cpu/matmul_avx512.o: CXXFLAGS += -mavx512f -mavx512vl -mprefer-vector-width=512 \
+                                                -DEMBER_HAVE_AVX512_GEMM
+endif
 LIB       := $(BUILD)/libember.a
 EXAMPLE_SUPPORT := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard examples/support/*.cpp))
 EXAMPLES  := $(patsubst examples/%.cpp,$(BUILD)/%,$(wildcard examples/*.cpp))

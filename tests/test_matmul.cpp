@@ -1,5 +1,8 @@
 // matmul against a naive triple loop at awkward sizes, layouts and thread counts.
+#include <array>
+
 #include "tests/helpers.h"
+#include "tensor/cpu/kernels.h"
 #include "tensor/parallel.h"
 
 using namespace ember;
@@ -70,4 +73,22 @@ TEST_CASE("matmul: an empty inner dim gives zeros") {
     Tensor c = raw::matmul(a, b);
     CHECK(c.shape() == Shape{3, 4});
     CHECK(c.to_vector<float>() == std::vector<float>(12, 0.f));
+}
+
+TEST_CASE("matmul: the AVX2 and AVX-512 builds of the f32 kernel agree (where the CPU has AVX-512)") {
+    Generator gen(12);
+    for (const auto& mkn : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {7, 300, 33}, {130, 65, 129}, {257, 513, 40}}) {
+        const int64_t M = mkn[0], K = mkn[1], N = mkn[2];
+        CAPTURE(M);
+        CAPTURE(K);
+        CAPTURE(N);
+        Tensor a = randn({M, K}, gen), b = randn({N, K}, gen).t();  // b transposed: strided packing
+        cpu::allow_avx512_matmul(false);
+        Tensor avx2 = raw::matmul(a, b);
+        cpu::allow_avx512_matmul(true);
+        Tensor best = raw::matmul(a, b);
+        CHECK(max_abs_diff(avx2, best) < 2e-5 * std::sqrt(double(K)) * 4);
+        CHECK(max_abs_diff(best.reshape({1, M, N}), naive_matmul(a.to(DType::F64), b.to(DType::F64)).to(DType::F32)) <
+              2e-5 * std::sqrt(double(K)) * 4);
+    }
 }

@@ -40,6 +40,9 @@ void softmax_backward(const Tensor& y, const Tensor& grad, const Tensor& out, bo
 // out (batch, M, N) = a (batch, M, K) @ b (batch, K, N). a and b may have any strides (batch
 // stride 0 when broadcast, a transposed layout in the last two dims); out is contiguous.
 void matmul(const Tensor& a, const Tensor& b, const Tensor& out);
+// f32 products use an AVX-512 build of the kernel when the CPU has AVX-512; tests turn it off to
+// check the AVX2 build against it.
+void allow_avx512_matmul(bool allow);
 
 // ---- index.cpp ----
 void gather(const Tensor& x, int dim, const Tensor& index, const Tensor& out);

@@ -1,0 +1,146 @@
+// The blocked GEMM of tensor/cpu/matmul.cpp, written once and compiled twice: for AVX2 (the
+// build's baseline) in matmul.cpp, and with AVX-512 enabled in matmul_avx512.cpp, which the
+// dispatcher picks when the CPU has it. Everything here has internal linkage, so the two
+// compilations never mix.
+//
+// The classic blocked scheme (Goto & van de Geijn, "Anatomy of high-performance matrix
+// multiplication", 2008):
+//   for each KC-deep slab of K:       pack B's slab into NR-wide column panels (contiguous)
+//     for each MC-tall block of rows: pack A's block into MR-tall row panels (contiguous)
+//       for each (MR x NR) tile of C: micro_kernel: KC rank-1 updates held in registers
+// Packing makes the inner loop read memory in order whatever A's and B's strides are (so a
+// transposed operand costs nothing extra) and keeps the working set in cache. The micro-kernel is
+// plain C++ with fixed trip counts that the compiler unrolls and vectorizes.
+// Threads split C into row bands (or column bands when C is wide and short), one per thread.
+#pragma once
+
+#include <algorithm>
+#include <vector>
+
+#include "tensor/parallel.h"
+#include "tensor/tensor.h"
+
+namespace ember {
+namespace cpu {
+namespace {
+
+// Tile sizes: the micro-kernel's MR x NR accumulators fill most of the vector registers. Each
+// compilation defines Tiles<float> and Tiles<double> before including this file.
+constexpr int64_t KC = 256;   // depth of a packed slab: an A panel and a B panel stay in L1
+constexpr int64_t MC = 120;   // rows of A packed at once (a multiple of MR): fits in L2
+constexpr int64_t NC = 2048;  // columns of B packed at once
+
+// A strided matrix view: element (r, c) is at ptr[r * row_stride + c * col_stride].
+template <typename T>
+struct MatrixView {
+    const T* ptr;
+    int64_t row_stride, col_stride;
+    T at(int64_t r, int64_t c) const { return ptr[r * row_stride + c * col_stride]; }
+};
+
+// Packs rows [i0, i0+mc) x depth [k0, k0+kc) of A into MR-row panels: panel p holds, for each k,
+// the MR values A[i0 + p*MR + 0..MR-1][k0 + k], zero-padded past the last row.
+template <typename T>
+void pack_a(MatrixView<T> a, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* packed) {
+    constexpr int MR = Tiles<T>::MR;
+    for (int64_t p = 0; p < mc; p += MR)
+        for (int64_t k = 0; k < kc; ++k)
+            for (int r = 0; r < MR; ++r)
+                *packed++ = p + r < mc ? a.at(i0 + p + r, k0 + k) : T(0);
+}
+
+// Packs depth [k0, k0+kc) x columns [j0, j0+nc) of B into NR-column panels: panel p holds, for
+// each k, the NR values B[k0 + k][j0 + p*NR + 0..NR-1], zero-padded past the last column.
+template <typename T>
+void pack_b(MatrixView<T> b, int64_t k0, int64_t kc, int64_t j0, int64_t nc, T* packed) {
+    constexpr int NR = Tiles<T>::NR;
+    for (int64_t p = 0; p < nc; p += NR)
+        for (int64_t k = 0; k < kc; ++k)
+            for (int c = 0; c < NR; ++c)
+                *packed++ = p + c < nc ? b.at(k0 + k, j0 + p + c) : T(0);
+}
+
+// C tile (rows x cols, at most MR x NR; row stride ldc) (+)= packed A panel @ packed B panel.
+template <typename T>
+void micro_kernel(int64_t kc, const T* a_panel, const T* b_panel, T* c, int64_t ldc, int rows,
+                  int cols, bool accumulate) {
+    constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR;
+    T acc[MR][NR] = {};
+    for (int64_t k = 0; k < kc; ++k) {
+        const T* a = a_panel + k * MR;
+        const T* b = b_panel + k * NR;
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+            for (int j = 0; j < NR; ++j) acc[r][j] += a[r] * b[j];
+    }
+    for (int r = 0; r < rows; ++r)
+        for (int j = 0; j < cols; ++j)
+            c[r * ldc + j] = accumulate ? c[r * ldc + j] + acc[r][j] : acc[r][j];
+}
+
+// C[i0:i1, j0:j1] = A[i0:i1, :] @ B[:, j0:j1], with C contiguous of row stride ldc.
+template <typename T>
+void gemm_band(MatrixView<T> a, MatrixView<T> b, T* c, int64_t ldc, int64_t K, int64_t i0,
+               int64_t i1, int64_t j0, int64_t j1) {
+    constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR;
+    auto round_up = [](int64_t x, int64_t m) { return (x + m - 1) / m * m; };
+    const int64_t kc_max = std::min(KC, K);
+    std::vector<T> a_packed(size_t(round_up(std::min(MC, i1 - i0), MR) * kc_max));
+    std::vector<T> b_packed(size_t(round_up(std::min(NC, j1 - j0), NR) * kc_max));
+    if (K == 0) {  // an empty sum: C is zero
+        for (int64_t i = i0; i < i1; ++i) std::fill(c + i * ldc + j0, c + i * ldc + j1, T(0));
+        return;
+    }
+    for (int64_t jc = j0; jc < j1; jc += NC) {
+        int64_t nc = std::min(NC, j1 - jc);
+        for (int64_t pc = 0; pc < K; pc += KC) {
+            int64_t kc = std::min(KC, K - pc);
+            pack_b(b, pc, kc, jc, nc, b_packed.data());
+            for (int64_t ic = i0; ic < i1; ic += MC) {
+                int64_t mc = std::min(MC, i1 - ic);
+                pack_a(a, ic, mc, pc, kc, a_packed.data());
+                for (int64_t jr = 0; jr < nc; jr += NR)
+                    for (int64_t ir = 0; ir < mc; ir += MR)
+                        micro_kernel(kc, a_packed.data() + ir * kc, b_packed.data() + jr * kc,
+                                     c + (ic + ir) * ldc + jc + jr, ldc,
+                                     int(std::min<int64_t>(MR, mc - ir)),
+                                     int(std::min<int64_t>(NR, nc - jr)), pc > 0);
+            }
+        }
+    }
+}
+
+template <typename T>
+void matmul_typed(const Tensor& a, const Tensor& b, const Tensor& out) {
+    constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR;
+    const int64_t batch = out.size(0), M = out.size(1), N = out.size(2), K = a.size(2);
+    const T* a_base = static_cast<const T*>(a.raw_data());  // (batch, M, K), any strides
+    const T* b_base = static_cast<const T*>(b.raw_data());  // (batch, K, N), any strides
+    T* c_base = out.data<T>();                               // (batch, M, N), contiguous
+
+    // Work items: (matrix, band). Bands are whole MR-row (or NR-column) groups, enough of them
+    // to give every thread work even for a single matrix.
+    const bool split_rows = M >= N;
+    const int64_t unit = split_rows ? MR : NR, extent = split_rows ? M : N;
+    const int64_t units = (extent + unit - 1) / unit;
+    const int64_t bands = std::max<int64_t>(1, std::min<int64_t>(units, num_threads()));
+    const int64_t flops_per_band = 2 * M * N * K / bands;
+    parallel_for(batch * bands, flops_per_band > (1 << 20) ? 1 : 64, [&](int64_t begin, int64_t end) {
+        for (int64_t item = begin; item < end; ++item) {
+            int64_t m = item / bands, band = item % bands;
+            int64_t lo = units * band / bands * unit, hi = std::min(extent, units * (band + 1) / bands * unit);
+            MatrixView<T> av{a_base + m * a.stride(0), a.stride(1), a.stride(2)};
+            MatrixView<T> bv{b_base + m * b.stride(0), b.stride(1), b.stride(2)};
+            T* c = c_base + m * M * N;
+            if (split_rows)
+                gemm_band(av, bv, c, N, K, lo, hi, 0, N);
+            else
+                gemm_band(av, bv, c, N, K, 0, M, lo, hi);
+        }
+    });
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace ember
