@@ -150,8 +150,14 @@ TEST_CASE("DoRA: merged equals unmerged, unmerge is exact, the magnitude is save
     LoraConfig c = dora(4, 8);
     c.target_modules = {"c_attn", "mlp.c_proj"};
     PeftModel pm(gpt, c);
-    train_gpt_steps(*gpt, 5);
+    auto initial = snapshot(*gpt);
+    train_gpt_steps(*gpt, 10);
     gpt->eval();
+    for (auto& [n, t] : gpt->named_parameters()) {
+        bool adapter = n.find("lora_") != std::string::npos;
+        CHECK_MESSAGE(bit_equal(t, initial.at(n)) != adapter, n);  // adapters (m too) move, the base does not
+        CHECK(t.grad().defined() == adapter);
+    }
     auto before = snapshot(*gpt);
     Tensor out = gpt->forward_ids(ids);
     pm.merge_adapter();
