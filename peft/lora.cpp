@@ -62,7 +62,13 @@ void LoraLayer::add_adapter(const std::string& name, const PeftConfig& config, c
     lora_B->set(name, B);
     settings_[name] = s;
     add_name(name);
-    if (s.use_dora) lora_magnitude_vector->set(name, dora_weight_norm(name));  // m = ||W0 + s B A||_row
+    if (s.use_dora) {
+        // m = ||W0 + s B A||_row, which is ||W0||_row when B starts at zero (no product needed).
+        const Tensor& W0 = base_layer->weight;
+        Tensor m = c->init_lora_weights == "false" ? dora_weight_norm(name)
+                                                    : raw::pow_scalar(raw::sum(raw::mul(W0, W0), {1}), 0.5);
+        lora_magnitude_vector->set(name, m);
+    }
 }
 
 const LoraLayer::Settings& LoraLayer::settings(const std::string& name) const {

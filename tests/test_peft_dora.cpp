@@ -69,12 +69,14 @@ TEST_CASE("DoRA: magnitude starts at the per-output-channel norms of W0 (HF Conv
     CHECK(all_close(mag, col_norms, 1e-6));
 }
 
-TEST_CASE("DoRA: a no-op at init up to rounding (f64 within 1e-12, f32 within 1e-6)") {
+// The spec allows rounding here (peft's m / ||W|| is 1 only up to rounding). In Ember m and the
+// forward's norm are computed by the same operations on the same W0 (B = 0 adds exact zeros), so
+// m / n is exactly 1 and the output is bit-identical; the test holds it to that.
+TEST_CASE("DoRA: a no-op at init, bit for bit") {
     for (DType dt : {DType::F64, DType::F32}) {
         DoraFixture f(dt, false);
         Tensor x = randn({3, 5}, f.gen, dt);
-        Tensor base = f.lin->forward(x);
-        CHECK(max_abs_diff(f.layer->forward(x), base) < (dt == DType::F64 ? 1e-12 : 1e-6));
+        CHECK(bit_equal(f.layer->forward(x), f.lin->forward(x)));
     }
     auto gpt = tiny_gpt2();
     Tensor ids = tiny_ids();
@@ -82,7 +84,7 @@ TEST_CASE("DoRA: a no-op at init up to rounding (f64 within 1e-12, f32 within 1e
     LoraConfig c = dora();
     c.target_modules = {"c_attn", "c_fc"};
     PeftModel pm(gpt, c);
-    CHECK(max_abs_diff(gpt->forward_ids(ids), before) < 1e-5);
+    CHECK(bit_equal(gpt->forward_ids(ids), before));
 }
 
 TEST_CASE("DoRA: the forward equals m / ||W0 + sBA||_row * (W0 + sBA) x + b") {
@@ -148,8 +150,14 @@ TEST_CASE("DoRA: merged equals unmerged, unmerge is exact, the magnitude is save
     LoraConfig c = dora(4, 8);
     c.target_modules = {"c_attn", "mlp.c_proj"};
     PeftModel pm(gpt, c);
-    train_gpt_steps(*gpt, 5);
+    auto initial = snapshot(*gpt);
+    train_gpt_steps(*gpt, 10);
     gpt->eval();
+    for (auto& [n, t] : gpt->named_parameters()) {
+        bool adapter = n.find("lora_") != std::string::npos;
+        CHECK_MESSAGE(bit_equal(t, initial.at(n)) != adapter, n);  // adapters (m too) move, the base does not
+        CHECK(t.grad().defined() == adapter);
+    }
     auto before = snapshot(*gpt);
     Tensor out = gpt->forward_ids(ids);
     pm.merge_adapter();

@@ -29,7 +29,7 @@ void randomize_ia3(nn::Module& m, uint64_t seed = 4) {
 
 }  // namespace
 
-TEST_CASE("IA3: peft's GPT-2 defaults, vector shapes per side, ones at init (a no-op)") {
+TEST_CASE("IA3: peft's GPT-2 defaults, vector shapes per side (trap 9.1), ones at init (a no-op)") {
     auto gpt = tiny_gpt2();
     Tensor ids = tiny_ids();
     Tensor base = gpt->forward_ids(ids);

@@ -127,3 +127,17 @@ TEST_CASE("PEFT targets: default targets per model type, as peft's mappings") {
     CHECK(pm.targeted_modules().size() == 2);
     CHECK(pm.config().target_modules.names == std::vector<std::string>{"c_attn"});
 }
+
+TEST_CASE("PEFT targets: a LLaMA-style GPT gets peft's llama defaults (q_proj, v_proj)") {
+    auto llama = std::make_shared<models::GPT>(models::GPTConfig::llama(37, 16, 16, 2, 2, 1, 32), 5);
+    Tensor ids = tiny_ids();
+    Tensor before = llama->forward_ids(ids);
+    PeftModel pm(llama, LoraConfig());
+    CHECK(pm.model_type() == "llama");
+    CHECK(pm.targeted_modules() == std::vector<std::string>{"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
+                                                           "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"});
+    CHECK_FALSE(pm.config().fan_in_fan_out);  // real Linear layers in LLaMA
+    CHECK(bit_equal(llama->forward_ids(ids), before));
+    // v_proj is (kv_heads * head_dim = 8, 16) under grouped-query attention: B follows its out size.
+    CHECK(llama->parameter("model.layers.0.self_attn.v_proj.lora_B.default.weight").shape() == Shape{8, 8});
+}
