@@ -237,7 +237,7 @@ int sample(int argc, char** argv) {
     std::vector<int64_t> prompt_ids = encode(prompt);
     for (int64_t i = 0; i < samples; ++i) {
         models::GenerateOptions o;
-        o.max_new_tokens = std::min<int64_t>(tokens, model->config.context - int64_t(prompt_ids.size()));
+        o.max_new_tokens = tokens;
         o.temperature = temperature, o.top_k = top_k, o.top_p = top_p, o.seed = uint64_t(seed + i);
         std::cout << "--- sample " << i + 1 << "\n" << prompt << decode(models::generate(*model, prompt_ids, o)) << "\n";
     }

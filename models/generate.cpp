@@ -50,19 +50,28 @@ std::vector<int64_t> generate(GPT& model, const std::vector<int64_t>& prompt, co
     std::vector<int64_t> tokens = prompt, out;
     int64_t fed = 0;  // tokens already in the cache
 
+    const int64_t context = model.config.context;
     for (int64_t step = 0; step < o.max_new_tokens; ++step) {
         GPTInputs in;
         std::vector<int64_t> window;
         if (o.use_cache) {
-            window.assign(tokens.begin() + fed, tokens.end());
+            // A full cache starts over from the last half-context of tokens (a sliding window
+            // that re-reads its start only every context/2 tokens).
+            int64_t pending = int64_t(tokens.size()) - fed;
+            if (caches[0].length() + pending > context) {
+                caches.assign(model.num_blocks(), nn::KVCache{});
+                int64_t keep = std::min<int64_t>(int64_t(tokens.size()), std::max<int64_t>(1, context / 2));
+                window.assign(tokens.end() - keep, tokens.end());
+            } else {
+                window.assign(tokens.begin() + fed, tokens.end());
+            }
             in.caches = &caches;
-            in.position_offset = fed;
+            in.position_offset = caches[0].length();
         } else {
-            window = tokens;
+            // The last `context` tokens.
+            size_t start = tokens.size() > size_t(context) ? tokens.size() - size_t(context) : 0;
+            window.assign(tokens.begin() + int64_t(start), tokens.end());
         }
-        EMBER_CHECK(int64_t(tokens.size()) <= model.config.context, "generate: ", tokens.size(),
-                    " tokens exceed the model's context of ", model.config.context,
-                    "; ask for fewer new tokens or a shorter prompt");
         Tensor ids = from_vector(window, {1, int64_t(window.size())}).to(device);
         Tensor logits = model.forward_ids(ids, in);  // (1, T, V)
         fed = int64_t(tokens.size());
@@ -71,7 +80,7 @@ std::vector<int64_t> generate(GPT& model, const std::vector<int64_t>& prompt, co
         int64_t next = sample_token(last, o, std::min(u, 1.0 - 1e-12));
         tokens.push_back(next);
         out.push_back(next);
-        if (next == o.stop_token || int64_t(tokens.size()) >= model.config.context) break;
+        if (next == o.stop_token) break;
     }
     model.train(was_training);
     return out;

@@ -21,7 +21,10 @@ struct GenerateOptions {
 };
 
 // Continues `prompt` (token ids, at least one); returns only the new tokens. Runs in eval mode
-// and without gradients; the model's mode is restored afterwards.
+// and without gradients; the model's mode is restored afterwards. Past the model's context the
+// model sees a sliding window of the latest tokens (without the cache: the last `context`; with
+// it: the cache restarts from the last context/2 tokens when full), so the two modes agree only
+// within the context.
 std::vector<int64_t> generate(GPT& model, const std::vector<int64_t>& prompt, const GenerateOptions& options);
 
 // Picks the next token from one row of logits (V) by the rules above; `uniform` in [0, 1).

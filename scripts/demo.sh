@@ -22,7 +22,7 @@ echo "== GPT on fortunes (held out: songs-poems)"
 "$BUILD/gpt" train --out "$RUNS/gpt" $GPT_FLAGS
 "$BUILD/gpt" eval --out "$RUNS/gpt" --eval-batches 32
 "$BUILD/gpt" sample --out "$RUNS/gpt" --prompt "Q: What is a computer?
-A: " --tokens 120 --samples 2
+A: " --tokens 160 --samples 2
 
 echo "== LoRA fine-tune of that GPT on the held-out songs-poems text"
 "$BUILD/gpt" finetune --base "$RUNS/gpt" --out "$RUNS/gpt-lora" --method lora --steps 150

@@ -326,3 +326,15 @@ TEST_CASE("Trainer: 10 steps, a checkpoint, then 10 more equal 20 uninterrupted 
     models::GPT fresh(models::GPTConfig::gpt2(13, 8, 8, 2, 2), 5);
     CHECK(max_abs_diff(fresh.state_dict().at("transformer.wte.weight"), straight.at("transformer.wte.weight")) > 1e-3);
 }
+
+TEST_CASE("generate: runs past the context with a sliding window, with and without the cache") {
+    models::GPT gpt(models::GPTConfig::gpt2(11, 8, 8, 1, 2), 2);
+    models::GenerateOptions o;
+    o.max_new_tokens = 30, o.temperature = 0;
+    for (bool cache : {true, false}) {
+        o.use_cache = cache;
+        auto out = models::generate(gpt, {1, 2, 3}, o);
+        CHECK(out.size() == 30);
+        for (int64_t t : out) CHECK((t >= 0 && t < 11));
+    }
+}
