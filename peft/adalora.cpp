@@ -172,6 +172,8 @@ const AdaLoraLayer::Settings& AdaLoraLayer::settings(const std::string& name) co
 Tensor AdaLoraLayer::delta_weight(const std::string& name) const {
     NoGradGuard no_grad;
     const Settings& s = settings(name);
+    if (s.r == 0) return zeros({base_layer->out_features, base_layer->in_features}, base_layer->weight.dtype(),
+                               base_layer->weight.device());  // every singular value pruned
     Tensor AE = raw::mul(lora_A->get(name), lora_E->get(name));  // (r, in) * (r, 1)
     return raw::mul_scalar(raw::matmul(lora_B->get(name), AE), s.scaling / (s.ranknum + 1e-5));  // (out, in)
 }

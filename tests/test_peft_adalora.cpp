@@ -436,3 +436,33 @@ TEST_CASE("AdaLoRA: a Trainer run ends at the target budget, reports ranks; froz
     std::filesystem::remove_all(dir);
     std::filesystem::remove_all(dir2);
 }
+
+TEST_CASE("AdaLoRA: target_r = 0 prunes every singular value; the empty adapter saves and reloads") {
+    auto gpt = tiny_gpt2();
+    Tensor ids = tiny_ids();
+    Tensor base = gpt->forward_ids(ids);
+    AdaLoraConfig c = adalora(3, 0, {"c_attn"}, 4);
+    c.tfinal = 1;  // final mask at step 3
+    PeftModel pm(gpt, c);
+    peft::RankAllocator alloc(pm);
+    train_gpt_steps(*gpt, 1);
+    for (int64_t step = 1; step <= 4; ++step) {
+        Tensor y = gpt->forward_ids(ids);
+        for (auto& p : trainable(*gpt)) p.zero_grad();
+        sum(y * y).backward();
+        alloc.update_and_allocate(step);
+    }
+    CHECK(alloc.total_rank() == 0);
+    CHECK(bit_equal(gpt->forward_ids(ids), base));  // E = 0 everywhere: the base again
+    std::string dir = tmp_dir("adalora0");
+    pm.save_pretrained(dir);
+    nn::SafetensorsFile f = nn::load_safetensors(dir + "/adapter_model.safetensors");
+    CHECK(f.tensors.at("base_model.model.transformer.h.0.attn.c_attn.lora_A").shape() == Shape{0, 16});
+    auto fresh = tiny_gpt2();
+    auto loaded = PeftModel::from_pretrained(fresh, dir);
+    CHECK(bit_equal(fresh->forward_ids(ids), base));
+    loaded->merge_adapter();
+    CHECK(all_close(fresh->forward_ids(ids), base, 1e-6, 1e-7));
+    CHECK(peft::adalora_orth_regularization(*loaded).item<double>() == 0);
+    std::filesystem::remove_all(dir);
+}
