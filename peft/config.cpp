@@ -165,6 +165,9 @@ std::string IA3Config::to_json() const {
     json j = common_json(*this);
     j["feedforward_modules"] = selector_json(feedforward_modules);
     j["init_ia3_weights"] = init_ia3_weights;
+    // peft's IA3Config has no layer selection: leave the keys out unless used.
+    if (layers_to_transform.empty()) j.erase("layers_to_transform");
+    if (layers_pattern.empty()) j.erase("layers_pattern");
     return j.dump(2);
 }
 
@@ -187,6 +190,7 @@ std::string VeraConfig::to_json() const {
     j["projection_prng_key"] = projection_prng_key;
     j["save_projection"] = save_projection;
     j["bias"] = bias;
+    j["init_weights"] = true;
     return j.dump(2);
 }
 

@@ -1,7 +1,7 @@
 // (IA)^3: one learned scale per output (or, for feedforward layers, per input) channel.
 #include "peft/ia3.h"
 
-#include <regex>
+#include "peft/regex.h"
 
 #include "nn/init.h"
 #include "peft/peft_model.h"

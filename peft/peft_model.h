@@ -150,5 +150,23 @@ private:
     std::map<std::string, SavedParam> saved_params_;
 };
 
+// peft's `with model.disable_adapter():` -- the base alone inside the scope, as before after it.
+class DisableAdapterGuard {
+public:
+    explicit DisableAdapterGuard(PeftModel& pm) : pm_(pm), was_(pm.adapters_disabled()) { pm_.disable_adapters(true); }
+    ~DisableAdapterGuard() {
+        try {
+            pm_.disable_adapters(was_);
+        } catch (const Error&) {  // unloaded inside the scope: nothing to restore
+        }
+    }
+    DisableAdapterGuard(const DisableAdapterGuard&) = delete;
+    DisableAdapterGuard& operator=(const DisableAdapterGuard&) = delete;
+
+private:
+    PeftModel& pm_;
+    bool was_;
+};
+
 }  // namespace peft
 }  // namespace ember

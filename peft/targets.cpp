@@ -1,7 +1,7 @@
 // Target matching: peft's check_target_module_exists and get_pattern_key, rule by rule.
 #include "peft/targets.h"
 
-#include <regex>
+#include "peft/regex.h"
 
 #include "tensor/check.h"
 

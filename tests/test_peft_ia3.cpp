@@ -5,6 +5,8 @@
 
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include "peft/ia3.h"
 #include "nn/safetensors.h"
 #include "tests/test_peft_helpers.h"
@@ -145,6 +147,13 @@ TEST_CASE("IA3: save and load reproduce the logits; the config has peft's IA3 ke
     Tensor out = gpt->forward_ids(ids);
     std::string dir = (std::filesystem::temp_directory_path() / ("ember_peft_ia3_" + std::to_string(::getpid()))).string();
     pm.save_pretrained(dir);
+    nlohmann::json j = nlohmann::json::parse(pm.config().to_json());
+    for (const char* k : {"peft_type", "task_type", "target_modules", "exclude_modules", "feedforward_modules",
+                          "fan_in_fan_out", "modules_to_save", "init_ia3_weights", "base_model_name_or_path",
+                          "inference_mode", "revision"})
+        CHECK_MESSAGE(j.contains(k), k);
+    CHECK_FALSE(j.contains("layers_to_transform"));  // not an IA3Config field in peft
+    CHECK(j["peft_type"] == "IA3");
     auto cfg = peft::config_from_json(pm.config().to_json());
     auto* ia3 = dynamic_cast<IA3Config*>(cfg.get());
     REQUIRE(ia3);

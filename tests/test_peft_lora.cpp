@@ -205,9 +205,12 @@ TEST_CASE("LoRA: several named adapters -- add, switch, combine, disable, delete
     CHECK_FALSE(all_close(both, out_a, 1e-4, 1e-5));
     CHECK_FALSE(all_close(both, out_b, 1e-4, 1e-5));
 
-    pm.disable_adapters();
-    CHECK(bit_equal(gpt->forward_ids(ids), base));
-    pm.disable_adapters(false);
+    {
+        peft::DisableAdapterGuard off(pm);
+        CHECK(bit_equal(gpt->forward_ids(ids), base));
+    }
+    CHECK_FALSE(pm.adapters_disabled());
+    CHECK(bit_equal(gpt->forward_ids(ids), both));
     pm.set_adapter("default");
     CHECK(bit_equal(gpt->forward_ids(ids), out_a));
 

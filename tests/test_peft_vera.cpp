@@ -3,8 +3,11 @@
 // gradcheck, merges, a frozen base, save_projection on and off.
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 #include "nn/safetensors.h"
 #include "peft/vera.h"
@@ -137,6 +140,14 @@ TEST_CASE("VeRA: files with and without the projections (save_projection)") {
         Tensor out = gpt->forward_ids(ids);
         std::string dir = tmp_dir("vera");
         pm.save_pretrained(dir);
+        std::ifstream jf(dir + "/adapter_config.json");
+        nlohmann::json j = nlohmann::json::parse(jf);
+        CHECK(j["peft_type"] == "VERA");
+        CHECK(j["r"] == 8);
+        CHECK(j["projection_prng_key"] == 3);
+        CHECK(j["save_projection"] == save_projection);
+        CHECK(j["d_initial"] == 0.1);
+        CHECK(j["vera_dropout"] == 0.0);
         nn::SafetensorsFile f = nn::load_safetensors(dir + "/adapter_model.safetensors");
         CHECK(f.tensors.count("base_model.model.transformer.h.0.attn.c_attn.vera_lambda_b"));
         CHECK(f.tensors.at("base_model.model.transformer.h.0.attn.c_attn.vera_lambda_d").shape() == Shape{8});
