@@ -30,10 +30,9 @@
 // Files (peft's): adapter_config.json is LoRA's keys plus init_r, target_r, tinit, tfinal, deltaT,
 // beta1, beta2, orth_reg_weight, total_step and rank_pattern ({"<module>.lora_E.<adapter>":
 // [bool] * init_r}); with a rank_pattern the saved A, E, B hold only the kept rows / columns,
-// and loading makes each layer that small. CHOICE: a loaded layer keeps ranknum = init_r (from
-// the config), so it computes exactly what the trained model computed; peft's reload
-// (resize_modules_by_rank_pattern -> update_layer) sets ranknum to the kept rank instead, which
-// rescales the change by init_r / kept.
+// and loading makes each layer that small. A loaded layer keeps ranknum = init_r (from the
+// config), so it computes exactly what the trained model computed (peft's
+// resize_modules_by_rank_pattern copies ranknum back after update_layer for the same reason).
 #pragma once
 
 #include <map>
@@ -109,7 +108,8 @@ private:
 
 // orth_reg_weight * the mean over every A and B of adapter `adapter` of ||A A^T - I||_F and
 // ||B^T B - I||_F: plain Frobenius norms, not squared (peft's AdaLoraModel.forward; trap 9.3).
-// Differentiable; add it to the loss. A weight of 0 (or no layers) gives a 0 scalar.
+// Differentiable; add it to the loss. CHOICE: a weight of 0 (or no layers) gives a 0 scalar,
+// where peft's forward raises for orth_reg_weight <= 0 -- here the caller decides to add it.
 Tensor adalora_orth_regularization(const PeftModel& pm, const std::string& adapter = "default");
 
 class RankAllocator {
