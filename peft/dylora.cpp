@@ -4,10 +4,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
 #include "nn/init.h"
+#include "nn/safetensors.h"
 #include "peft/lora.h"
 #include "peft/peft_model.h"
 
@@ -171,6 +174,37 @@ void set_dylora_rank(PeftModel& pm, int64_t b, const std::string& adapter) {
                     "' is merged; unmerge_adapter() before changing the rank");
     }
     for (auto& l : layers) l->set_rank(adapter, b);
+}
+
+void save_dylora_as_lora(const PeftModel& pm, const std::string& dir, int64_t b, const std::string& adapter) {
+    const auto* c = dynamic_cast<const DyLoraConfig*>(&pm.config(adapter));
+    EMBER_CHECK(c, "save_dylora_as_lora: adapter '", adapter, "' is ", pm.config(adapter).peft_type(), ", not DYLORA");
+    EMBER_CHECK(b >= 1 && b <= c->r, "save_dylora_as_lora: rank ", b, " is outside [1, ", c->r, "]");
+    LoraConfig l = as_lora(*c);
+    l.r = b;  // peft's scale lora_alpha / r = alpha / b
+    nn::StateDict sd;
+    for (auto& [key, tl] : pm.tuner_layers()) {
+        auto d = std::dynamic_pointer_cast<DyLoraLayer>(tl);
+        if (!d || !d->has_adapter(adapter)) continue;
+        NoGradGuard no_grad;
+        const std::string k = "base_model.model." + key + ".";
+        sd[k + "lora_A.weight"] = raw::contiguous(raw::slice(d->lora_A->get_as<nn::Linear>(adapter)->weight, 0, 0, b));
+        sd[k + "lora_B.weight"] = raw::contiguous(raw::slice(d->lora_B->get_as<nn::Linear>(adapter)->weight, 1, 0, b));
+    }
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    EMBER_CHECK(!ec, "save_dylora_as_lora: cannot create ", dir, ": ", ec.message());
+    const std::filesystem::path p(dir);
+    nn::save_safetensors((p / "adapter_model.safetensors").string(), sd, {{"format", "pt"}});
+    // The config through a temporary file and a rename, as save_pretrained.
+    const std::string path = (p / "adapter_config.json").string(), tmp = path + ".tmp";
+    {
+        std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+        f << l.to_json() << "\n";
+        EMBER_CHECK(f.flush(), "save_dylora_as_lora: writing ", tmp, " failed");
+    }
+    std::filesystem::rename(tmp, path, ec);
+    EMBER_CHECK(!ec, "save_dylora_as_lora: cannot rename ", tmp, " to ", path, ": ", ec.message());
 }
 
 DyLoraRankSampler::DyLoraRankSampler(PeftModel& pm, uint64_t seed, const std::string& adapter)

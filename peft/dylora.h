@@ -94,6 +94,13 @@ private:
 // b must lie in [1, r]. Refused while the adapter is merged (unmerge, set, merge again).
 void set_dylora_rank(PeftModel& pm, int64_t b, const std::string& adapter = "default");
 
+// Writes adapter `adapter` at rank b as a plain peft LoRA adapter (peft_type "LORA", r = b,
+// lora_alpha = alpha, so peft's scale alpha / r is DyLoRA's alpha / b): A[:b] and B[:, :b] under
+// LoRA's names, in dir/adapter_model.safetensors and dir/adapter_config.json. peft (which has no
+// DyLoRA) and Ember's LoraConfig both load it.
+void save_dylora_as_lora(const PeftModel& pm, const std::string& dir, int64_t b,
+                         const std::string& adapter = "default");
+
 // The training-time controller: sample() draws b uniform on {1, ..., r} from its own generator
 // and sets it on every layer (one rank for the whole model, as the reference).
 class DyLoraRankSampler {

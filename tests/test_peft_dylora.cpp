@@ -11,6 +11,7 @@
 
 #include "nn/safetensors.h"
 #include "peft/dylora.h"
+#include "peft/lora.h"
 #include "tests/test_peft_helpers.h"
 
 using namespace ember;
@@ -259,5 +260,31 @@ TEST_CASE("DyLoRA: adapter files hold A, B at r_max and a DYLORA config; reload 
         peft::set_dylora_rank(*loaded, b);
         CHECK(bit_equal(fresh->forward_ids(ids), gpt->forward_ids(ids)));
     }
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("DyLoRA: exported at rank b as a plain LoRA adapter (r = b), it loads as LoRA and matches") {
+    auto gpt = tiny_gpt2();
+    Tensor ids = tiny_ids();
+    PeftModel pm(gpt, dylora(4, {"c_attn", "c_fc"}, 8));
+    randomize_B(*gpt);
+    std::string dir = tmp_dir("dylora_lora");
+    peft::save_dylora_as_lora(pm, dir, 3);
+    std::ifstream jf(dir + "/adapter_config.json");
+    nlohmann::json j = nlohmann::json::parse(jf);
+    CHECK(j["peft_type"] == "LORA");
+    CHECK(j["r"] == 3);
+    CHECK(j["lora_alpha"] == 8);
+    nn::SafetensorsFile f = nn::load_safetensors(dir + "/adapter_model.safetensors");
+    CHECK(f.tensors.at("base_model.model.transformer.h.0.mlp.c_fc.lora_A.weight").shape() == Shape{3, 16});
+    CHECK(f.tensors.at("base_model.model.transformer.h.0.mlp.c_fc.lora_B.weight").shape() == Shape{64, 3});
+    auto fresh = tiny_gpt2();
+    auto lora = PeftModel::from_pretrained(fresh, dir);
+    CHECK(lora->config().peft_type() == "LORA");
+    peft::set_dylora_rank(pm, 3);
+    CHECK(all_close(fresh->forward_ids(ids), gpt->forward_ids(ids), 1e-6, 1e-6));
+    peft::set_dylora_rank(pm, 2);
+    CHECK(max_abs_diff(fresh->forward_ids(ids), gpt->forward_ids(ids)) > 1e-4);
+    CHECK(error_of([&] { peft::save_dylora_as_lora(pm, dir, 5); }).find("outside [1, 4]") != std::string::npos);
     std::filesystem::remove_all(dir);
 }
