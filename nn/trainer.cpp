@@ -76,6 +76,7 @@ int64_t Trainer::run(const std::function<MicroBatch(int64_t, int64_t)>& batch,
             clip_grad_norm(all, options_.clip);
         }
         optimizer_->step();
+        if (after_optimizer_step) after_optimizer_step(step);
         optimizer_->zero_grad();
         if (on_step) on_step(step, loss_sum / double(options_.accumulate), items, options_.lr * lr_factor);
         bool at_end = step == last;

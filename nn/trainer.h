@@ -59,6 +59,11 @@ public:
     int64_t resumed_from() const { return resumed_from_; }
     AdamW& optimizer() { return *optimizer_; }
 
+    // Called with the step number after optimizer.step() and before zero_grad(), so parameters
+    // still hold their .grad: where controllers that read gradients go (AdaLoRA's
+    // RankAllocator::update_and_allocate, spec §3.3.4). Unset: nothing.
+    std::function<void(int64_t step)> after_optimizer_step;
+
 private:
     Module& model_;
     TrainerOptions options_;

@@ -3,6 +3,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "peft/adalora.h"
+#include "peft/dylora.h"
 #include "peft/targets.h"
 #include "tensor/check.h"
 
@@ -216,8 +218,10 @@ std::shared_ptr<PeftConfig> config_from_json(const std::string& text) {
     if (type == "LORA") return std::make_shared<LoraConfig>(LoraConfig::from_json(text));
     if (type == "IA3") return std::make_shared<IA3Config>(IA3Config::from_json(text));
     if (type == "VERA") return std::make_shared<VeraConfig>(VeraConfig::from_json(text));
+    if (type == "ADALORA") return std::make_shared<AdaLoraConfig>(AdaLoraConfig::from_json(text));
+    if (type == "DYLORA") return std::make_shared<DyLoraConfig>(DyLoraConfig::from_json(text));
     throw Error(make_message("adapter_config.json: peft_type \"", type, "\" is not one Ember reads "
-                             "(LORA, IA3, VERA)"));
+                             "(LORA, IA3, VERA, ADALORA, DYLORA)"));
 }
 
 }  // namespace peft

@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "nn/state_dict.h"
+
 namespace ember {
 namespace nn {
 class Linear;
@@ -67,6 +69,9 @@ public:
                                 AdapterContext& /*ctx*/) const {}
     // Whether adapter files carry those shared tensors (VeRA: save_projection).
     virtual bool save_shared() const { return true; }
+    // Last say over the tensors adapter files hold (peft's per-method state-dict edits; AdaLoRA
+    // slices A, E, B to the ranks its rank_pattern keeps). Keys as saved ("base_model.model.").
+    virtual void shape_state_dict(nn::StateDict& /*sd*/, const std::string& /*adapter*/) const {}
 
     // ---- shared by every method (peft's PeftConfig + the tuner's target options) ----
     std::string task_type;                // "CAUSAL_LM", "SEQ_CLS", ... ("" = null)

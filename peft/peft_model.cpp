@@ -149,6 +149,12 @@ const PeftConfig& PeftModel::config(const std::string& name) const {
     return *it->second;
 }
 
+PeftConfig& PeftModel::mutable_config(const std::string& name) {
+    auto it = configs_.find(name);
+    EMBER_CHECK(it != configs_.end(), "PeftModel: no adapter named '", name, "'");
+    return *it->second;
+}
+
 void PeftModel::update_trainable() {
     auto trains = [&](const std::string& a) {
         return std::find(active_.begin(), active_.end(), a) != active_.end() &&
@@ -371,6 +377,7 @@ nn::StateDict PeftModel::adapter_state_dict(const std::string& adapter) const {
         auto it = sp.copies.find(adapter);
         if (it != sp.copies.end()) sd[prefix + pname] = it->second.detach();  // as the original's name
     }
+    cfg.shape_state_dict(sd, adapter);
     return sd;
 }
 

@@ -72,6 +72,8 @@ public:
     const std::vector<std::string>& active_adapters() const { return active_; }
     std::vector<std::string> adapter_names() const;  // in the order added
     const PeftConfig& config(const std::string& name = "default") const;
+    // For methods whose training changes their config (AdaLoRA writes rank_pattern into it).
+    PeftConfig& mutable_config(const std::string& name = "default");
     void delete_adapter(const std::string& name);
     // While disabled the model computes the base alone (peft's `with model.disable_adapter()`).
     void disable_adapters(bool on = true);
