@@ -252,7 +252,7 @@ int finetune(int argc, char** argv) {
     std::string& data = f.text("data", FORTUNES_DIR, "a fortunes folder");
     std::string& domain = f.text("domain", "songs-poems", "the category to adapt to; its last tenth is validation");
     std::string& out = f.text("out", "runs/gpt-finetune", "folder for the adapter (peft format) or the full model");
-    std::string& method_name = f.text("method", "lora", "lora, dora, ia3, vera or full");
+    std::string& method_name = f.text("method", "lora", "lora, dylora, adalora, dora, ia3, vera or full");
     int64_t& rank = f.integer("rank", 8, "rank r of the low-rank methods (VeRA: 0 keeps its default 256)");
     std::string& device_name = f.text("device", "auto", "cpu, cuda or auto");
     int64_t& steps = f.integer("steps", 200, "optimizer steps");

@@ -10,7 +10,7 @@ set -e
 BUILD=${1:-build}
 RUNS=${RUNS:-runs}
 OUT=${OUT:-docs/PEFT-RESULTS.md}
-METHODS=${METHODS:-"full lora dora ia3 vera"}
+METHODS=${METHODS:-"full lora dylora adalora dora ia3 vera"}
 GPT_STEPS=${GPT_STEPS:-200}
 VIT_STEPS=${VIT_STEPS:-300}
 CSV="$RUNS/peft-results.csv"

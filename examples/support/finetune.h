@@ -25,8 +25,9 @@ struct FinetuneMethod {
 // modules_to_save lists modules trained in full beside the adapter (ViT's new classifier).
 // model_type "gpt2"/"llama" use peft's default targets; "vit", for which peft has none, targets
 // query and value (keys, values and the MLP's output for IA3).
+// steps is the run's length, which AdaLoRA's budget schedule needs.
 FinetuneMethod finetune_method(const std::string& method, int64_t rank, const std::string& model_type,
-                               const std::vector<std::string>& modules_to_save);
+                               const std::vector<std::string>& modules_to_save, int64_t steps);
 
 struct FinetuneResult {
     std::string task, method, metric;
