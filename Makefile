@@ -72,13 +72,13 @@ $(EXAMPLE_SUPPORT) $(EXAMPLES:$(BUILD)/%=$(BUILD)/examples/%.o): | deps
 # The README's main command: train a small GPT and a small ViT (installs the data packages).
 demo: deps
 	@scripts/apt_install.sh $(call missing_pkgs,$(DATA_DEPS))
-	$(MAKE) examples
+	$(MAKE) -j$$(nproc) examples
 	scripts/demo.sh $(BUILD)
 
 # The PEFT results table (docs/PEFT-RESULTS.md): every method against full fine-tuning.
 peft-results: deps
 	@scripts/apt_install.sh $(call missing_pkgs,$(DATA_DEPS))
-	$(MAKE) examples
+	$(MAKE) -j$$(nproc) examples
 	scripts/peft_results.sh $(BUILD)
 
 $(BUILD)/%.o: %.cpp

@@ -15,6 +15,8 @@ GPT_STEPS=${GPT_STEPS:-200}
 VIT_STEPS=${VIT_STEPS:-300}
 CSV="$RUNS/peft-results.csv"
 mkdir -p "$RUNS"
+
+if [ -z "$TABLE_ONLY" ]; then  # TABLE_ONLY=1 rewrites the table from an existing CSV
 rm -f "$CSV"
 
 if [ ! -f "$RUNS/gpt/model.safetensors" ]; then
@@ -34,6 +36,7 @@ for m in $METHODS; do
     echo "== vit finetune --method $m"
     "$BUILD/vit" finetune --base "$RUNS/vit-0-4" --out "$RUNS/vit-$m" --method "$m" --steps "$VIT_STEPS" --results "$CSV"
 done
+fi
 
 {
     echo "# PEFT results"
@@ -49,7 +52,9 @@ done
     echo
     echo "| task | method | trainable params | all params | metric | before | after | ms/step | training memory (MB) |"
     echo "|---|---|---:|---:|---|---:|---:|---:|---:|"
-    tail -n +2 "$CSV" | awk -F, '{ printf "| %s | %s | %\047d | %\047d | %s | %.4f | %.4f | %.1f | %.1f |\n", $1, $2, $3, $4, $6, $7, $8, $9, $10 }'
+    tail -n +2 "$CSV" | awk -F, '
+        function commas(n,   s) { s = sprintf("%d", n); while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]($|,)/, ",&", s); return s }
+        { printf "| %s | %s | %s | %s | %s | %.4f | %.4f | %.1f | %.1f |\n", $1, $2, commas($3), commas($4), $6, $7, $8, $9, $10 }'
     echo
     # LoRA against full fine-tuning, per task.
     tail -n +2 "$CSV" | awk -F, '
