@@ -14,6 +14,7 @@
 #include "nn/safetensors.h"
 #include "nn/trainer.h"
 #include "peft/adalora.h"
+#include "tests/shape_twins.h"
 #include "tests/test_peft_helpers.h"
 
 using namespace ember;
@@ -49,63 +50,6 @@ std::string tmp_dir(const std::string& name) {
     auto p = std::filesystem::temp_directory_path() / ("ember_peft_" + name + "_" + std::to_string(::getpid()));
     std::filesystem::remove_all(p);
     return p.string();
-}
-
-// A GPT-2 small shape twin, as tests/test_peft_counts.cpp builds them (checked there against
-// models::GPT): the same names and shapes over never-initialised storage, so it costs nothing.
-struct TwinNode : nn::Module {
-    std::deque<std::shared_ptr<nn::Module>> kids;
-    std::deque<Tensor> params;
-    std::map<std::string, TwinNode*> nodes;
-    std::string type_name() const override { return "TwinNode"; }
-    TwinNode& at(const std::string& dotted) {
-        size_t dot = dotted.find('.');
-        std::string head = dotted.substr(0, dot);
-        auto it = nodes.find(head);
-        if (it == nodes.end()) {
-            auto n = std::make_shared<TwinNode>();
-            it = nodes.emplace(head, n.get()).first;
-            kids.push_back(n);
-            register_module(head, kids.back());
-        }
-        return dot == std::string::npos ? *it->second : it->second->at(dotted.substr(dot + 1));
-    }
-    void param(const std::string& name, const Shape& shape) {
-        params.push_back(empty(shape));
-        register_parameter(name, params.back());
-    }
-    void linear(const std::string& name, int64_t in, int64_t out) {
-        Generator g;
-        auto lin = std::make_shared<nn::Linear>(1, 1, true, g);
-        lin->weight = empty({out, in});
-        lin->bias = empty({out});
-        lin->weight.set_requires_grad(true);
-        lin->bias.set_requires_grad(true);
-        lin->in_features = in, lin->out_features = out;
-        kids.push_back(lin);
-        register_module(name, kids.back());
-    }
-};
-
-std::shared_ptr<TwinNode> gpt2_small_twin() {
-    const int64_t V = 50257, P = 1024, d = 768;
-    auto root = std::make_shared<TwinNode>();
-    root->at("transformer.wte").param("weight", {V, d});
-    root->at("transformer.wpe").param("weight", {P, d});
-    for (int i = 0; i < 12; ++i) {
-        std::string h = "transformer.h." + std::to_string(i) + ".";
-        for (const char* ln : {"ln_1", "ln_2"}) {
-            root->at(h + ln).param("weight", {d});
-            root->at(h + ln).param("bias", {d});
-        }
-        root->at(h + "attn").linear("c_attn", d, 3 * d);
-        root->at(h + "attn").linear("c_proj", d, d);
-        root->at(h + "mlp").linear("c_fc", d, 4 * d);
-        root->at(h + "mlp").linear("c_proj", 4 * d, d);
-    }
-    root->at("transformer.ln_f").param("weight", {d});
-    root->at("transformer.ln_f").param("bias", {d});
-    return root;
 }
 
 }  // namespace
@@ -183,7 +127,7 @@ TEST_CASE("AdaLoRA: float64 gradcheck w.r.t. A, E and B") {
 }
 
 TEST_CASE("AdaLoRA counts: init_r = 12 on GPT-2 small's c_attn is 442,512 (Appendix A)") {
-    auto gpt = gpt2_small_twin();
+    auto gpt = gpt2_twin(50257, 1024, 768, 12);
     CHECK(gpt->num_parameters() == 124439808);
     PeftModel pm(gpt, adalora(12, 8, {"c_attn"}, 1000), "default", 0, "gpt2");
     CHECK(pm.count_parameters().trainable == 442512);

@@ -17,6 +17,7 @@
 #include "peft/ia3.h"
 #include "peft/lora.h"
 #include "peft/vera.h"
+#include "tests/shape_twins.h"
 #include "tests/test_peft_helpers.h"
 
 using namespace ember;
@@ -25,102 +26,6 @@ using peft::LoraConfig;
 using peft::PeftModel;
 
 namespace {
-
-// A module with any named children and parameters, for building shape twins.
-struct ShapeNode : nn::Module {
-    std::deque<std::shared_ptr<nn::Module>> kids;
-    std::deque<Tensor> params;
-    std::map<std::string, ShapeNode*> nodes;
-    std::string type_name() const override { return "ShapeNode"; }
-
-    ShapeNode& at(const std::string& dotted) {
-        size_t dot = dotted.find('.');
-        std::string head = dotted.substr(0, dot);
-        auto it = nodes.find(head);
-        if (it == nodes.end()) {
-            auto n = std::make_shared<ShapeNode>();
-            it = nodes.emplace(head, n.get()).first;
-            kids.push_back(n);
-            register_module(head, kids.back());
-        }
-        return dot == std::string::npos ? *it->second : it->second->at(dotted.substr(dot + 1));
-    }
-    void param(const std::string& name, const Shape& shape) {
-        params.push_back(empty(shape));
-        register_parameter(name, params.back());
-    }
-    // A Linear (out, in) whose tensors are never initialised.
-    void linear(const std::string& name, int64_t in, int64_t out, bool bias = true) {
-        Generator g;
-        auto lin = std::make_shared<nn::Linear>(1, 1, bias, g);
-        lin->weight = empty({out, in});
-        lin->weight.set_requires_grad(true);
-        if (bias) {
-            lin->bias = empty({out});
-            lin->bias.set_requires_grad(true);
-        }
-        lin->in_features = in, lin->out_features = out;
-        kids.push_back(lin);
-        register_module(name, kids.back());
-    }
-};
-
-// Splits "a.b.c" into ("a.b", "c").
-std::pair<std::string, std::string> parent_leaf(const std::string& dotted) {
-    size_t dot = dotted.rfind('.');
-    return {dotted.substr(0, dot), dotted.substr(dot + 1)};
-}
-
-void linear_at(ShapeNode& root, const std::string& dotted, int64_t in, int64_t out) {
-    if (dotted.find('.') == std::string::npos) return root.linear(dotted, in, out);
-    auto [parent, leaf] = parent_leaf(dotted);
-    root.at(parent).linear(leaf, in, out);
-}
-
-void layernorm_at(ShapeNode& root, const std::string& dotted, int64_t d) {
-    root.at(dotted).param("weight", {d});
-    root.at(dotted).param("bias", {d});
-}
-
-// GPT2LMHeadModel's tree (lm_head tied, so not a module of its own).
-std::shared_ptr<ShapeNode> gpt2_twin(int64_t V, int64_t P, int64_t d, int64_t L) {
-    auto root = std::make_shared<ShapeNode>();
-    root->at("transformer.wte").param("weight", {V, d});
-    root->at("transformer.wpe").param("weight", {P, d});
-    for (int64_t i = 0; i < L; ++i) {
-        std::string h = "transformer.h." + std::to_string(i) + ".";
-        layernorm_at(*root, h + "ln_1", d);
-        linear_at(*root, h + "attn.c_attn", d, 3 * d);
-        linear_at(*root, h + "attn.c_proj", d, d);
-        layernorm_at(*root, h + "ln_2", d);
-        linear_at(*root, h + "mlp.c_fc", d, 4 * d);
-        linear_at(*root, h + "mlp.c_proj", 4 * d, d);
-    }
-    layernorm_at(*root, "transformer.ln_f", d);
-    return root;
-}
-
-// ViTForImageClassification's tree.
-std::shared_ptr<ShapeNode> vit_twin(int64_t image, int64_t patch, int64_t C, int64_t d, int64_t L, int64_t labels) {
-    auto root = std::make_shared<ShapeNode>();
-    int64_t n = (image / patch) * (image / patch);
-    root->at("vit.embeddings").param("cls_token", {1, 1, d});
-    root->at("vit.embeddings").param("position_embeddings", {1, n + 1, d});
-    root->at("vit.embeddings.patch_embeddings.projection").param("weight", {d, C, patch, patch});
-    root->at("vit.embeddings.patch_embeddings.projection").param("bias", {d});
-    for (int64_t i = 0; i < L; ++i) {
-        std::string l = "vit.encoder.layer." + std::to_string(i) + ".";
-        for (const char* q : {"query", "key", "value"}) linear_at(*root, l + "attention.attention." + q, d, d);
-        linear_at(*root, l + "attention.output.dense", d, d);
-        linear_at(*root, l + "intermediate.dense", d, 4 * d);
-        linear_at(*root, l + "output.dense", 4 * d, d);
-        layernorm_at(*root, l + "layernorm_before", d);
-        layernorm_at(*root, l + "layernorm_after", d);
-    }
-    layernorm_at(*root, "vit.layernorm", d);
-    linear_at(*root, "classifier", d, labels);
-    return root;
-}
 
 std::map<std::string, Shape> shapes_of(const nn::Module& m) {
     std::map<std::string, Shape> out;
