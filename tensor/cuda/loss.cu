@@ -25,12 +25,8 @@ __global__ void ce_rows_kernel(const T* x, const I* targets, int64_t target_stri
     FOR_EACH_ROW(g, row, N) {
         const T* xr = x + row * C;
         T* lr = log_probs + row * C;
-        T m = neg_inf<T>();
-        for (int64_t j = g.lane(); j < C; j += g.size()) m = MaxOp{}(m, xr[j]);
-        m = T(g.reduce(double(m), MaxOp{}, neg_inf<double>(), scratch));
-        double s = 0;
-        for (int64_t j = g.lane(); j < C; j += g.size()) s += double(exp(xr[j] - m));
-        const T lse = T(log(g.reduce(s, SumOp{}, 0.0, scratch)));
+        const auto [m, s] = row_max_sum_exp(g, xr, C, scratch);
+        const T lse = T(log(s));
         double sum_lp = 0;
         for (int64_t j = g.lane(); j < C; j += g.size()) {
             const T v = (xr[j] - m) - lse;

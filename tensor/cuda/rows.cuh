@@ -64,6 +64,24 @@ struct MaxOp {
 template <typename T>
 __device__ __forceinline__ T neg_inf() { return -T(INFINITY); }
 
+// The first half of softmax, log-softmax and cross-entropy over one row: its max m and
+// sum_j exp(x_j - m), each reduced across the row's group (every lane gets both).
+template <typename T>
+struct RowMaxSumExp {
+    T max;
+    double sum_exp;
+};
+template <typename T, bool WARP>
+__device__ __forceinline__ RowMaxSumExp<T> row_max_sum_exp(const RowGroup<WARP>& g, const T* xr, int64_t n,
+                                                          double* scratch) {
+    T m = neg_inf<T>();
+    for (int64_t j = g.lane(); j < n; j += g.size()) m = MaxOp{}(m, xr[j]);
+    m = T(g.reduce(double(m), MaxOp{}, neg_inf<double>(), scratch));
+    double s = 0;
+    for (int64_t j = g.lane(); j < n; j += g.size()) s += double(exp(xr[j] - m));
+    return {m, g.reduce(s, SumOp{}, 0.0, scratch)};
+}
+
 inline bool warp_rows(int64_t n) { return n <= WARP_ROW_LIMIT; }
 
 inline unsigned row_grid(int64_t rows, bool warp) {

@@ -18,12 +18,7 @@ __global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t n, bool l
     FOR_EACH_ROW(g, row, rows) {
         const T* xr = x + row * n;
         T* yr = y + row * n;
-        T m = neg_inf<T>();
-        for (int64_t j = g.lane(); j < n; j += g.size()) m = MaxOp{}(m, xr[j]);
-        m = T(g.reduce(double(m), MaxOp{}, neg_inf<double>(), scratch));
-        double s = 0;
-        for (int64_t j = g.lane(); j < n; j += g.size()) s += double(exp(xr[j] - m));
-        s = g.reduce(s, SumOp{}, 0.0, scratch);
+        const auto [m, s] = row_max_sum_exp(g, xr, n, scratch);
         if (log_out) {
             const T lse = T(log(s));
             for (int64_t j = g.lane(); j < n; j += g.size()) yr[j] = (xr[j] - m) - lse;
