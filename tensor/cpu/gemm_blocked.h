@@ -86,8 +86,11 @@ void gemm_band(MatrixView<T> a, MatrixView<T> b, T* c, int64_t ldc, int64_t K, i
     constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR;
     auto round_up = [](int64_t x, int64_t m) { return (x + m - 1) / m * m; };
     const int64_t kc_max = std::min(KC, K);
-    std::vector<T> a_packed(size_t(round_up(std::min(MC, i1 - i0), MR) * kc_max));
-    std::vector<T> b_packed(size_t(round_up(std::min(NC, j1 - j0), NR) * kc_max));
+    // Packing buffers live as long as the thread and only grow: a product allocates nothing
+    // (and zeroes nothing) once the pool's threads have seen its sizes.
+    static thread_local std::vector<T> a_packed, b_packed;
+    a_packed.resize(std::max(a_packed.size(), size_t(round_up(std::min(MC, i1 - i0), MR) * kc_max)));
+    b_packed.resize(std::max(b_packed.size(), size_t(round_up(std::min(NC, j1 - j0), NR) * kc_max)));
     if (K == 0) {  // an empty sum: C is zero
         for (int64_t i = i0; i < i1; ++i) std::fill(c + i * ldc + j0, c + i * ldc + j1, T(0));
         return;
