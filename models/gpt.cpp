@@ -208,7 +208,7 @@ Tensor GPT::hidden_states(const Tensor& ids, const GPTInputs& in) {
         if (prefix.size(0) != x.size(0)) prefix = prefix.expand({x.size(0), prefix.size(1), prefix.size(2)});
         x = cat({prefix, x}, 1);
         if (in.key_padding.defined() && in.key_padding.size(1) == ids.size(1))
-            attn_in.key_padding = cat({ones({ids.size(0), prefix.size(1)}, in.key_padding.dtype()), in.key_padding}, 1);
+            attn_in.key_padding = cat({ones({ids.size(0), prefix.size(1)}, in.key_padding.dtype(), in.key_padding.device()), in.key_padding}, 1);
     }
     int64_t T = x.size(1);
     EMBER_CHECK(in.position_offset + T <= config.context, "GPT: positions ", in.position_offset, "..",

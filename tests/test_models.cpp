@@ -338,3 +338,22 @@ TEST_CASE("generate: runs past the context with a sliding window, with and witho
         for (int64_t t : out) CHECK((t >= 0 && t < 11));
     }
 }
+
+TEST_CASE("GPT: prompt embeddings come first (with their padding), and layer prefixes are attended") {
+    models::GPT gpt(models::GPTConfig::gpt2(11, 8, 8, 2, 2), 4);
+    Tensor ids = from_vector(std::vector<int64_t>{1, 2, 3, 4, 5, 6}, {2, 3});
+    Generator gen(3);
+    models::GPTInputs in;
+    in.prefix_embeds = randn({1, 2, 8}, gen);
+    in.key_padding = ones({2, 3}, DType::I64);
+    Tensor with_prompt = gpt.forward_ids(ids, in);
+    CHECK(with_prompt.shape() == Shape{2, 5, 11});
+    // The prompt changes what the tokens see.
+    CHECK(max_abs_diff(with_prompt.narrow(1, 2, 3), gpt.forward_ids(ids)) > 1e-4);
+    models::GPTInputs pre;
+    for (size_t l = 0; l < gpt.num_blocks(); ++l)
+        pre.layer_prefixes.push_back({randn({1, 2, 3, 4}, gen), randn({1, 2, 3, 4}, gen)});
+    Tensor with_prefix = gpt.forward_ids(ids, pre);
+    CHECK(with_prefix.shape() == Shape{2, 3, 11});
+    CHECK(max_abs_diff(with_prefix, gpt.forward_ids(ids)) > 1e-4);
+}
