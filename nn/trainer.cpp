@@ -22,6 +22,11 @@ Trainer::Trainer(Module& model, const TrainerOptions& options, std::vector<std::
     schedule_.min_lr_ratio = options.min_lr_ratio;
 }
 
+void Trainer::add_hooks(std::shared_ptr<TrainingHooks> hooks) {
+    if (hooks) hooks_.push_back(std::move(hooks));
+}
+
+// Hook i's tensors are stored as "<i>.<name>"; its generators follow the Trainer's own.
 void Trainer::save_checkpoint(int64_t step) const {
     if (options_.checkpoint.empty()) return;
     TrainingState s;
@@ -29,17 +34,32 @@ void Trainer::save_checkpoint(int64_t step) const {
     s.optimizer = optimizer_->state();
     s.step = step;
     for (const auto& g : rngs_) s.rngs.push_back(*g);
+    for (size_t i = 0; i < hooks_.size(); ++i) {
+        for (auto& [name, t] : hooks_[i]->state_dict()) s.hooks[std::to_string(i) + "." + name] = t;
+        for (const auto& g : hooks_[i]->generators()) s.rngs.push_back(*g);
+    }
     s.extra = extra_;
     save_training_checkpoint(options_.checkpoint, s);
 }
 
 int64_t Trainer::load_checkpoint() {
     TrainingState s = load_training_checkpoint(options_.checkpoint);
-    EMBER_CHECK(s.rngs.size() == rngs_.size(), "Trainer: ", options_.checkpoint, " holds ", s.rngs.size(),
-                " generators but this model has ", rngs_.size(), "; was it written by another model?");
+    std::vector<std::shared_ptr<Generator>> all = rngs_;
+    for (const auto& h : hooks_)
+        for (const auto& g : h->generators()) all.push_back(g);
+    EMBER_CHECK(s.rngs.size() == all.size(), "Trainer: ", options_.checkpoint, " holds ", s.rngs.size(),
+                " generators but this run has ", all.size(), " (model and training hooks); was it written by "
+                "another model or with other PEFT controllers?");
     model_.load_state_dict(s.model);
     optimizer_->load_state(s.optimizer);
-    for (size_t i = 0; i < rngs_.size(); ++i) *rngs_[i] = s.rngs[i];
+    for (size_t i = 0; i < all.size(); ++i) *all[i] = s.rngs[i];
+    for (size_t i = 0; i < hooks_.size(); ++i) {
+        const std::string prefix = std::to_string(i) + ".";
+        StateDict mine;
+        for (auto& [name, t] : s.hooks)
+            if (name.compare(0, prefix.size(), prefix) == 0) mine[name.substr(prefix.size())] = t;
+        hooks_[i]->load_state_dict(mine);
+    }
     return s.step;
 }
 
@@ -59,11 +79,16 @@ int64_t Trainer::run(const std::function<MicroBatch(int64_t, int64_t)>& batch,
         ++step;
         double lr_factor = schedule_.factor(step);
         optimizer_->set_lr_factor(lr_factor);
+        for (const auto& h : hooks_) h->before_step(step);
         double loss_sum = 0;
         int64_t items = 0;
         for (int64_t micro = 0; micro < options_.accumulate; ++micro) {
             MicroBatch mb = batch(step, micro);
             EMBER_CHECK(mb.loss.defined() && mb.loss.numel() == 1, "Trainer: the batch function must return a scalar loss");
+            for (const auto& h : hooks_) {
+                Tensor extra = h->loss_term();
+                if (extra.defined()) mb.loss = mb.loss + extra;
+            }
             // Gradients add up across backward calls: scaling each micro-batch's loss by
             // 1/accumulate makes their sum the gradient of the mean.
             (options_.accumulate > 1 ? mb.loss / double(options_.accumulate) : mb.loss).backward();
@@ -76,7 +101,7 @@ int64_t Trainer::run(const std::function<MicroBatch(int64_t, int64_t)>& batch,
             clip_grad_norm(all, options_.clip);
         }
         optimizer_->step();
-        if (after_optimizer_step) after_optimizer_step(step);
+        for (const auto& h : hooks_) h->after_optimizer_step(step);
         optimizer_->zero_grad();
         if (on_step) on_step(step, loss_sum / double(options_.accumulate), items, options_.lr * lr_factor);
         bool at_end = step == last;
