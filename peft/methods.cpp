@@ -2,6 +2,7 @@
 #include "peft/methods.h"
 
 #include "peft/adalora.h"
+#include "peft/bitfit.h"
 #include "peft/dylora.h"
 #include "peft/ia3.h"
 #include "peft/lora.h"
@@ -24,6 +25,8 @@ const std::vector<Method>& method_table() {
         {"ia3", "IA3", "learned scales of activations (Liu et al., 2022)", ia3_from_json, ia3_preset, 1e-2},
         {"vera", "VERA", "shared frozen random projections, learned scales (Kopiczko et al., 2024)",
          vera_from_json, vera_preset, 1e-2},
+        {"bitfit", "BITFIT", "every bias trains, nothing is added (Ben Zaken et al., 2022)", bitfit_from_json,
+         bitfit_preset, 3e-3},
     };
     return table;
 }

@@ -18,6 +18,7 @@
 #include "autograd/gradcheck.h"
 #include "nn/trainer.h"
 #include "peft/adalora.h"
+#include "peft/bitfit.h"
 #include "peft/dylora.h"
 #include "peft/ia3.h"
 #include "peft/lora.h"
@@ -104,6 +105,14 @@ const std::vector<Row>& rows() {
          {{"gpt2", [] { return std::make_shared<peft::IA3Config>(); }, 64512}}},
         {"vera", [] { return vera(4, {"c_attn", "mlp.c_proj"}); }, true, true,
          {{"gpt2", [] { return vera(256, {"c_attn"}); }, 30720}}},
+        // Merging BitFit is the identity: the biases are the model's own.
+        {"bitfit", [] { return std::make_shared<peft::BitFitConfig>(); }, true, true,
+         {{"gpt2", [] { return std::make_shared<peft::BitFitConfig>(); }, 102144},
+          {"vit", [] {
+               auto c = std::make_shared<peft::BitFitConfig>();
+               c->exclude_modules = peft::ModuleSelector{"classifier"};  // the task head's bias
+               return c;
+           }, 102912}}},
     };
     return table;
 }
