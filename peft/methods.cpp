@@ -4,6 +4,7 @@
 #include "peft/adalora.h"
 #include "peft/bitfit.h"
 #include "peft/dylora.h"
+#include "peft/houlsby.h"
 #include "peft/ia3.h"
 #include "peft/lora.h"
 #include "peft/vera.h"
@@ -27,6 +28,8 @@ const std::vector<Method>& method_table() {
          vera_from_json, vera_preset, 1e-2},
         {"bitfit", "BITFIT", "every bias trains, nothing is added (Ben Zaken et al., 2022)", bitfit_from_json,
          bitfit_preset, 3e-3},
+        {"houlsby", "HOULSBY", "bottleneck adapters after attention and the MLP (Houlsby et al., 2019)",
+         houlsby_from_json, houlsby_preset, 3e-3},
     };
     return table;
 }

@@ -20,6 +20,7 @@
 #include "peft/adalora.h"
 #include "peft/bitfit.h"
 #include "peft/dylora.h"
+#include "peft/houlsby.h"
 #include "peft/ia3.h"
 #include "peft/lora.h"
 #include "peft/methods.h"
@@ -85,6 +86,13 @@ std::shared_ptr<peft::VeraConfig> vera(int64_t r, peft::ModuleSelector t) {
     return with_targets(c, std::move(t));
 }
 
+// m = 64, LayerNorms frozen: the adapters alone.
+std::shared_ptr<peft::HoulsbyConfig> houlsby_counted() {
+    auto c = std::make_shared<peft::HoulsbyConfig>();
+    c->train_layernorms = false;
+    return c;
+}
+
 const std::vector<Row>& rows() {
     static const std::vector<Row> table = {
         {"lora", [] { return lora(2, {"c_attn", "mlp.c_proj"}); }, true, true,
@@ -113,6 +121,13 @@ const std::vector<Row>& rows() {
                c->exclude_modules = peft::ModuleSelector{"classifier"};  // the task head's bias
                return c;
            }, 102912}}},
+        // Near the identity at init (W ~ N(0, 1e-3^2)), not exactly; nonlinear, so not mergeable.
+        {"houlsby", [] {
+             auto c = std::make_shared<peft::HoulsbyConfig>();
+             c->adapter_size = 4;
+             return c;
+         }, false, false,
+         {{"gpt2", [] { return houlsby_counted(); }, 2379264}, {"vit", [] { return houlsby_counted(); }, 2379264}}},
     };
     return table;
 }
