@@ -29,11 +29,13 @@ namespace nn {
 class Linear;
 class Module;
 class SiteModule;
+struct ForwardShape;
 }
 namespace peft {
 
 class TunerLayer;  // tuner.h
-class Controller;  // controller.h
+class Controller;    // controller.h
+class PromptModule;  // prompts.h
 class PeftModel;   // peft_model.h
 
 // A list of module names or a single regex, as peft's Union[list[str], str].
@@ -75,6 +77,15 @@ public:
     // nn::TransformerBlock) of a block of width `dim`; null where it puts none.
     virtual std::shared_ptr<nn::SiteModule> make_site_module(const std::string& /*site*/, int64_t /*dim*/,
                                                              Generator& /*init_gen*/) const {
+        return nullptr;
+    }
+    // Per-forward inputs: the module that supplies this method's virtual tokens or layer prefixes
+    // to a model that takes them (nn/forward_inputs.h); null for methods that supply none.
+    // fill_from_model first records the model's sizes in the config (peft's
+    // _prepare_prompt_learning_config: token_dim, num_layers, num_attention_heads).
+    virtual void fill_from_model(const nn::ForwardShape& /*shape*/) {}
+    virtual std::shared_ptr<PromptModule> make_forward_inputs(const nn::ForwardShape& /*shape*/,
+                                                              Generator& /*init_gen*/) const {
         return nullptr;
     }
     // Parameter tuner: whether the method trains the base model's parameter `name` (owned by
