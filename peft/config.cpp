@@ -1,6 +1,7 @@
 // adapter_config.json: peft's keys and defaults, written and read back.
 #include "peft/config.h"
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "peft/adalora.h"
@@ -105,10 +106,15 @@ void IA3Config::fill_defaults(const std::string& model_type) {
 
 // ---- LoRA ----
 
+// peft's lora_alpha is an int in its dataclass: a whole number is written as one (16, not 16.0).
+static json whole_or_real(double v) {
+    return std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9e15 ? json(int64_t(v)) : json(v);
+}
+
 std::string LoraConfig::to_json() const {
     json j = common_json(*this);
     j["r"] = r;
-    j["lora_alpha"] = lora_alpha;
+    j["lora_alpha"] = whole_or_real(lora_alpha);
     j["lora_dropout"] = lora_dropout;
     j["bias"] = bias;
     j["use_rslora"] = use_rslora;
