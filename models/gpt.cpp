@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/config_json.h"
+#include "models/memory_check.h"
 #include "nn/atomic_file.h"
 #include "nn/init.h"
 #include "nn/safetensors.h"
@@ -213,6 +214,9 @@ static void init_gpt_weights(nn::Module& model, int64_t layers, Generator& gen) 
 
 GPT::GPT(const GPTConfig& c, uint64_t seed) : config(c), rng(std::make_shared<Generator>(seed + 1)) {
     c.validate();
+    check_fits_in_memory(make_message("GPT: this config (", c.layers, " layers of width ", c.dim, ") has ~",
+                                      c.parameter_count(), " f32 parameters, which"),
+                         4 * c.parameter_count(), "Use fewer layers or a smaller width");
     Generator init_gen(seed);
     body = std::make_shared<Body>(c, init_gen, rng);
     blocks = body->blocks;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/config_json.h"
+#include "models/memory_check.h"
 #include "nn/atomic_file.h"
 #include "nn/init.h"
 #include "nn/safetensors.h"
@@ -214,6 +215,9 @@ public:
 
 ViT::ViT(const ViTConfig& c, uint64_t seed) : config(c), rng(std::make_shared<Generator>(seed + 1)) {
     c.validate();
+    check_fits_in_memory(make_message("ViT: this config (", c.layers, " layers of width ", c.dim, ") has ~",
+                                      c.parameter_count(), " f32 parameters, which"),
+                         4 * c.parameter_count(), "Use fewer layers or a smaller width");
     Generator init_gen(seed);
     layers = std::make_shared<nn::ModuleList<ViTLayer>>();
     for (int64_t i = 0; i < c.layers; ++i) layers->push_back(std::make_shared<ViTLayer>(c, init_gen, rng));

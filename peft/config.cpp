@@ -220,12 +220,20 @@ std::shared_ptr<PeftConfig> config_from_json(const std::string& text) {
     } catch (const json::exception& e) {
         throw Error(make_message("adapter_config.json: not valid JSON (", e.what(), ")"));
     }
-    std::string type = j.is_object() ? j.value("peft_type", std::string()) : std::string();
-    if (type == "LORA") return std::make_shared<LoraConfig>(LoraConfig::from_json(text));
-    if (type == "IA3") return std::make_shared<IA3Config>(IA3Config::from_json(text));
-    if (type == "VERA") return std::make_shared<VeraConfig>(VeraConfig::from_json(text));
-    if (type == "ADALORA") return std::make_shared<AdaLoraConfig>(AdaLoraConfig::from_json(text));
-    if (type == "DYLORA") return std::make_shared<DyLoraConfig>(DyLoraConfig::from_json(text));
+    EMBER_CHECK(j.is_object(), "adapter_config.json: expected a JSON object, got ", j.type_name());
+    EMBER_CHECK(j.contains("peft_type") && j["peft_type"].is_string(),
+                "adapter_config.json: \"peft_type\" must be a string such as \"LORA\"");
+    std::string type = j["peft_type"].get<std::string>();
+    try {  // a key of the wrong type: nlohmann's type_error, turned into Ember's error
+        if (type == "LORA") return std::make_shared<LoraConfig>(LoraConfig::from_json(text));
+        if (type == "IA3") return std::make_shared<IA3Config>(IA3Config::from_json(text));
+        if (type == "VERA") return std::make_shared<VeraConfig>(VeraConfig::from_json(text));
+        if (type == "ADALORA") return std::make_shared<AdaLoraConfig>(AdaLoraConfig::from_json(text));
+        if (type == "DYLORA") return std::make_shared<DyLoraConfig>(DyLoraConfig::from_json(text));
+    } catch (const json::exception& e) {
+        throw Error(make_message("adapter_config.json (", type, "): a key holds a value of the wrong type (", e.what(),
+                                 "); compare the file with one peft writes"));
+    }
     throw Error(make_message("adapter_config.json: peft_type \"", type, "\" is not one Ember reads "
                              "(LORA, IA3, VERA, ADALORA, DYLORA)"));
 }
