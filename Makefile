@@ -93,7 +93,8 @@ $(BUILD)/%.cu.o: %.cu
 # header-or-file:package pairs; `make deps` installs whatever is missing.
 BUILD_DEPS := /usr/include/doctest/doctest.h:doctest-dev \
               /usr/include/nlohmann/json.hpp:nlohmann-json3-dev \
-              /usr/include/zlib.h:zlib1g-dev
+              /usr/include/zlib.h:zlib1g-dev \
+              /usr/bin/pkg-config:pkg-config
 DATA_DEPS  := /usr/share/games/fortunes/fortunes.dat:fortunes \
               /usr/share/datasets/fashion-mnist:dataset-fashion-mnist \
               /usr/bin/gnuplot:gnuplot-nox

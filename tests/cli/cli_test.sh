@@ -72,6 +72,9 @@ idx_set bad_labels t10k 20
 SMALL="--device cpu --threads 1 --layers 1 --dim 16 --heads 2 --context 16 --batch 2 --eval-batches 1 --eval-every 0"
 VSMALL="--device cpu --threads 1 --layers 1 --dim 8 --heads 2 --patch 4 --batch 4 --eval-every 0"
 expect "train a small GPT" 0 "saved run/model.safetensors after step 3" "$GPT" train --data text.txt --out run --steps 3 $SMALL
+expect "finetune with LoRA" 0 "adapter saved in ft/adapter" "$GPT" finetune --base run --data fortunes --domain beta --out ft --steps 2 --batch 2 --eval-batches 1 --device cpu
+check "adapter_config.json: lora_alpha an integer, as peft writes it" grep -q '"lora_alpha": 16,' ft/adapter/adapter_config.json
+check "adapter_config.json: inference_mode true, as peft writes it" grep -q '"inference_mode": true' ft/adapter/adapter_config.json
 expect "train a small ViT" 0 "saved vrun/model.safetensors after step 2" "$VIT" train --data images --out vrun --steps 2 $VSMALL
 
 # ---- zeros: no SIGFPE ----
