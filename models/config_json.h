@@ -38,7 +38,7 @@ inline int64_t integer(const json& j, const char* key, int64_t fallback, const c
     // 64.0 is an integer too (some writers emit whole numbers as reals).
     if (j[key].is_number_float()) {
         double v = j[key].get<double>();
-        if (v == double(int64_t(v)) && v > -9e15 && v < 9e15) return int64_t(v);
+        if (v > -9e15 && v < 9e15 && v == double(int64_t(v))) return int64_t(v);
     }
     wrong_type(j, key, "an integer", op);
 }
