@@ -78,8 +78,10 @@ GPTConfig GPTConfig::from_hf_json(const std::string& json_text) {
 }
 
 void GPTConfig::validate() const {
+    // Sizes up to 2^31 keep every product of two of them inside int64.
     auto positive = [](const char* name, int64_t v) {
         EMBER_CHECK(v > 0, "GPTConfig: ", name, " must be positive, not ", v);
+        EMBER_CHECK(v <= (int64_t(1) << 31), "GPTConfig: ", name, " must be at most 2^31, not ", v);
     };
     positive("vocab_size", vocab_size), positive("context (n_positions)", context);
     positive("dim (n_embd)", dim), positive("layers (n_layer)", layers), positive("heads (n_head)", heads);
@@ -89,7 +91,8 @@ void GPTConfig::validate() const {
                 " must divide heads ", heads, " (0: as many as heads)");
     EMBER_CHECK(style == Style::GPT2 || (dim / heads) % 2 == 0, "GPTConfig: RoPE needs an even head size, not ",
                 dim / heads, " (dim ", dim, " / heads ", heads, ")");
-    EMBER_CHECK(hidden >= 0, "GPTConfig: hidden (the MLP width) must be positive, or 0 for 4 * dim; not ", hidden);
+    EMBER_CHECK(hidden >= 0 && hidden <= (int64_t(1) << 31), "GPTConfig: hidden (the MLP width) must be positive "
+                "and at most 2^31, or 0 for 4 * dim; not ", hidden);
     EMBER_CHECK(dropout >= 0 && dropout < 1, "GPTConfig: dropout must be in [0, 1), not ", dropout);
     EMBER_CHECK(std::isfinite(norm_eps) && norm_eps > 0, "GPTConfig: the norm epsilon must be a positive number, not ",
                 norm_eps);

@@ -40,8 +40,10 @@ ViTConfig ViTConfig::from_hf_json(const std::string& json_text) {
 }
 
 void ViTConfig::validate() const {
+    // Sizes up to 2^31 keep every product of two of them inside int64.
     auto positive = [](const char* name, int64_t v) {
         EMBER_CHECK(v > 0, "ViTConfig: ", name, " must be positive, not ", v);
+        EMBER_CHECK(v <= (int64_t(1) << 31), "ViTConfig: ", name, " must be at most 2^31, not ", v);
     };
     positive("image_size", image_size), positive("patch (patch_size)", patch), positive("channels", channels);
     positive("dim (hidden_size)", dim), positive("layers (num_hidden_layers)", layers);
@@ -50,7 +52,8 @@ void ViTConfig::validate() const {
                 patch, "; pick a patch that divides it");
     EMBER_CHECK(dim % heads == 0, "ViTConfig: dim ", dim, " is not a multiple of heads ", heads,
                 "; pick heads that divide the width");
-    EMBER_CHECK(hidden >= 0, "ViTConfig: hidden (the MLP width) must be positive, or 0 for 4 * dim; not ", hidden);
+    EMBER_CHECK(hidden >= 0 && hidden <= (int64_t(1) << 31), "ViTConfig: hidden (the MLP width) must be positive "
+                "and at most 2^31, or 0 for 4 * dim; not ", hidden);
     EMBER_CHECK(dropout >= 0 && dropout < 1, "ViTConfig: dropout must be in [0, 1), not ", dropout);
     EMBER_CHECK(std::isfinite(norm_eps) && norm_eps > 0, "ViTConfig: layer_norm_eps must be a positive number, not ",
                 norm_eps);
