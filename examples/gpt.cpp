@@ -293,7 +293,7 @@ int finetune(int argc, char** argv) {
     std::string& data = f.text("data", FORTUNES_DIR, "a fortunes folder");
     std::string& domain = f.text("domain", "songs-poems", "the category to adapt to; its last tenth is validation");
     std::string& out = f.text("out", "runs/gpt-finetune", "folder for the adapter (peft format) or the full model");
-    std::string& method_name = f.text("method", "lora", "lora, dylora, adalora, dora, ia3, vera or full");
+    std::string& method_name = f.text("method", "lora", examples::finetune_methods_help());
     int64_t& rank = f.integer("rank", 8, "rank r of the low-rank methods (VeRA: 0 keeps its default 256)",
                               Range::at_least(0));
     std::string& device_name = f.text("device", "auto", "cpu, cuda or auto");
@@ -349,9 +349,13 @@ int main(int argc, char** argv) {
         if (command == "eval") return eval(argc, argv);
         if (command == "sample") return sample(argc, argv);
         if (command == "finetune") return finetune(argc, argv);
-        const char* usage = "usage: gpt train|eval|sample|finetune [flags]   (gpt <command> --help lists the flags)\n";
+        if (command == "methods") {  // the --method names, one a line (scripts/peft_results.sh reads them)
+            for (const std::string& m : examples::finetune_methods()) std::cout << m << "\n";
+            return 0;
+        }
+        const char* usage = "usage: gpt train|eval|sample|finetune|methods [flags]   (gpt <command> --help lists the flags)\n";
         if (command == "--help" || command == "-h") return std::cout << usage, 0;
-        std::cerr << "gpt: unknown command '" << command << "'; the commands are train, eval, sample and finetune\n"
+        std::cerr << "gpt: unknown command '" << command << "'; the commands are train, eval, sample, finetune, and methods\n"
                   << usage;
         return 2;
     } catch (const std::exception& e) {

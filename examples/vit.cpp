@@ -201,7 +201,7 @@ int finetune(int argc, char** argv) {
     std::string& data = f.text("data", FASHION_MNIST_DIR, "folder with train-/t10k- images and labels");
     std::string& classes = f.text("classes", "5-9", "the labels to adapt to, lo-hi");
     std::string& out = f.text("out", "runs/vit-finetune", "folder for the adapter (peft format) or the full model");
-    std::string& method_name = f.text("method", "lora", "lora, dylora, adalora, dora, ia3, vera or full");
+    std::string& method_name = f.text("method", "lora", examples::finetune_methods_help());
     int64_t& rank = f.integer("rank", 8, "rank r of the low-rank methods (VeRA: 0 keeps its default 256)",
                               Range::at_least(0));
     std::string& device_name = f.text("device", "auto", "cpu, cuda or auto");
@@ -259,9 +259,14 @@ int main(int argc, char** argv) {
         if (command == "train") return train(argc, argv);
         if (command == "eval") return eval(argc, argv);
         if (command == "finetune") return finetune(argc, argv);
-        const char* usage = "usage: vit train|eval|finetune [flags]   (vit <command> --help lists the flags)\n";
+        if (command == "methods") {  // the --method names, one a line (scripts/peft_results.sh reads them)
+            for (const std::string& m : examples::finetune_methods()) std::cout << m << "\n";
+            return 0;
+        }
+        const char* usage = "usage: vit train|eval|finetune|methods [flags]   (vit <command> --help lists the flags)\n";
         if (command == "--help" || command == "-h") return std::cout << usage, 0;
-        std::cerr << "vit: unknown command '" << command << "'; the commands are train, eval and finetune\n" << usage;
+        std::cerr << "vit: unknown command '" << command << "'; the commands are train, eval, finetune, and methods\n"
+                  << usage;
         return 2;
     } catch (const std::exception& e) {
         std::string message = e.what();  // most already start with the command's name

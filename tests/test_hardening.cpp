@@ -15,7 +15,7 @@
 #include "nn/atomic_file.h"
 #include "nn/layers.h"
 #include "nn/trainer.h"
-#include "peft/config.h"
+#include "peft/lora.h"
 #include "tests/helpers.h"
 
 using namespace ember;
