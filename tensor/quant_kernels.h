@@ -56,6 +56,8 @@ void dequantize(const QuantView& w, double* out);
 void quant_matmul(const QuantView& w, const float* x, int64_t M, float* y);
 // dx (M, in) = dy (M, out) dequant(W); contiguous f32. Needs rows_are_blocked().
 void quant_matmul_t(const QuantView& w, const float* dy, int64_t M, float* dx);
+// The products use an AVX-512 build when the CPU has it; tests turn it off to check the AVX2 one.
+void allow_avx512_quant(bool allow);
 }  // namespace cpu
 
 namespace cuda {

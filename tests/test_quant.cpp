@@ -5,6 +5,7 @@
 
 #include "nn/quant_linear.h"
 #include "tensor/parallel.h"
+#include "tensor/quant_kernels.h"
 #include "tests/helpers.h"
 
 using namespace ember;
@@ -164,6 +165,7 @@ TEST_CASE("quant: bad arguments get clear errors") {
 
 TEST_CASE("quant: forward kernels equal the dequantized product (matvec, small batch, GEMM)") {
     struct Shape2 { int64_t out, in; };
+    for (bool avx512 : {true, false})  // the AVX-512 build (where the CPU has it) and the AVX2 one
     for (QuantFormat f : {QuantFormat::NF4, QuantFormat::INT4})
         for (Shape2 s : {Shape2{37, 128}, Shape2{300, 512}, Shape2{64, 96}})
             for (int64_t M : {1, 3, 8, 9, 70}) {
@@ -176,11 +178,14 @@ TEST_CASE("quant: forward kernels equal the dequantized product (matvec, small b
                 Tensor w = normal({s.out, s.in}, 11);
                 QuantizedWeight q = f == QuantFormat::NF4 ? quantize_nf4(w) : quantize_int4(w, 32);
                 Tensor x = normal({M, s.in}, 12);
+                cpu::allow_avx512_quant(avx512);
                 CHECK(max_rel(raw::quant_matmul(x, q), reference_forward(x, q)) < 1e-5);
+                cpu::allow_avx512_quant(true);
             }
 }
 
 TEST_CASE("quant: the input-gradient kernel equals dy times the dequantized weight") {
+    for (bool avx512 : {true, false})
     for (QuantFormat f : {QuantFormat::NF4, QuantFormat::INT4})
         for (int64_t M : {1, 5, 70}) {
             const char* format = quant_format_name(f);
@@ -189,7 +194,9 @@ TEST_CASE("quant: the input-gradient kernel equals dy times the dequantized weig
             Tensor w = normal({300, 2 * 320}, 21);  // in not a multiple of NR = 16 panels' KC
             QuantizedWeight q = f == QuantFormat::NF4 ? quantize_nf4(w) : quantize_int4(w, 32);
             Tensor dy = normal({M, 300}, 22);
+            cpu::allow_avx512_quant(avx512);
             CHECK(max_rel(raw::quant_matmul_t(dy, q), raw::matmul(dy, dequantize(q))) < 1e-5);
+            cpu::allow_avx512_quant(true);
         }
 }
 
