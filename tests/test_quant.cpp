@@ -2,8 +2,11 @@
 // group-wise INT4, and the kernels (matvec, GEMM with decoding in the packing, the input
 // gradient) against dequantize-then-matmul.
 #include <cmath>
+#include <cstdio>
 
+#include "nn/quant_checkpoint.h"
 #include "nn/quant_linear.h"
+#include "nn/safetensors.h"
 #include "tensor/parallel.h"
 #include "tensor/quant_kernels.h"
 #include "tests/helpers.h"
@@ -285,4 +288,70 @@ TEST_CASE("quant: quantize_linears replaces every Linear but the kept ones") {
     CHECK(std::dynamic_pointer_cast<nn::Linear>(net.head) != nullptr);
     // Only the head's weight is still a parameter; the quantized biases are frozen.
     CHECK(net.num_parameters(/*trainable_only=*/true) == 32 * 10);
+}
+
+// ---- checkpoints in bitsandbytes' layout ----
+
+namespace {
+struct TwoLayer : nn::Module {
+    std::shared_ptr<nn::Module> up, down;
+    TwoLayer(Generator& g, int64_t dim, int64_t hidden)
+        : up(std::make_shared<nn::Linear>(dim, hidden, true, g)),
+          down(std::make_shared<nn::Linear>(hidden, dim, false, g)) {
+        register_module("up", up), register_module("down", down);
+    }
+    std::string type_name() const override { return "TwoLayer"; }
+    Tensor forward(const Tensor& x) override { return down->forward(relu(up->forward(x))); }
+};
+}  // namespace
+
+TEST_CASE("quant: a quantized model saves with bitsandbytes' keys and loads back bit for bit") {
+    for (bool int4 : {false, true}) {
+        CAPTURE(int4);
+        Generator gen(81);
+        auto model = std::make_shared<TwoLayer>(gen, 64, 128);
+        nn::QuantConfig config;
+        if (int4) config.format = QuantFormat::INT4;
+        REQUIRE(nn::quantize_linears(*model, config) == 2);
+        const std::string path = "/tmp/ember_test_quant_" + std::to_string(int4) + ".safetensors";
+        nn::save_quantized(path, *model);
+
+        std::map<std::string, std::string> dtypes;
+        for (const auto& e : nn::read_safetensors_header(path).entries) dtypes[e.name] = e.dtype;
+        CHECK(dtypes["up.weight"] == "U8");
+        CHECK(dtypes["up.bias"] == "F32");
+        if (!int4) {
+            CHECK(dtypes["up.weight.absmax"] == "U8");  // double-quantized
+            CHECK(dtypes["up.weight.quant_map"] == "F32");
+            CHECK(dtypes["up.weight.nested_absmax"] == "F32");
+            CHECK(dtypes["up.weight.nested_quant_map"] == "F32");
+            CHECK(dtypes["up.weight.quant_state.bitsandbytes__nf4"] == "U8");
+            CHECK(dtypes.size() == 13);  // 6 per weight and the bias
+        } else {
+            CHECK(dtypes["up.weight.scales"] == "F32");
+            CHECK(dtypes["up.weight.quant_state.ember__int4"] == "U8");
+        }
+
+        // Into a fresh f32 model: its Linears become QuantLinears with the saved codes.
+        Generator other(82);
+        auto fresh = std::make_shared<TwoLayer>(other, 64, 128);
+        nn::load_quantized(path, *fresh);
+        auto a = std::dynamic_pointer_cast<nn::QuantLinear>(model->up);
+        auto b = std::dynamic_pointer_cast<nn::QuantLinear>(fresh->up);
+        REQUIRE(b != nullptr);
+        CHECK(bytes_of(a->weight.codes) == bytes_of(b->weight.codes));
+        Tensor x = normal({3, 64}, 83);
+        CHECK(model->forward(x).to_vector<float>() == fresh->forward(x).to_vector<float>());
+        // And into a model that is already quantized (other weights): the same numbers again.
+        Generator third(84);
+        auto requant = std::make_shared<TwoLayer>(third, 64, 128);
+        nn::quantize_linears(*requant, config);
+        nn::load_quantized(path, *requant);
+        CHECK(model->forward(x).to_vector<float>() == requant->forward(x).to_vector<float>());
+        // A model of another shape is refused with the names.
+        Generator g4(85);
+        auto wrong = std::make_shared<TwoLayer>(g4, 64, 96);
+        CHECK(contains(error_of([&] { nn::load_quantized(path, *wrong); }), "but the model's Linear is (64, 96)"));
+        std::remove(path.c_str());
+    }
 }
