@@ -254,6 +254,40 @@ Tensor nf4_block_absmax(const QuantizedWeight& w) {
     return from_vector(a, {w.blocks()}, w.device());
 }
 
+void fold_into_zero_points(QuantizedWeight& w, const Tensor& delta) {
+    EMBER_CHECK(w.format == QuantFormat::INT4, "fold_into_zero_points: needs an INT4 weight (its "
+                "zero points carry the change), got ", w.describe());
+    EMBER_CHECK(delta.defined() && delta.dim() == 2 && delta.size(0) == w.rows &&
+                    delta.size(1) == w.groups_per_row(),
+                "fold_into_zero_points: the change must be (out, in / L) = (", w.rows, ", ",
+                w.groups_per_row(), ") for ", w.describe(), ", got ",
+                delta.defined() ? make_message(delta.shape()) : std::string("an undefined tensor"));
+    EMBER_CHECK(delta.device() == w.device(), "fold_into_zero_points: the change is on ",
+                delta.device(), " but the weight is on ", w.device());
+    Tensor d = delta.dtype() == DType::F32 ? delta.detach() : raw::to_dtype(delta.detach(), DType::F32);
+    w.zeros = raw::sub(w.zeros, raw::div(d, w.scales));
+}
+
+QuantizedWeight requantize_merge(const QuantizedWeight& w, const Tensor& delta, RequantizeError* error) {
+    EMBER_CHECK(delta.defined() && delta.dim() == 2 && delta.size(0) == w.rows && delta.size(1) == w.cols,
+                "requantize_merge: the change must be (", w.rows, ", ", w.cols, ") for ",
+                w.describe(), ", got ", delta.defined() ? make_message(delta.shape()) : std::string("an undefined tensor"));
+    Tensor d = delta.dtype() == DType::F32 ? delta.detach() : raw::to_dtype(delta.detach(), DType::F32);
+    Tensor exact = raw::add(dequantize(w), d);
+    QuantizedWeight out = w.format == QuantFormat::INT4 ? quantize_int4(exact, w.blocksize)
+                                                         : quantize_nf4(exact, w.double_quant, w.blocksize);
+    if (error) {
+        std::vector<float> e = raw::sub(dequantize(out), exact).to_vector<float>();
+        std::vector<float> dv = d.to_vector<float>();
+        double sq = 0;
+        *error = {};
+        for (float v : e) error->max_abs = std::max(error->max_abs, double(std::fabs(v))), sq += double(v) * v;
+        for (float v : dv) error->max_abs_delta = std::max(error->max_abs_delta, double(std::fabs(v)));
+        error->rms = std::sqrt(sq / double(e.size()));
+    }
+    return out;
+}
+
 namespace raw {
 
 // The shared checks of the two products; true when a kernel can take them (else the caller

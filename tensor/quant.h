@@ -96,6 +96,22 @@ Tensor dequantize(const QuantizedWeight& w, DType dtype = DType::F32);
 // The f32 absmax of each NF4 block, the nested quantization undone.
 Tensor nf4_block_absmax(const QuantizedWeight& w);
 
+// ---- merging a change into a quantized weight ----
+// QA-LoRA's merge (Xu et al., 2023; yuhuixu1993/qa-lora merge.py): a change that is constant
+// within each group, delta (out, in / L), moves only the zero points, since
+// s (q - z) + delta = s (q - (z - delta / s)). The integer codes stay exactly as they are; the
+// zero points leave the integers. INT4 weights only.
+void fold_into_zero_points(QuantizedWeight& w, const Tensor& delta_per_group);
+
+// Any other change (QLoRA's B A) has no lossless 4-bit merge: requantize_merge quantizes
+// dequant(W) + delta afresh in W's format and reports what that rounding cost, measured against
+// the exact f32 sum. (The lossless alternative is dequantize(W) + delta, an f32 base.)
+struct RequantizeError {
+    double max_abs = 0, rms = 0;  // of requantized - (dequant(W) + delta)
+    double max_abs_delta = 0;     // the size of the change it had to carry, for comparison
+};
+QuantizedWeight requantize_merge(const QuantizedWeight& w, const Tensor& delta, RequantizeError* error = nullptr);
+
 // The products through a quantized weight W (out, in), neither of which builds the f32 weight
 // for f32 inputs (the codes are dequantized inside the kernels):
 //   quant_matmul(x, W)      x (M, in) -> x dequant(W)^T (M, out)   the forward of a Linear

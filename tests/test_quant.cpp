@@ -355,3 +355,45 @@ TEST_CASE("quant: a quantized model saves with bitsandbytes' keys and loads back
         std::remove(path.c_str());
     }
 }
+
+// ---- merging ----
+
+TEST_CASE("quant: QA-LoRA's change folds into the zero points: merged == unmerged, codes unchanged") {
+    const int64_t out = 48, in = 128, L = 32, r = 4;
+    QuantizedWeight w = quantize_int4(normal({out, in}, 91, 0.05), L);
+    Tensor A = normal({r, in / L}, 92, 0.3), B = normal({out, r}, 93, 0.3);
+    const double s = 16.0 / r;
+    // Unmerged: y = x W^T + s B A pool(x), pool = the mean of each group of L inputs.
+    Tensor x = normal({5, in}, 94);
+    Tensor pooled = raw::mean(raw::reshape(x, {5, in / L, L}), {-1});
+    Tensor unmerged = raw::add(raw::quant_matmul(x, w),
+                               raw::mul_scalar(raw::matmul(raw::matmul(pooled, raw::transpose(A, 0, 1)),
+                                                           raw::transpose(B, 0, 1)), s));
+    // The per-input change is s (B A)[o][g] / L, the same for every input of group g.
+    QuantizedWeight merged = w;
+    fold_into_zero_points(merged, raw::mul_scalar(raw::matmul(B, A), s / double(L)));
+    CHECK(bytes_of(merged.codes) == bytes_of(w.codes));
+    CHECK(merged.scales.to_vector<float>() == w.scales.to_vector<float>());
+    CHECK(max_rel(raw::quant_matmul(x, merged), unmerged) < 1e-5);
+    // The original's zero points are untouched (the merge made new ones).
+    for (float z : w.zeros.to_vector<float>()) CHECK(z == std::nearbyint(z));
+    CHECK(contains(error_of([&] { fold_into_zero_points(merged, zeros({out, in})); }), "(out, in / L)"));
+    QuantizedWeight nf4 = quantize_nf4(normal({out, in}, 95));
+    CHECK(contains(error_of([&] { fold_into_zero_points(nf4, zeros({out, in / L})); }), "INT4"));
+}
+
+TEST_CASE("quant: a requantizing merge reports its rounding error") {
+    QuantizedWeight w = quantize_nf4(normal({64, 256}, 96, 0.02));
+    Tensor delta = normal({64, 256}, 97, 0.002);
+    RequantizeError err;
+    QuantizedWeight merged = requantize_merge(w, delta, &err);
+    INFO("max ", err.max_abs, " rms ", err.rms, " max delta ", err.max_abs_delta);
+    // The error is NF4's rounding of the new weight: at most half the widest table gap times the
+    // block's absmax, and not zero (the codes changed).
+    double worst_absmax = 0;
+    for (float a : nf4_block_absmax(merged).to_vector<float>()) worst_absmax = std::max(worst_absmax, double(a));
+    CHECK(err.max_abs <= 0.5 * (1 - 0.6961928009986877) * worst_absmax * 1.02);
+    CHECK(err.rms > 0);
+    CHECK(err.max_abs_delta == doctest::Approx(max_abs_diff(delta, zeros({64, 256}))));
+    CHECK(bytes_of(merged.codes) != bytes_of(w.codes));
+}
