@@ -117,6 +117,10 @@ std::string QuantizedWeight::describe() const {
 
 // The kernels' view of a weight.
 static QuantView view_of(const QuantizedWeight& w) {
+    for (const Tensor* t : {&w.absmax, &w.nested_absmax, &w.nested_code, &w.scales, &w.zeros})
+        EMBER_CHECK(!t->defined() || t->dtype() == DType::F32, "quantized weight ", w.describe(),
+                    ": its statistics must stay f32, got ", t->dtype(), " (Module::to(dtype) "
+                    "converts them); convert the model before quantizing it, or keep it in f32");
     QuantView v;
     v.int4 = w.format == QuantFormat::INT4;
     v.rows = w.rows, v.cols = w.cols, v.blocksize = w.blocksize;

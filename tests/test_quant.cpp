@@ -91,6 +91,28 @@ TEST_CASE("quant: NF4 packs a block of 64 normals into the bytes bitsandbytes gi
     CHECK(bytes_of(quantize_nf4(from_vector(x, {2, 32}), false).codes) == expected);
 }
 
+TEST_CASE("quant: every NF4 code is the nearest table value, whatever the size and tail") {
+    // The argmin rule, written independently of the kernels' mid-point compares, over sizes that
+    // leave a short last block and an odd element count (its last byte's low nibble is 0).
+    for (int64_t n : {64, 100, 127, 333, 4096 + 7}) {
+        CAPTURE(n);
+        Tensor w = normal({1, n}, 100 + uint64_t(n));
+        QuantizedWeight q = quantize_nf4(w, false);
+        std::vector<float> x = w.to_vector<float>(), a = q.absmax.to_vector<float>();
+        std::vector<uint8_t> b = bytes_of(q.codes);
+        REQUIRE(int64_t(b.size()) == (n + 1) / 2);
+        for (int64_t i = 0; i < n; ++i) {
+            const float y = x[size_t(i)] * (1.0f / a[size_t(i / 64)]);
+            int best = 0;
+            for (int k = 1; k < 16; ++k)
+                if (std::abs(y - NF4_VALUES[size_t(k)]) < std::abs(y - NF4_VALUES[size_t(best)])) best = k;
+            const uint8_t byte = b[size_t(i / 2)];
+            CHECK((i % 2 ? byte & 15 : byte >> 4) == best);
+        }
+        if (n % 2) CHECK((b.back() & 15) == 0);
+    }
+}
+
 TEST_CASE("quant: the 8-bit dynamic code and its nearest-code search") {
     const auto& code = dynamic_code_8bit();
     // The extremes: 1, and minus the last mid-point of linspace(0.1, 1, 65): -(0.9859375 + 1) / 2.

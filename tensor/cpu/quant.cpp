@@ -29,6 +29,24 @@ inline uint8_t nf4_code(float x) {  // csrc/kernels.cu dQuantizeNF4: the mid-poi
     for (float m : NF4_MIDPOINTS) q += x > m;
     return q;
 }
+
+// The same for x[0, n) * inv into packed bytes; n even.
+inline void nf4_codes(const float* x, int64_t n, float inv, uint8_t* out) {
+    int64_t i = 0;
+#ifdef EMBER_QUANT_AVX2
+    const __m256 scale = _mm256_set1_ps(inv);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 y = _mm256_mul_ps(_mm256_loadu_ps(x + i), scale);
+        __m256i q = _mm256_setzero_si256();
+        for (float m : NF4_MIDPOINTS)  // a true compare is all ones: -1
+            q = _mm256_sub_epi32(q, _mm256_castps_si256(_mm256_cmp_ps(y, _mm256_set1_ps(m), _CMP_GT_OQ)));
+        alignas(32) int32_t c[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(c), q);
+        for (int j = 0; j < 8; j += 2) out[(i + j) / 2] = uint8_t(c[j] << 4 | c[j + 1]);
+    }
+#endif
+    for (; i < n; i += 2) out[i / 2] = uint8_t(nf4_code(x[i] * inv) << 4 | nf4_code(x[i + 1] * inv));
+}
 }  // namespace
 
 // ---- quantize ----
@@ -42,11 +60,9 @@ void quantize_nf4(const float* w, int64_t n, int64_t blocksize, uint8_t* codes, 
             for (int64_t i = lo; i < hi; ++i) m = std::fmax(m, std::fabs(w[i]));
             absmax[b] = m;
             const float inv = 1.0f / m;  // bitsandbytes multiplies by the reciprocal
-            for (int64_t i = lo; i < hi; i += 2) {
-                uint8_t high = nf4_code(w[i] * inv);
-                uint8_t low = i + 1 < hi ? nf4_code(w[i + 1] * inv) : 0;
-                codes[i / 2] = uint8_t(high << 4 | low);
-            }
+            const int64_t even = (hi - lo) / 2 * 2;  // blocks are even; only the last may be odd
+            nf4_codes(w + lo, even, inv, codes + lo / 2);
+            if (lo + even < hi) codes[(lo + even) / 2] = uint8_t(nf4_code(w[lo + even] * inv) << 4);
         }
     });
 }
