@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "models/gpt.h"
+#include "nn/quant_linear.h"
 #include "tensor/ops.h"
 #include "tensor/parallel.h"
 #include "tensor/quant.h"
@@ -107,6 +109,22 @@ int main() {
     const double dq = median_seconds([&] { dequantize(nf4); }, 0.5);
     std::printf("\nquantize_nf4 %.1f ms, dequantize (to f32) %.1f ms = %.2f G elements/s\n", qt * 1e3,
                 dq * 1e3, double(N * K) / dq / 1e9);
+
+    // ---- a whole model's weights ----
+    // A LLaMA-style GPT of ~100M parameters (dim 768, 12 layers, SwiGLU 2048, vocab 8192, untied
+    // head): tensor bytes on the CPU before and after quantizing every Linear but the head.
+    {
+        const int64_t before = cpu_memory_stats().bytes_in_use;
+        auto gpt = std::make_shared<models::GPT>(models::GPTConfig::llama(8192, 512, 768, 12, 12, 12, 2048), 1);
+        const int64_t f32_bytes = cpu_memory_stats().bytes_in_use - before;
+        const int64_t params = gpt->num_parameters();
+        nn::quantize_linears(*gpt, {}, [](const std::string& name) { return name == "lm_head"; });
+        const int64_t q_bytes = cpu_memory_stats().bytes_in_use - before;
+        std::printf("\nLLaMA-style GPT, %.1fM parameters: weights %.1f MB in f32, %.1f MB with NF4 "
+                    "Linears (head and embeddings f32): %.2fx smaller\n",
+                    double(params) / 1e6, double(f32_bytes) / 1e6, double(q_bytes) / 1e6,
+                    double(f32_bytes) / double(q_bytes));
+    }
     std::printf("load average after: %s\n", load_average().c_str());
     return 0;
 }

@@ -6,6 +6,7 @@
 
 #include "nn/quant_checkpoint.h"
 #include "nn/quant_linear.h"
+#include "models/gpt.h"
 #include "nn/safetensors.h"
 #include "tensor/parallel.h"
 #include "tensor/quant_kernels.h"
@@ -418,4 +419,38 @@ TEST_CASE("quant: a requantizing merge reports its rounding error") {
     CHECK(err.rms > 0);
     CHECK(err.max_abs_delta == doctest::Approx(max_abs_diff(delta, zeros({64, 256}))));
     CHECK(bytes_of(merged.codes) != bytes_of(w.codes));
+}
+
+// ---- whole models ----
+
+TEST_CASE("quant: a GPT of either dialect quantized but for its head stays close and trains its inputs") {
+    for (auto style : {models::GPTConfig::Style::GPT2, models::GPTConfig::Style::Llama}) {
+        const bool llama = style == models::GPTConfig::Style::Llama;
+        CAPTURE(llama);
+        models::GPTConfig c = llama ? models::GPTConfig::llama(64, 32, 64, 2, 4, 2, 128)
+                                    : models::GPTConfig::gpt2(64, 32, 64, 2, 4);
+        if (llama) c.tie_embeddings = false;
+        auto f32 = std::make_shared<models::GPT>(c, 7);
+        auto q = std::make_shared<models::GPT>(c, 7);
+        const int replaced = nn::quantize_linears(*q, {}, [](const std::string& n) { return n == "lm_head"; });
+        // GPT-2: c_attn, c_proj, c_fc, mlp c_proj per block; LLaMA: q, k, v, o, gate, up, down.
+        CHECK(replaced == (llama ? 7 : 4) * 2);
+        if (llama) CHECK(std::dynamic_pointer_cast<nn::Linear>(q->get_submodule("lm_head")) != nullptr);
+        Generator gen(8);
+        Tensor ids = randint(0, 64, {2, 16}, gen);
+        Tensor a = f32->forward(ids), b = q->forward(ids);
+        // 4-bit weights move the logits by a few percent of their range, not more.
+        const double rel = max_rel(b, a);
+        INFO("max relative logit change ", rel);
+        CHECK(rel < 0.1);
+        CHECK(rel > 0);
+        // The frozen 4-bit layers pass gradients to what lies below them (here the embeddings).
+        Tensor loss = sum(mul(b, b));
+        loss.backward();
+        bool any = false;
+        for (auto& [name, p] : q->named_parameters())
+            if (name.find("wte") != std::string::npos || name.find("embed_tokens") != std::string::npos)
+                any = any || (p.grad().defined() && max_abs_diff(p.grad(), zeros_like(p.grad())) > 0);
+        CHECK(any);
+    }
 }
