@@ -5,8 +5,10 @@
 // GCC 12 warns "'__Y' may be used uninitialized" inside its own avx512fintrin.h when the masked
 // builtins behind _mm512_srlv_epi32 / _mm512_permutexvar_* are inlined (their pass-through
 // operand is _mm512_undefined_*, which the warning does not understand); nothing of ours is
-// uninitialized, so the warning is off for this file only.
+// uninitialized, so the warning is off for this file only (clang has no such warning).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 namespace ember {
 namespace cpu {
 namespace {
