@@ -34,8 +34,9 @@ double max_rel(const Tensor& got, const Tensor& want) {
 struct QuantShape { int64_t out, in; };
 const QuantShape SHAPES[] = {{1, 64}, {65, 128}, {300, 512}, {7, 100}};
 
+// INT4 groups of 32 where they fit (the vector matvec), else of 4 (the per-element one).
 QuantizedWeight make(QuantFormat f, const Tensor& w) {
-    return f == QuantFormat::NF4 ? quantize_nf4(w) : quantize_int4(w, 4);
+    return f == QuantFormat::NF4 ? quantize_nf4(w) : quantize_int4(w, w.size(1) % 32 == 0 ? 32 : 4);
 }
 
 }  // namespace

@@ -2,7 +2,7 @@
 //   quantize_nf4     one warp per block: absmax by a warp max, then bitsandbytes' mid-point rule
 //   quantize_int4    one thread per (row, group): GPTQ's min-max quantizer
 //   dequantize       one thread per element
-//   quant_matmul     batch 1: one warp per output row, codes decoded in registers;
+//   quant_matmul     batch 1: one warp per output row, 8 codes per lane from one 32-bit load;
 //                    otherwise a 64 x 64 shared-memory tiled GEMM whose W tiles are decoded from
 //                    the codes as they are loaded: the f32 weight never exists in global memory
 //   quant_matmul_t   the same tiled GEMM with W's tiles read row-wise (dx = dy W)
@@ -96,14 +96,33 @@ __global__ void dequantize_kernel(QuantView w, Table16 nf4, T* out) {
 }
 
 // ---- batch 1: one warp per row ----
-
+// VECTOR (rows of whole blocks, in % 8 == 0, blocks of a multiple of 8): each lane reads 4 bytes
+// (8 codes) at a time, so a warp reads 128 contiguous bytes per step; otherwise one element per
+// lane and step.
+template <bool VECTOR>
 __global__ void matvec_kernel(QuantView w, Table16 nf4, const float* x, float* y) {
     LOAD_TABLE(table, nf4);
     const int lane = threadIdx.x & 31;
     const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
     for (int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; r < w.rows; r += warps) {
+        const int64_t row = r * w.cols;
         float acc = 0;
-        for (int64_t c = lane; c < w.cols; c += 32) acc += decode_at(w, table, r * w.cols + c) * x[c];
+        if (VECTOR) {
+            for (int64_t c = 8 * lane; c < w.cols; c += 8 * 32) {
+                const uint32_t word = *reinterpret_cast<const uint32_t*>(w.codes + (row + c) / 2);
+                const int64_t b = (row + c) / w.blocksize;
+                const float scale = w.int4 ? w.scales[b] : w.block_absmax(b);
+                const float zero = w.int4 ? w.zeros[b] : 0.0f;
+                float part = 0;
+                for (int j = 0; j < 8; ++j) {  // byte j/2: high nibble first
+                    const uint32_t q = (word >> (8 * (j / 2) + (j % 2 ? 0 : 4))) & 15u;
+                    part += (w.int4 ? float(q) - zero : table[q]) * x[c + j];
+                }
+                acc += part * scale;
+            }
+        } else {
+            for (int64_t c = lane; c < w.cols; c += 32) acc += decode_at(w, table, row + c) * x[c];
+        }
         acc = warp_reduce(acc, [](float a, float b) { return a + b; });
         if (lane == 0) y[r] = acc;
     }
@@ -189,7 +208,10 @@ void dequantize(const QuantView& w, double* out) {
 
 void quant_matmul(const QuantView& w, const float* x, int64_t M, float* y) {
     if (M == 1) {
-        matvec_kernel<<<warp_grid(w.rows), THREADS, 0, stream()>>>(w, nf4_table(), x, y);
+        if (w.rows_are_blocked() && w.cols % 8 == 0 && w.blocksize % 8 == 0)
+            matvec_kernel<true><<<warp_grid(w.rows), THREADS, 0, stream()>>>(w, nf4_table(), x, y);
+        else
+            matvec_kernel<false><<<warp_grid(w.rows), THREADS, 0, stream()>>>(w, nf4_table(), x, y);
         CUDA_LAUNCHED();
         return;
     }
