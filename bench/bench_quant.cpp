@@ -5,6 +5,8 @@
 //           and a plain threaded f32 dot-product loop (the memory-bound floor an f32 GEMV has).
 //   GEMM    batch 64 and 256 at 4096 x 4096: the 4-bit product decodes inside B's packing;
 //           the peer is Ember's f32 GEMM on the same shapes. Then the input gradient dy W.
+//   GPU     with a GPU, matvec and batches 64 and 1024 against Ember's f32 (cuBLAS) matmul.
+//   model   the weight bytes of a ~100M LLaMA-style GPT in f32 and with NF4 Linears.
 // Each figure is the median of several timed runs after a warm-up; the load average is printed
 // with the figures, since the machine may be shared.
 #include <algorithm>
@@ -16,6 +18,7 @@
 
 #include "models/gpt.h"
 #include "nn/quant_linear.h"
+#include "tensor/cuda/runtime.h"
 #include "tensor/ops.h"
 #include "tensor/parallel.h"
 #include "tensor/quant.h"
@@ -109,6 +112,29 @@ int main() {
     const double dq = median_seconds([&] { dequantize(nf4); }, 0.5);
     std::printf("\nquantize_nf4 %.1f ms, dequantize (to f32) %.1f ms = %.2f G elements/s\n", qt * 1e3,
                 dq * 1e3, double(N * K) / dq / 1e9);
+
+    // ---- GPU rows: the same products on the GPU, each timed to a synchronize ----
+    if (!cuda_is_available()) {
+        std::printf("\nGPU rows: no GPU: skipped\n");
+    } else {
+        const Device gpu = Device::cuda();
+        QuantizedWeight nf4_gpu = nf4.to(gpu);
+        Tensor w_gpu = w.to(gpu), wt_gpu = raw::transpose(w_gpu, 0, 1), x_gpu = x.to(gpu);
+        auto timed = [&](auto&& fn) { return median_seconds([&] { fn(); cuda::synchronize(); }); };
+        const double f = timed([&] { raw::matmul(x_gpu, wt_gpu); });
+        const double q = timed([&] { raw::quant_matmul(x_gpu, nf4_gpu); });
+        std::printf("\nGPU matvec: f32 matmul %.3f ms (%.0f GB/s), nf4 %.3f ms (%.0f GB/s): %.2fx\n",
+                    f * 1e3, gbs(4.0 * N * K, f), q * 1e3, gbs(double(nf4.storage_bytes()), q), f / q);
+        for (int64_t M : {64, 1024}) {
+            Tensor xb = randn({M, K}, gen).to(gpu), dy = randn({M, N}, gen).to(gpu);
+            const double flops = 2.0 * double(M) * double(N) * double(K);
+            const double fg = timed([&] { raw::matmul(xb, wt_gpu); });
+            const double qg = timed([&] { raw::quant_matmul(xb, nf4_gpu); });
+            const double qb = timed([&] { raw::quant_matmul_t(dy, nf4_gpu); });
+            std::printf("GPU batch %5lld: f32 matmul %.0f GFLOP/s, nf4 forward %.0f, nf4 dy W %.0f GFLOP/s\n",
+                        (long long)M, flops / fg / 1e9, flops / qg / 1e9, flops / qb / 1e9);
+        }
+    }
 
     // ---- a whole model's weights ----
     // A LLaMA-style GPT of ~100M parameters (dim 768, 12 layers, SwiGLU 2048, vocab 8192, untied
