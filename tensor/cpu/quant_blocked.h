@@ -34,7 +34,6 @@ namespace ember {
 namespace cpu {
 namespace {
 
-
 // ---- one code at a time (tails, odd layouts, f64) ----
 
 inline float decode_one(const QuantView& v, int64_t flat) {
@@ -58,6 +57,15 @@ inline float hsum(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
+
+// NF4_VALUES[q] per lane: two 8-entry permutes, and bit 3 of q picks between them.
+struct Nf4Table {
+    __m256 lo = _mm256_loadu_ps(NF4_VALUES.data()), hi = _mm256_loadu_ps(NF4_VALUES.data() + 8);
+    __m256 operator()(__m256i q) const {
+        __m256 from_lo = _mm256_permutevar8x32_ps(lo, q), from_hi = _mm256_permutevar8x32_ps(hi, q);
+        return _mm256_blendv_ps(from_lo, from_hi, _mm256_castsi256_ps(_mm256_slli_epi32(q, 28)));
+    }
+};
 #endif
 
 #ifdef EMBER_QUANT_AVX512
@@ -69,18 +77,8 @@ inline __m512i codes16(const uint8_t* p) {
     return _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi32(pick, words), shifts),
                             _mm512_set1_epi32(15));
 }
+// NF4_VALUES[q] per lane: the whole table fits one register.
 inline __m512 nf4_lookup16(__m512i q) { return _mm512_permutexvar_ps(q, _mm512_loadu_ps(NF4_VALUES.data())); }
-#endif
-
-#ifdef EMBER_QUANT_AVX2
-
-struct Nf4Table {
-    __m256 lo = _mm256_loadu_ps(NF4_VALUES.data()), hi = _mm256_loadu_ps(NF4_VALUES.data() + 8);
-    __m256 operator()(__m256i q) const {  // NF4_VALUES[q] per lane
-        __m256 from_lo = _mm256_permutevar8x32_ps(lo, q), from_hi = _mm256_permutevar8x32_ps(hi, q);
-        return _mm256_blendv_ps(from_lo, from_hi, _mm256_castsi256_ps(_mm256_slli_epi32(q, 28)));
-    }
-};
 #endif
 
 // out[0, n) = the values of elements [flat, flat + n) that share one block (scale, zero).
