@@ -183,6 +183,33 @@ inline float dot_piece(const QuantView& v, int64_t flat, int64_t n, const float*
     return sum;
 }
 
+#ifdef EMBER_QUANT_AVX512
+// One output of y = W x with 16 codes per step and each block's scale applied to the vector
+// sum, so no horizontal sum per block. Needs blocksize % 16 == 0 (rows of whole blocks).
+inline float row_dot16(const QuantView& v, int64_t r, const float* x, const float* group_sum) {
+    const int64_t row = r * v.cols, blocks = v.cols / v.blocksize;
+    const uint8_t* p = v.codes + row / 2;
+    __m512 total = _mm512_setzero_ps();
+    float correction = 0;  // INT4: - s z sum(x) per group
+    for (int64_t g = 0; g < blocks; ++g) {
+        const float* xg = x + g * v.blocksize;
+        __m512 acc = _mm512_setzero_ps();
+        if (v.int4) {
+            for (int64_t j = 0; j < v.blocksize; j += 16, p += 8)
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(codes16(p)), _mm512_loadu_ps(xg + j), acc);
+            const int64_t b = row / v.blocksize + g;
+            total = _mm512_fmadd_ps(acc, _mm512_set1_ps(v.scales[b]), total);
+            correction -= v.scales[b] * v.zeros[b] * group_sum[g];
+        } else {
+            for (int64_t j = 0; j < v.blocksize; j += 16, p += 8)
+                acc = _mm512_fmadd_ps(nf4_lookup16(codes16(p)), _mm512_loadu_ps(xg + j), acc);
+            total = _mm512_fmadd_ps(acc, _mm512_set1_ps(v.block_absmax(row / v.blocksize + g)), total);
+        }
+    }
+    return _mm512_reduce_add_ps(total) + correction;
+}
+#endif
+
 void matvec(const QuantView& v, const float* x, float* y) {
     // INT4: sum (q - z) s x = s (sum q x - z sum x), so each group needs sum x once.
     std::vector<float> group_sum;
@@ -196,6 +223,12 @@ void matvec(const QuantView& v, const float* x, float* y) {
     }
     parallel_for(v.rows, 16, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
+#ifdef EMBER_QUANT_AVX512
+            if (v.blocksize % 16 == 0) {
+                y[r] = row_dot16(v, r, x, group_sum.data());
+                continue;
+            }
+#endif
             const int64_t row_flat = r * v.cols;
             float total = 0;
             for (int64_t c = 0; c < v.cols; c += v.blocksize) {
