@@ -454,3 +454,20 @@ TEST_CASE("quant: a GPT of either dialect quantized but for its head stays close
         CHECK(any);
     }
 }
+
+TEST_CASE("quant: the byte-tensor writer checks its entries, and a corrupt quant state is refused") {
+    const std::string path = "/tmp/ember_test_quant_bytes.safetensors";
+    nn::StateDict sd = {{"a", zeros({2})}};
+    CHECK(contains(error_of([&] { nn::save_safetensors_with_bytes(path, sd, {{"b", nn::ByteTensor{{3}, {1, 2}}}}); }),
+                   "has 2 bytes but its shape [3] holds 3"));
+    CHECK(contains(error_of([&] { nn::save_safetensors_with_bytes(path, sd, {{"a", nn::ByteTensor{{1}, {1}}}}); }),
+                   "both a tensor and a byte tensor"));
+    // A U8 tensor the reader cannot place, and a quant state that is not JSON.
+    nn::save_safetensors_with_bytes(path, sd, {{"stray", nn::ByteTensor{{1}, {7}}}});
+    CHECK(contains(error_of([&] { nn::read_quantized(path); }), "'stray' belongs to no quantized weight"));
+    const std::string junk = "not json";
+    nn::save_safetensors_with_bytes(path, sd, {{"l.weight.quant_state.bitsandbytes__nf4",
+                                                nn::ByteTensor{{int64_t(junk.size())}, {junk.begin(), junk.end()}}}});
+    CHECK(contains(error_of([&] { nn::read_quantized(path); }), "is not a quant state"));
+    std::remove(path.c_str());
+}
