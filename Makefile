@@ -54,7 +54,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_BIN  := $(BUILD)/ember_tests
 BENCH_BIN := $(BUILD)/bench_ops
 
-.PHONY: all lib examples test asan bench deps demo peft-results clean fuzz gpu-check
+.PHONY: all lib examples test asan bench bench-qlora-memory deps demo peft-results clean fuzz gpu-check
 all: lib examples
 
 lib: $(LIB)
@@ -165,6 +165,14 @@ BENCH_QUANT_BIN := $(BUILD)/bench_quant
 $(BENCH_QUANT_BIN): bench/bench_quant.cpp $(LIB)
 	@mkdir -p $(BUILD)
 	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+# QLoRA against LoRA on a ~100M LLaMA-style GPT: tensor bytes and loss (about a minute; not in `make bench`).
+BENCH_QLORA_BIN := $(BUILD)/bench_qlora_memory
+$(BENCH_QLORA_BIN): bench/bench_qlora_memory.cpp $(LIB)
+	@mkdir -p $(BUILD)
+	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
+bench-qlora-memory: $(BENCH_QLORA_BIN)
+	./$(BENCH_QLORA_BIN)
 
 bench: $(BENCH_BIN) $(BENCH_GPU_BIN) $(BENCH_QUANT_BIN)
 	./$(BENCH_BIN)
