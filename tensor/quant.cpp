@@ -251,10 +251,12 @@ Tensor dequantize(const QuantizedWeight& w, DType dtype) {
 Tensor nf4_block_absmax(const QuantizedWeight& w) {
     EMBER_CHECK(w.format == QuantFormat::NF4, "nf4_block_absmax: the weight is ", w.describe());
     if (!w.double_quant) return w.absmax.clone();
-    QuantizedWeight host = w.to(Device::cpu());
-    const QuantView v = view_of(host);
+    // Only the statistics come to the host, not the codes.
+    const ByteBuffer codes = w.absmax_codes.to(Device::cpu());
+    const std::vector<float> nested = w.nested_absmax.to_vector<float>(), code = w.nested_code.to_vector<float>();
     std::vector<float> a(size_t(w.blocks()));
-    for (int64_t b = 0; b < w.blocks(); ++b) a[size_t(b)] = v.block_absmax(b);
+    for (int64_t b = 0; b < w.blocks(); ++b)
+        a[size_t(b)] = code[codes.data()[b]] * nested[size_t(b / w.nested_blocksize)] + w.absmax_offset;
     return from_vector(a, {w.blocks()}, w.device());
 }
 
