@@ -43,6 +43,8 @@ LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.cu.o)
 ifeq ($(shell uname -m),x86_64)
 $(BUILD)/tensor/cpu/matmul_avx512.o: CXXFLAGS += -mavx512f -mavx512vl -mprefer-vector-width=512 \
                                                 -DEMBER_HAVE_AVX512_GEMM
+# The 4-bit products likewise (tensor/cpu/quant_avx512.cpp), behind the same run-time check.
+$(BUILD)/tensor/cpu/quant_avx512.o: CXXFLAGS += -mavx512f -mavx512vl -mprefer-vector-width=512
 endif
 LIB       := $(BUILD)/libember.a
 EXAMPLE_SUPPORT := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard examples/support/*.cpp))
@@ -203,9 +205,25 @@ $(BENCH_GPU_BIN): bench/bench_gpu.cpp $(LIB)
 	@mkdir -p $(BUILD)
 	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
-bench: $(BENCH_BIN) $(BENCH_GPU_BIN)
+# 4-bit products against f32 (matvec at batch 1, GEMM at batch 64 and 256), CPU, 2 threads.
+BENCH_QUANT_BIN := $(BUILD)/bench_quant
+$(BENCH_QUANT_BIN): bench/bench_quant.cpp $(LIB)
+	@mkdir -p $(BUILD)
+	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+# QLoRA against LoRA on a ~100M LLaMA-style GPT: tensor bytes and loss (about a minute; not in `make bench`).
+BENCH_QLORA_BIN := $(BUILD)/bench_qlora_memory
+$(BENCH_QLORA_BIN): bench/bench_qlora_memory.cpp $(LIB)
+	@mkdir -p $(BUILD)
+	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
+.PHONY: bench-qlora-memory
+bench-qlora-memory: $(BENCH_QLORA_BIN)
+	./$(BENCH_QLORA_BIN)
+
+bench: $(BENCH_BIN) $(BENCH_GPU_BIN) $(BENCH_QUANT_BIN)
 	./$(BENCH_BIN)
 	./$(BENCH_GPU_BIN)
+	./$(BENCH_QUANT_BIN)
 
 clean:
 	rm -rf build build-asan build-fuzz
