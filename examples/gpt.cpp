@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <cmath>
@@ -25,6 +26,7 @@
 #include "models/gpt.h"
 #include "models/tokenizer.h"
 #include "nn/trainer.h"
+#include "tensor/cuda/cuda.h"
 #include "tensor/parallel.h"
 
 using namespace ember;
@@ -137,10 +139,13 @@ int train(int argc, char** argv) {
     bool& resume = f.boolean("resume", false, "continue from --out/checkpoint.safetensors");
     int64_t& seed = f.integer("seed", 1, "seed for weights and batches");
     int64_t& threads = f.integer("threads", 0, "CPU threads (0: all cores)");
+    double& clip = f.real("clip", 1.0, "clip the gradient norm to this before each step (0: no clipping)");
+    bool& tf32 = f.boolean("tf32", true, "TF32 tensor cores for f32 matmuls on CUDA (--tf32=false: full f32)");
     if (!f.parse(argc, argv, 2)) return 0;
     if (threads > 0) set_num_threads(int(threads));
 
     Device device = pick_device(device_name);
+    cuda::set_allow_tf32(tf32 && device.is_cuda());
     Text text = load_text(data, holdout);
     const int64_t T = m.context;
     EMBER_CHECK(int64_t(text.train.size()) > T + 1, "gpt: the training text is shorter than one window");
@@ -155,8 +160,9 @@ int train(int argc, char** argv) {
     nn::TrainerOptions o;
     o.steps = steps, o.stop_at = stop_at, o.accumulate = accumulate, o.lr = lr, o.warmup = warmup;
     o.weight_decay = weight_decay, o.eval_every = eval_every, o.save_every = save_every;
-    o.checkpoint = out + "/checkpoint.safetensors", o.resume = resume;
+    o.checkpoint = out + "/checkpoint.safetensors", o.resume = resume, o.clip = clip;
     nn::Trainer trainer(*model, o, {model->rng}, {{"config", model->config.to_hf_json()}});
+    if (device.is_cuda()) cuda::reset_peak();
 
     // Each micro-batch's windows are a pure function of (seed, step, micro): a resumed run draws
     // exactly the batches the interrupted one would have.
@@ -171,10 +177,24 @@ int train(int argc, char** argv) {
     auto eval_fn = [&](int64_t step) {
         log.metric(step, "val_loss", evaluate(*model, text.val, eval_batches, batch, T, device));
     };
+    // Throughput over every step after the first (which pays for warm-up and allocation).
+    std::chrono::steady_clock::time_point first_done, last_done;
+    int64_t timed_items = 0, timed_steps = -1;
     int64_t done = trainer.run(batch_fn, eval_fn, [&](int64_t step, double loss, int64_t items, double rate) {
         log.step(step, loss, items, rate);
+        last_done = std::chrono::steady_clock::now();
+        if (++timed_steps == 0) first_done = last_done;
+        else timed_items += items;
     });
     log.finish();
+    if (timed_steps > 0) {
+        const double seconds = std::chrono::duration<double>(last_done - first_done).count();
+        std::cout << "throughput: " << std::lround(double(timed_items) / seconds) << " tok/s over " << timed_steps
+                  << " steps after the first (clip " << clip << ", tf32 " << (cuda::allow_tf32() ? "on" : "off") << ")";
+        if (device.is_cuda())
+            std::cout << ", peak GPU memory " << cuda::allocator_stats().peak_bytes_in_use / (1 << 20) << " MiB";
+        std::cout << "\n";
+    }
     if (trainer.resumed_from() > 0) std::cout << "resumed from step " << trainer.resumed_from() << "\n";
     model->save_pretrained(out);
     std::cout << "saved " << out << "/model.safetensors after step " << done << "\n";

@@ -32,6 +32,8 @@ std::string allocator_stats_string(const AllocatorStats&) {
 }
 void empty_cache() {}
 void reset_peak() {}
+void set_exact_allocations(bool) {}
+bool exact_allocations() { return false; }
 
 static bool tf32_allowed = false;
 void set_allow_tf32(bool allow) { tf32_allowed = allow; }
