@@ -5,7 +5,7 @@
 #   environment   nvidia-smi, the driver and CUDA versions, compute-sanitizer's version
 #   binaries      the prebuilt binaries carried in gpu-bin/ (make gpu-bin) start; built here only
 #                 if they do not (and only where there is a GPU to run them)
-#   op_table      every `cuda*` test case, the CUDA-vs-CPU op table first-class among them
+#   op_table      every `cuda*` test case, the CUDA-vs-CPU op table among them
 #   bench_gpu     bench/bench_gpu.cpp's rows
 #   train_*       GPT-2 small (12 layers, width 768, 12 heads, 1024 tokens) for a few steps: with
 #                 clipping and TF32 (the defaults), without clipping, without TF32; tok/s and peak

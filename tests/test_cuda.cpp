@@ -13,6 +13,7 @@
 #include <memory>
 #include <sstream>
 
+#include "nn/optim.h"
 #include "tensor/cuda/cuda.h"
 #include "tests/op_table.h"
 #include "tests/raw_test_helpers.h"
@@ -190,6 +191,35 @@ std::vector<OpCase> op_cases() {
         [](Inputs v) { return raw::add(raw::sum(v[0], {1}), raw::max(v[0], {1})); });
     add("sum f64 (1025, 7)", {normal({1025, 7}, 173, F64)},
         [](Inputs v) { return sum(v[0], {0}); });
+    // split rows: few long rows are cut into chunks across blocks, then the chunks combined
+    add("sum of all (300000): split row", {normal({300000}, 174)}, [](Inputs v) { return sum(v[0]); });
+    add("mean of all f64 (3, 50001): split row", {normal({3, 50001}, 175, F64)},
+        [](Inputs v) { return mean(v[0]); });
+    add("max and min of long rows (2, 100003): split rows", {normal({2, 100003}, 176)},
+        [](Inputs v) { return max(v[0], {1}) + min(v[0], {1}) * 3.0; });
+    add("argmax of long rows with ties (3, 70000): split rows", {ties({3, 70000}, 177)},
+        [](Inputs v) { return argmax(v[0], 1); });
+    add("integer sum of a long row (i64): split row", {ids({2, 40000}, 1000, 178)},
+        [](Inputs v) { return raw::sum(v[0], {1}); });
+    // column sums: the reduced dims lead (a bias gradient), no transposing copy
+    add("sum over leading dims (4, 127, 33) -> (33)", {normal({4, 127, 33}, 179)},
+        [](Inputs v) { return sum(v[0], {0, 1}); });
+    add("mean over dim 0 keepdim (70000, 5)", {normal({70000, 5}, 1790)},
+        [](Inputs v) { return mean(v[0], {0}, true); });
+    add("column sums f64 and i64 (1025, 7, 3)", {normal({1025, 7, 3}, 1791, F64),
+                                                ids({1025, 7}, 50, 1792)},
+        [](Inputs v) { return sum(v[0], {0}) + raw::to_dtype(raw::sum(v[1], {0}), DType::F64).reshape({7, 1}); });
+    add("bias gradient of a linear layer (3, 127, 9) + (9)", {normal({3, 127, 9}, 1793), normal({9}, 1794)},
+        [](Inputs v) { return v[0] + v[1]; });
+    // the fused sum of squares behind clip_grad_norm: mixed dtypes, a transpose, many chunks
+    add("sum of squares over many tensors (clip_grad_norm)",
+        {normal({1025}, 1795), normal({7, 127}, 1796, F64), normal({127, 9}, 1797),
+         normal({40000}, 1798)},
+        [](Inputs v) {
+            NoGradGuard no_grad;
+            const double s = nn::sum_of_squares({v[0], v[1], v[2].t(), v[3]});
+            return full({}, s, F64, v[0].device());
+        }, 1e-12);
 
     // ---- softmax ----
     add("softmax of 70000 rows", {normal({70000, 3}, 180)},
@@ -202,6 +232,17 @@ std::vector<OpCase> op_cases() {
         [](Inputs v) { return log_softmax(v[0], -1); });
     add("log_softmax f64 of a transpose", {normal({7, 127}, 185, F64)},
         [](Inputs v) { return log_softmax(v[0].t(), 1); });
+    // attention's softmax, scale and causal mask folded in
+    add("scaled causal softmax (2, 3, 7, 7)", {normal({2, 3, 7, 7}, 186)},
+        [](Inputs v) { return scaled_softmax(v[0], 0.3, true); });
+    add("scaled causal softmax, fewer queries than keys (1, 2, 5, 1025)", {normal({1, 2, 5, 1025}, 187)},
+        [](Inputs v) { return scaled_softmax(v[0], 0.125, true); });
+    add("scaled causal softmax, fully masked rows (1, 1, 9, 4)", {normal({1, 1, 9, 4}, 188)},
+        [](Inputs v) { return scaled_softmax(v[0], 2.0, true); });
+    add("scaled softmax without mask, transposed (127, 70)", {normal({70, 127}, 189)},
+        [](Inputs v) { return scaled_softmax(v[0].t(), 0.5, false); });
+    add("scaled causal softmax f64 (3, 127, 127)", {normal({3, 127, 127}, 1890, F64)},
+        [](Inputs v) { return scaled_softmax(v[0], 0.0883883, true); });
 
     // ---- matmul ----
     add("matmul 2-D (7, 127) @ (127, 1025)", {normal({7, 127}, 190), normal({127, 1025}, 191)},

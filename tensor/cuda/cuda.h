@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace ember {
 
@@ -36,6 +37,11 @@ void reset_peak();   // peak_bytes_in_use = bytes_in_use
 // environment. Switching it on empties the cache first.
 void set_exact_allocations(bool exact);
 bool exact_allocations();
+
+// ---- the sum of squares over many tensors (clip_grad_norm's gradient norm) ----
+// sum over every tensor of sum(x^2), in double: one reduction over all of them and one host
+// synchronization, the same result run to run. Tensors: contiguous f32 or f64 on the GPU.
+double sum_of_squares(const std::vector<Tensor>& tensors);
 
 // ---- matmul precision ----
 // TF32 tensor cores for f32 matmuls: about 8x faster on Ampere and later, with 10-bit mantissas
