@@ -30,6 +30,7 @@ set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$root/build/gpu-window}
 bin=${GPU_BIN:-$root/gpu-bin}
+[ -d "$bin" ] && bin=$(cd "$bin" && pwd)
 deadline_s=${DEADLINE_S:-540}
 train_steps=${TRAIN_STEPS:-8}
 start=$(date +%s)
