@@ -26,8 +26,14 @@ void check_scores(const char* op, const Tensor& x, bool causal) {
                 " for a causal mask" : "", ", got shape ", x.shape());
 }
 
+// The kernels' (rows, Tk) view of scores (..., Tk); unused in a build without CUDA.
+[[maybe_unused]] Shape as_rows(const Tensor& x) {
+    const int64_t n = x.size(-1);
+    return {n == 0 ? 0 : x.numel() / n, n};
+}
+
 // The kernels' tq: queries per (Tq, Tk) block of rows, 0 when nothing is masked.
-int64_t queries(const Tensor& x, bool causal) { return causal ? x.size(-2) : 0; }
+[[maybe_unused]] int64_t queries(const Tensor& x, bool causal) { return causal ? x.size(-2) : 0; }
 
 }  // namespace
 
@@ -36,9 +42,8 @@ Tensor scaled_softmax(const Tensor& x, double scale, bool causal) {
     check_scores(op, x, causal);
     if (x.device().is_cuda()) {
         Tensor xc = contiguous(x);
-        const int64_t n = x.size(-1), rows = n == 0 ? 0 : x.numel() / n;
         Tensor y = make_tensor(x.shape(), x.dtype(), x.device());
-        ON_CUDA(op, cuda::scaled_softmax(reshape(xc, {rows, n}), reshape(y, {rows, n}), scale,
+        ON_CUDA(op, cuda::scaled_softmax(reshape(xc, as_rows(x)), reshape(y, as_rows(x)), scale,
                                          queries(x, causal)));
         return y;
     }
@@ -59,11 +64,10 @@ Tensor scaled_softmax_backward(const Tensor& y, const Tensor& grad, double scale
     EMBER_CHECK(y.shape() == grad.shape(), op, ": the gradient's shape ", grad.shape(),
                 " differs from the output's shape ", y.shape(), "; they must be equal");
     if (y.device().is_cuda()) {
-        const int64_t n = y.size(-1), rows = n == 0 ? 0 : y.numel() / n;
         Tensor dx = make_tensor(y.shape(), y.dtype(), y.device());
-        ON_CUDA(op, cuda::scaled_softmax_backward(reshape(contiguous(y), {rows, n}),
-                                                  reshape(contiguous(grad), {rows, n}),
-                                                  reshape(dx, {rows, n}), scale,
+        ON_CUDA(op, cuda::scaled_softmax_backward(reshape(contiguous(y), as_rows(y)),
+                                                  reshape(contiguous(grad), as_rows(y)),
+                                                  reshape(dx, as_rows(y)), scale,
                                                   queries(y, causal)));
         return dx;
     }
