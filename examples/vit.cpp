@@ -19,6 +19,7 @@
 #include "nn/safetensors.h"
 #include "nn/init.h"
 #include "nn/trainer.h"
+#include "tensor/cuda/cuda.h"
 #include "tensor/parallel.h"
 
 using namespace ember;
@@ -123,11 +124,13 @@ int train(int argc, char** argv) {
     int64_t& seed = f.integer("seed", 1, "seed for weights and batches");
     int64_t& threads = f.integer("threads", 0, "CPU threads (0: all cores)", at_least_0);
     std::string& classes = f.text("classes", "all", "train on labels lo-hi only, relabelled from 0 (e.g. 0-4)");
+    bool& tf32 = f.boolean("tf32", true, "TF32 tensor cores for f32 matmuls on CUDA (--tf32=false: full f32)");
     if (!f.parse(argc, argv, 2)) return 0;
     if (threads > 0) set_num_threads(int(threads));
 
     // Everything is checked before the folder is touched or the model allocated.
     Device device = pick_device(device_name);
+    cuda::set_allow_tf32(tf32 && device.is_cuda());
     ImageSet all_train = read_idx_set(data, "train");
     int64_t num_classes = count_classes(all_train, data + "/train-labels");
     ImageSet train_set = select_classes(all_train, classes, num_classes);

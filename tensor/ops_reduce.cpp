@@ -58,9 +58,39 @@ RowsView as_rows(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
     return {reshape(contiguous(permute(x, order)), {rows, n}), out_shape};
 }
 
+// A sum or mean over the leading dims of a contiguous CUDA tensor (a bias gradient: (B, T, C) ->
+// (C)) runs as column sums of its (n, cols) view, with no transposing copy. Undefined when the
+// reduction is not of that form.
+Tensor reduce_leading_dims_on_cuda(bool mean, const Tensor& x, const std::vector<int>& dims,
+                                   bool keepdim) {
+    const int k = int(dims.size());
+    if (k == 0 || k == x.dim() || !x.is_contiguous()) return Tensor();
+    for (int i = 0; i < k; ++i)
+        if (dims[i] != i) return Tensor();
+    int64_t n = 1, cols = 1;
+    Shape out_shape;
+    for (int d = 0; d < x.dim(); ++d) {
+        if (d < k) {
+            n *= x.size(d);
+            if (keepdim) out_shape.push_back(1);
+        } else {
+            cols *= x.size(d);
+            out_shape.push_back(x.size(d));
+        }
+    }
+    if (n == 0) return Tensor();  // empty sums: the row path gives 0 and NaN means
+    Tensor out = make_tensor({cols}, x.dtype(), x.device());
+    ON_CUDA(mean ? "mean" : "sum", cuda::reduce_cols(mean, reshape(x, {n, cols}), out));
+    return reshape(out, out_shape);
+}
+
 Tensor reduce(cpu::ReduceOp op, const char* name, const Tensor& x, const std::vector<int>& dims_in,
               bool keepdim, DType out_dtype) {
     std::vector<int> dims = reduced_dims(dims_in, x.dim(), name);
+    if (x.device().is_cuda() && (op == cpu::ReduceOp::Sum || op == cpu::ReduceOp::Mean)) {
+        Tensor out = reduce_leading_dims_on_cuda(op == cpu::ReduceOp::Mean, x, dims, keepdim);
+        if (out.defined()) return out;
+    }
     RowsView view = as_rows(x, dims, keepdim);
     const int64_t rows = view.rows.size(0), n = view.rows.size(1);
     bool needs_elements = op == cpu::ReduceOp::Max || op == cpu::ReduceOp::Min ||
