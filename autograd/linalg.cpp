@@ -1,11 +1,21 @@
 // matmul's backward: for C = A @ B, dA = dC @ B^T and dB = A^T @ dC (transposes are views, so
 // no copies), each summed back over broadcast batch dims. A frozen side is neither computed nor
 // saved: this is what makes a frozen weight cost no gradient product.
+//
+// A batched A times a plain matrix B, (..., M, K) @ (K, N), is one (rows, K) @ (K, N) product
+// with the batch folded into the rows, as torch.matmul does. Its dB is then one product over
+// all rows, instead of a (batch, K, N) stack of per-matrix gradients summed afterwards (for a
+// GPT's lm_head that stack is batch x C x vocabulary floats).
 #include "autograd/functions.h"
 
 namespace ember {
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
+    if (a.defined() && b.defined() && a.dim() > 2 && b.dim() == 2 && a.size(-1) == b.size(0)) {
+        Shape out_shape = a.shape();
+        out_shape[out_shape.rank - 1] = b.size(1);
+        return matmul(a.reshape({-1, a.size(-1)}), b).reshape(out_shape);
+    }
     Tensor out = raw::matmul(a, b);
     if (needs_graph({a, b})) {
         SavedTensor saved_a(b.requires_grad() ? a : Tensor(), "matmul");
