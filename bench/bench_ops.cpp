@@ -57,6 +57,21 @@ static void bench_gemm() {
         }
         std::printf("\n");
     }
+    // GPT-2 small's Linear products at batch 4 x 64: x (256, in) @ W^T, W (out, in) row-major.
+    std::printf("\nCPU linear x @ W^T, f32, GPT-2 small shapes (GFLOP/s, median)\n");
+    std::printf("%18s %12s %12s\n", "M x K x N", "1 thread", "2 threads");
+    const int64_t shapes[][3] = {{256, 768, 2304}, {256, 768, 3072}, {256, 3072, 768}, {256, 768, 50257}};
+    for (const auto& s : shapes) {
+        Tensor x = randn({s[0], s[1]}, gen), w = randn({s[2], s[1]}, gen);
+        double flops = 2.0 * double(s[0]) * double(s[1]) * double(s[2]);
+        std::printf("%6lld x %4lld x %5lld", (long long)s[0], (long long)s[1], (long long)s[2]);
+        for (int threads : {1, 2}) {
+            set_num_threads(threads);
+            double sec = median_seconds([&] { raw::matmul(x, raw::transpose(w, 0, 1)); });
+            std::printf(" %12.1f", flops / sec / 1e9);
+        }
+        std::printf("\n");
+    }
 }
 
 // Median seconds of one training step (forward, cross-entropy, backward, AdamW) of GPT-2 small.
