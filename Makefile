@@ -44,6 +44,8 @@ ifeq ($(shell uname -m),x86_64)
 $(BUILD)/tensor/cpu/matmul_avx512.o: CXXFLAGS += -mavx512f -mavx512vl -mprefer-vector-width=512 \
                                                 -DEMBER_HAVE_AVX512_GEMM
 endif
+# The CPU kernels never read errno, so sqrt and friends may vectorize (AdamW, norms).
+$(patsubst %.cpp,$(BUILD)/%.o,$(wildcard tensor/cpu/*.cpp)): CXXFLAGS += -fno-math-errno
 LIB       := $(BUILD)/libember.a
 EXAMPLE_SUPPORT := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard examples/support/*.cpp))
 EXAMPLES  := $(patsubst examples/%.cpp,$(BUILD)/%,$(wildcard examples/*.cpp))

@@ -58,9 +58,34 @@ RowsView as_rows(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
     return {reshape(contiguous(permute(x, order)), {rows, n}), out_shape};
 }
 
+// A sum or mean over the leading dims of a contiguous float tensor on the CPU reduces the columns
+// of x viewed as (rows, n) in place: no permuted copy (a bias gradient is this).
+bool leading_dims(const Tensor& x, const std::vector<int>& dims) {
+    if (dims.empty() || int(dims.size()) == x.dim()) return false;
+    for (size_t i = 0; i < dims.size(); ++i)
+        if (dims[i] != int(i)) return false;
+    return x.is_contiguous() && x.device().is_cpu() &&
+           (x.dtype() == DType::F32 || x.dtype() == DType::F64);
+}
+
 Tensor reduce(cpu::ReduceOp op, const char* name, const Tensor& x, const std::vector<int>& dims_in,
               bool keepdim, DType out_dtype) {
     std::vector<int> dims = reduced_dims(dims_in, x.dim(), name);
+    if ((op == cpu::ReduceOp::Sum || op == cpu::ReduceOp::Mean) && leading_dims(x, dims)) {
+        Shape out_shape;
+        int64_t rows = 1;
+        for (int d = 0; d < x.dim(); ++d) {
+            if (d < int(dims.size())) {
+                rows *= x.size(d);
+                if (keepdim) out_shape.push_back(1);
+            } else {
+                out_shape.push_back(x.size(d));
+            }
+        }
+        Tensor out = make_tensor(out_shape, out_dtype, x.device());
+        if (out.numel() > 0) cpu::sum_columns(reshape(x, {rows, out.numel()}), out, op == cpu::ReduceOp::Mean);
+        return out;
+    }
     RowsView view = as_rows(x, dims, keepdim);
     const int64_t rows = view.rows.size(0), n = view.rows.size(1);
     bool needs_elements = op == cpu::ReduceOp::Max || op == cpu::ReduceOp::Min ||
