@@ -3,6 +3,8 @@
 // tensor into a temporary file that replaces the target only once everything is on disk.
 #include "nn/safetensors.h"
 
+#include "nn/atomic_file.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -288,57 +290,6 @@ SafetensorsHeader open_and_read_header(const std::string& path, Fd& f) {
     return parse_header(text.data(), n, size - 8 - n, path);
 }
 
-// A temporary file next to `path` that becomes `path` on commit() and is removed otherwise.
-class AtomicFile {
-public:
-    explicit AtomicFile(const std::string& path)
-        : path_(path), tmp_(path + ".tmp." + std::to_string(::getpid())) {
-        fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd_ < 0) fail(path_, "cannot create temporary file " + tmp_ + ": " + errno_text());
-    }
-    ~AtomicFile() {
-        if (fd_ >= 0) ::close(fd_);
-        if (!committed_) ::unlink(tmp_.c_str());
-    }
-    AtomicFile(const AtomicFile&) = delete;
-    AtomicFile& operator=(const AtomicFile&) = delete;
-
-    void write(const void* data, size_t n) {
-        const auto* p = static_cast<const uint8_t*>(data);
-        while (n > 0) {
-            ssize_t put = ::write(fd_, p, std::min<size_t>(n, 1u << 30));
-            if (put < 0 && errno == EINTR) continue;
-            if (put < 0) fail(path_, "write to " + tmp_ + " failed: " + errno_text());
-            p += put, n -= size_t(put);
-        }
-    }
-
-    // Flushes the data to disk, then renames it over the target (atomic on POSIX), then syncs the
-    // directory so the rename itself survives a crash.
-    void commit() {
-        if (::fsync(fd_) != 0) fail(path_, "fsync of " + tmp_ + " failed: " + errno_text());
-        int fd = fd_;
-        fd_ = -1;
-        if (::close(fd) != 0) fail(path_, "close of " + tmp_ + " failed: " + errno_text());
-        if (::rename(tmp_.c_str(), path_.c_str()) != 0)
-            fail(path_, "cannot rename " + tmp_ + " over it: " + errno_text());
-        committed_ = true;
-        size_t slash = path_.find_last_of('/');
-        std::string dir = slash == std::string::npos ? "."
-                          : slash == 0                ? "/"
-                                                      : path_.substr(0, slash);
-        int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            ::fsync(dfd);  // best effort: some file systems refuse fsync on directories
-            ::close(dfd);
-        }
-    }
-
-private:
-    std::string path_, tmp_;
-    int fd_ = -1;
-    bool committed_ = false;
-};
 
 }  // namespace
 

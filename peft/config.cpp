@@ -1,6 +1,7 @@
 // adapter_config.json: peft's keys and defaults, written and read back.
 #include "peft/config.h"
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "peft/adalora.h"
@@ -105,10 +106,15 @@ void IA3Config::fill_defaults(const std::string& model_type) {
 
 // ---- LoRA ----
 
+// peft's lora_alpha is an int in its dataclass: a whole number is written as one (16, not 16.0).
+static json whole_or_real(double v) {
+    return std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9e15 ? json(int64_t(v)) : json(v);
+}
+
 std::string LoraConfig::to_json() const {
     json j = common_json(*this);
     j["r"] = r;
-    j["lora_alpha"] = lora_alpha;
+    j["lora_alpha"] = whole_or_real(lora_alpha);
     j["lora_dropout"] = lora_dropout;
     j["bias"] = bias;
     j["use_rslora"] = use_rslora;
@@ -214,12 +220,20 @@ std::shared_ptr<PeftConfig> config_from_json(const std::string& text) {
     } catch (const json::exception& e) {
         throw Error(make_message("adapter_config.json: not valid JSON (", e.what(), ")"));
     }
-    std::string type = j.is_object() ? j.value("peft_type", std::string()) : std::string();
-    if (type == "LORA") return std::make_shared<LoraConfig>(LoraConfig::from_json(text));
-    if (type == "IA3") return std::make_shared<IA3Config>(IA3Config::from_json(text));
-    if (type == "VERA") return std::make_shared<VeraConfig>(VeraConfig::from_json(text));
-    if (type == "ADALORA") return std::make_shared<AdaLoraConfig>(AdaLoraConfig::from_json(text));
-    if (type == "DYLORA") return std::make_shared<DyLoraConfig>(DyLoraConfig::from_json(text));
+    EMBER_CHECK(j.is_object(), "adapter_config.json: expected a JSON object, got ", j.type_name());
+    EMBER_CHECK(j.contains("peft_type") && j["peft_type"].is_string(),
+                "adapter_config.json: \"peft_type\" must be a string such as \"LORA\"");
+    std::string type = j["peft_type"].get<std::string>();
+    try {  // a key of the wrong type: nlohmann's type_error, turned into Ember's error
+        if (type == "LORA") return std::make_shared<LoraConfig>(LoraConfig::from_json(text));
+        if (type == "IA3") return std::make_shared<IA3Config>(IA3Config::from_json(text));
+        if (type == "VERA") return std::make_shared<VeraConfig>(VeraConfig::from_json(text));
+        if (type == "ADALORA") return std::make_shared<AdaLoraConfig>(AdaLoraConfig::from_json(text));
+        if (type == "DYLORA") return std::make_shared<DyLoraConfig>(DyLoraConfig::from_json(text));
+    } catch (const json::exception& e) {
+        throw Error(make_message("adapter_config.json (", type, "): a key holds a value of the wrong type (", e.what(),
+                                 "); compare the file with one peft writes"));
+    }
     throw Error(make_message("adapter_config.json: peft_type \"", type, "\" is not one Ember reads "
                              "(LORA, IA3, VERA, ADALORA, DYLORA)"));
 }
