@@ -48,6 +48,8 @@ $(BUILD)/tensor/cpu/matmul_avx512.o: CXXFLAGS += -mavx512f -mavx512vl -mprefer-v
 # The 4-bit products likewise (tensor/cpu/quant_avx512.cpp), behind the same run-time check.
 $(BUILD)/tensor/cpu/quant_avx512.o: CXXFLAGS += -mavx512f -mavx512vl -mprefer-vector-width=512
 endif
+# The CPU kernels never read errno, so sqrt and friends may vectorize (AdamW, norms).
+$(patsubst %.cpp,$(BUILD)/%.o,$(wildcard tensor/cpu/*.cpp)): CXXFLAGS += -fno-math-errno
 LIB       := $(BUILD)/libember.a
 EXAMPLE_SUPPORT := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard examples/support/*.cpp))
 EXAMPLES  := $(patsubst examples/%.cpp,$(BUILD)/%,$(wildcard examples/*.cpp))

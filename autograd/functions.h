@@ -102,6 +102,10 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
 // Mean cross-entropy of logits (..., C) against class ids (...).
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
                      double label_smoothing = 0);
+// Fused attention (raw::attention_forward; CPU only): q (B, H, Tq, D), k/v (B, Hkv, Tk, D).
+// Saves q, k, v, the output and its log-sum-exp; no (Tq, Tk) tensor is kept.
+Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                       const raw::AttentionPattern& pattern, double scale);
 // Identity when !training or p == 0.
 Tensor dropout(const Tensor& x, double p, Generator& gen, bool training = true);
 

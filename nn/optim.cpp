@@ -128,6 +128,7 @@ AdamW::AdamW(const std::vector<Tensor>& params, const AdamWOptions& o)
 
 void AdamW::step() {
     NoGradGuard no_grad;
+    std::vector<raw::AdamWSlot> slots;  // every parameter with a gradient, updated in one pass
     for (size_t g = 0; g < groups_.size(); ++g) {
         const ParamGroup& group = groups_[g];
         for (size_t i = 0; i < group.params.size(); ++i) {
@@ -142,9 +143,10 @@ void AdamW::step() {
             st.step++;
             raw::AdamWParams hp{group.lr, options.beta1, options.beta2, options.eps,
                                 group.weight_decay, st.step};
-            raw::adamw_(p, raw::contiguous(grad), st.tensors["exp_avg"], st.tensors["exp_avg_sq"], hp);
+            slots.push_back({p, raw::contiguous(grad), st.tensors["exp_avg"], st.tensors["exp_avg_sq"], hp});
         }
     }
+    raw::adamw_multi_(slots);
     step_count++;
 }
 
