@@ -19,7 +19,8 @@ HAVE_CUDA_SOURCES := $(if $(wildcard tensor/cuda/*.cu),1,0)
 CUDA ?= $(if $(filter 11,$(HAVE_NVCC)$(HAVE_CUDA_SOURCES)),1,0)
 
 CXXFLAGS := -std=c++17 $(OPT) -g -Wall -Wextra -Werror -I. -pthread -MMD -MP $(ARCH_FLAGS) $(EXTRA_FLAGS)
-LDLIBS   := -pthread -lz
+ZLIB     ?= -lz
+LDLIBS   := -pthread $(ZLIB)
 
 LIB_DIRS := tensor tensor/cpu autograd nn peft models
 LIB_SRCS := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.cpp))
@@ -27,7 +28,8 @@ ifeq ($(CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
   CXXFLAGS  += -DEMBER_WITH_CUDA -I$(CUDA_HOME)/include
   # -Xcompiler passes the warning flags to the host compiler (nvcc 13 accepts them as written).
-  NVCCFLAGS := -std=c++17 -O3 -arch=$(CUDA_ARCH) -I. -DEMBER_WITH_CUDA -MMD -MP \
+  # -lineinfo maps compute-sanitizer's reports to source lines; it leaves the machine code alone.
+  NVCCFLAGS := -std=c++17 -O3 -arch=$(CUDA_ARCH) -lineinfo -I. -DEMBER_WITH_CUDA -MMD -MP \
                -Xcompiler "-Wall -Wextra -Werror" $(EXTRA_NVCC_FLAGS)
   LDLIBS    += -L$(CUDA_HOME)/lib64 -lcublas -lcurand -lcudart
   CU_SRCS   := $(wildcard tensor/cuda/*.cu)
@@ -43,7 +45,11 @@ LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.cu.o)
 ifeq ($(shell uname -m),x86_64)
 $(BUILD)/tensor/cpu/matmul_avx512.o: CXXFLAGS += -mavx512f -mavx512vl -mprefer-vector-width=512 \
                                                 -DEMBER_HAVE_AVX512_GEMM
+# The 4-bit products likewise (tensor/cpu/quant_avx512.cpp), behind the same run-time check.
+$(BUILD)/tensor/cpu/quant_avx512.o: CXXFLAGS += -mavx512f -mavx512vl -mprefer-vector-width=512
 endif
+# The CPU kernels never read errno, so sqrt and friends may vectorize (AdamW, norms).
+$(patsubst %.cpp,$(BUILD)/%.o,$(wildcard tensor/cpu/*.cpp)): CXXFLAGS += -fno-math-errno
 LIB       := $(BUILD)/libember.a
 EXAMPLE_SUPPORT := $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard examples/support/*.cpp))
 EXAMPLES  := $(patsubst examples/%.cpp,$(BUILD)/%,$(wildcard examples/*.cpp))
@@ -52,7 +58,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_BIN  := $(BUILD)/ember_tests
 BENCH_BIN := $(BUILD)/bench_ops
 
-.PHONY: all lib examples test asan bench deps demo peft-results clean fuzz gpu-check
+.PHONY: all lib examples test asan bench deps demo peft-results clean fuzz gpu-check gpu-bin install embed-check
 all: lib examples
 
 lib: $(LIB)
@@ -93,9 +99,11 @@ $(BUILD)/%.cu.o: %.cu
 # header-or-file:package pairs; `make deps` installs whatever is missing.
 BUILD_DEPS := /usr/include/doctest/doctest.h:doctest-dev \
               /usr/include/nlohmann/json.hpp:nlohmann-json3-dev \
-              /usr/include/zlib.h:zlib1g-dev
+              /usr/include/zlib.h:zlib1g-dev \
+              /usr/bin/pkg-config:pkg-config
 DATA_DEPS  := /usr/share/games/fortunes/fortunes.dat:fortunes \
-              /usr/share/datasets/fashion-mnist:dataset-fashion-mnist
+              /usr/share/datasets/fashion-mnist:dataset-fashion-mnist \
+              /usr/bin/gnuplot:gnuplot-nox
 missing_pkgs = $(foreach d,$(1),$(if $(wildcard $(firstword $(subst :, ,$(d)))),,$(lastword $(subst :, ,$(d)))))
 
 deps:
@@ -116,36 +124,90 @@ $(LIB_OBJS) $(TEST_OBJS): $(CONFIG_STAMP)
 $(TEST_BIN): $(TEST_OBJS) $(LIB)
 	$(CXX) $(CXXFLAGS) $(TEST_OBJS) $(LIB) $(LDLIBS) -o $@
 
-test: $(TEST_BIN)
+# `make test` builds in parallel, runs the doctest suite, then (without TEST_ARGS) the scripted
+# CLI tests of build/gpt and build/vit and the embedding check below.
+CLI_TESTS ?= 1
+test: deps
+	$(MAKE) -j$$(nproc) $(TEST_BIN) $(if $(filter 1,$(CLI_TESTS)),examples)
 	./$(TEST_BIN) $(TEST_ARGS)
+ifeq ($(CLI_TESTS),1)
+	$(if $(TEST_ARGS),,tests/cli/cli_test.sh $(BUILD))
+	$(if $(TEST_ARGS),,$(MAKE) --no-print-directory embed-check)
+endif
+
+# ---- installing for embedders: headers, libember.a and ember.pc ----
+# `make install PREFIX=/opt/ember` (DESTDIR works too). Consumers compile with
+# `pkg-config --cflags --libs ember`: the include path, -std=c++17 and the libraries, none of the
+# warning or architecture flags Ember itself is built with.
+PREFIX ?= /usr/local
+PC_LIBS := -L$${libdir} -lember $(LDLIBS)
+INSTALL_HEADERS := $(foreach d,$(LIB_DIRS) tensor/cuda,$(wildcard $(d)/*.h))
+install: lib
+	@mkdir -p $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/ember
+	for h in $(INSTALL_HEADERS); do install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/ember/$$h || exit 1; done
+	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/libember.a
+	printf '%s\n' 'prefix=$(PREFIX)' 'includedir=$${prefix}/include/ember' 'libdir=$${prefix}/lib' '' \
+	  'Name: ember' 'Description: a C++17/CUDA tensor engine with autograd, transformers and PEFT' \
+	  'Version: 0.1.0' 'Cflags: -I$${includedir} -std=c++17 -pthread' 'Libs: $(PC_LIBS)' \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ember.pc
+
+# examples/embed built against a fresh install in a temporary prefix, as an embedder would.
+embed-check:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf '$$tmp EXIT; \
+	$(MAKE) --no-print-directory install PREFIX=$$tmp/prefix > $$tmp/install.log; \
+	export PKG_CONFIG_PATH=$$tmp/prefix/lib/pkgconfig; \
+	$(CXX) examples/embed/main.cpp $$(pkg-config --cflags --libs ember) -o $$tmp/embed; \
+	mkdir $$tmp/model && $$tmp/embed $$tmp/model
 
 # The suite under AddressSanitizer and UBSan, in its own build folder, CPU-only.
 asan:
-	$(MAKE) CUDA=0 BUILD=build-asan OPT=-O1 \
+	$(MAKE) CUDA=0 BUILD=build-asan OPT=-O1 CLI_TESTS=0 \
 	  EXTRA_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDLIBS="-pthread -lz -fsanitize=address,undefined" test
 
 # ---- fuzzing (not part of `make test`) ----
-# The safetensors reader under libFuzzer + ASan + UBSan: clang, its own build folder, 60 s from the
-# seed files in fuzz/corpus/ (new inputs it finds go to build-fuzz/corpus/, not into git).
+# Five parsers under libFuzzer + ASan + UBSan: clang, their own build folder, FUZZ_SECONDS each,
+# one after another, from the seed files in fuzz/corpus/<target>/ (new inputs they find go to
+# build-fuzz/corpus/<target>/, not into git):
+#   safetensors      the safetensors reader
+#   model_config     GPT-2 / LLaMA / ViT config.json
+#   adapter_config   adapter_config.json of every PEFT method
+#   idx              IDX images and labels
+#   tokenizer        GPT-2's vocab.json + merges.txt
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := safetensors model_config adapter_config idx tokenizer
 FUZZ_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 fuzz:
 	$(MAKE) CUDA=0 CXX=clang++ BUILD=build-fuzz OPT=-O1 \
-	  EXTRA_FLAGS="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" build-fuzz/fuzz_safetensors
-	@mkdir -p build-fuzz/corpus
-	./build-fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
-	  -dict=fuzz/safetensors.dict \
-	  build-fuzz/corpus fuzz/corpus
+	  EXTRA_FLAGS="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build-fuzz/corpus/$$t; \
+	  echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
+	  ./build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -print_final_stats=1 \
+	    $$(test -f fuzz/$$t.dict && echo -dict=fuzz/$$t.dict) build-fuzz/corpus/$$t fuzz/corpus/$$t \
+	    > build-fuzz/fuzz_$$t.log 2>&1 || { tail -40 build-fuzz/fuzz_$$t.log; exit 1; }; \
+	  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb|DONE' build-fuzz/fuzz_$$t.log; \
+	done
 
-$(BUILD)/fuzz_safetensors: fuzz/fuzz_safetensors.cpp $(LIB)
+$(BUILD)/fuzz_%: fuzz/fuzz_%.cpp $(LIB)
 	$(CXX) $(CXXFLAGS) -fsanitize=fuzzer $< $(LIB) $(LDLIBS) -fsanitize=fuzzer,address,undefined -o $@
 
-# The CUDA cases on a real GPU, then under compute-sanitizer memcheck, with a summary. Needs a
-# GPU and fails loudly without one (plain `make test` skips the CUDA cases instead).
+# ---- the GPU window (scripts/gpu_window.sh; DEVELOPERS.md, "The GPU") ----
+# `make gpu-check`: every CUDA case, bench_gpu, GPT-2 small training and the four compute-sanitizer
+# tools, each under a timeout, with a one-line-per-step summary. Without a GPU it marks each step
+# skipped and ends at once. `make gpu-bin` builds, here, the stripped binaries it runs (gpu-bin/,
+# ignored by git, carried to the device machine), with the headers a rebuild there would need.
+GPU_BIN ?= gpu-bin
 gpu-check:
-	$(MAKE) CUDA=1 $(TEST_BIN)
-	scripts/gpu_check.sh $(TEST_BIN) $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
+	CUDA_HOME="$(CUDA_HOME)" GPU_BIN="$(GPU_BIN)" scripts/gpu_window.sh
+
+gpu-bin:
+	$(MAKE) CUDA=1 $(TEST_BIN) $(BENCH_GPU_BIN) $(BUILD)/gpt
+	rm -rf $(GPU_BIN) && mkdir -p $(GPU_BIN)/include
+	for b in $(TEST_BIN) $(BENCH_GPU_BIN) $(BUILD)/gpt; do strip --strip-debug -o $(GPU_BIN)/$${b##*/} $$b; done
+	cp -r /usr/include/doctest /usr/include/nlohmann /usr/include/zlib.h /usr/include/zconf.h $(GPU_BIN)/include/
+	{ echo "built $$(git rev-parse --short HEAD) $$(date -u '+%F %T') UTC"; $(NVCC) --version | tail -n 1; } >$(GPU_BIN)/BUILD_INFO
+	@du -sm $(GPU_BIN) | awk '{ print "gpu-bin: " $$1 " MiB (budget 40)"; exit ($$1 >= 40) }'
 
 # ---- benchmarks ----
 BENCH_GPU_BIN := $(BUILD)/bench_gpu
@@ -158,9 +220,25 @@ $(BENCH_GPU_BIN): bench/bench_gpu.cpp $(LIB)
 	@mkdir -p $(BUILD)
 	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
-bench: $(BENCH_BIN) $(BENCH_GPU_BIN)
+# 4-bit products against f32 (matvec at batch 1, GEMM at batch 64 and 256), CPU, 2 threads.
+BENCH_QUANT_BIN := $(BUILD)/bench_quant
+$(BENCH_QUANT_BIN): bench/bench_quant.cpp $(LIB)
+	@mkdir -p $(BUILD)
+	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+# QLoRA against LoRA on a ~100M LLaMA-style GPT: tensor bytes and loss (about a minute; not in `make bench`).
+BENCH_QLORA_BIN := $(BUILD)/bench_qlora_memory
+$(BENCH_QLORA_BIN): bench/bench_qlora_memory.cpp $(LIB)
+	@mkdir -p $(BUILD)
+	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
+.PHONY: bench-qlora-memory
+bench-qlora-memory: $(BENCH_QLORA_BIN)
+	./$(BENCH_QLORA_BIN)
+
+bench: $(BENCH_BIN) $(BENCH_GPU_BIN) $(BENCH_QUANT_BIN)
 	./$(BENCH_BIN)
 	./$(BENCH_GPU_BIN)
+	./$(BENCH_QUANT_BIN)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -75,6 +75,8 @@ Tensor std_dev(const Tensor& x, std::vector<int> dims = {}, bool unbiased = true
 Tensor logsumexp(const Tensor& x, std::vector<int> dims, bool keepdim = false);
 Tensor softmax(const Tensor& x, int dim);
 Tensor log_softmax(const Tensor& x, int dim);
+// softmax(scale * scores) over the last dim, causal mask folded in (raw::scaled_softmax).
+Tensor scaled_softmax(const Tensor& scores, double scale, bool causal);
 
 // ---- matrix product (autograd/linalg.cpp) ----
 // A frozen operand costs nothing in the backward pass: its gradient product is never computed.
@@ -100,6 +102,10 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
 // Mean cross-entropy of logits (..., C) against class ids (...).
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
                      double label_smoothing = 0);
+// Fused attention (raw::attention_forward; CPU only): q (B, H, Tq, D), k/v (B, Hkv, Tk, D).
+// Saves q, k, v, the output and its log-sum-exp; no (Tq, Tk) tensor is kept.
+Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                       const raw::AttentionPattern& pattern, double scale);
 // Identity when !training or p == 0.
 Tensor dropout(const Tensor& x, double p, Generator& gen, bool training = true);
 

@@ -1,4 +1,4 @@
-// Fused layers: layer norm, RMS norm, softmax cross-entropy and dropout. Each runs as one
+// Fused layers: layer norm, RMS norm, softmax cross-entropy, attention and dropout. Each runs as one
 // forward kernel and one backward kernel instead of a chain of primitives, which saves memory
 // (fewer saved intermediates) and time.
 #include "autograd/functions.h"
@@ -57,6 +57,22 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
                    return Grads{raw::cross_entropy_backward(g, saved, saved_targets.get(),
                                                             ignore_index, label_smoothing)};
                });
+    }
+    return out;
+}
+
+Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                       const raw::AttentionPattern& pattern, double scale) {
+    raw::AttentionOutput res = raw::attention_forward(q, k, v, pattern, scale);
+    Tensor out = res.out;
+    if (needs_graph({q, k, v})) {
+        SavedTensor sq(q, "attention"), sk(k, "attention"), sv(v, "attention");
+        SavedTensor so(res.out, "attention"), sl(res.lse, "attention");
+        record("attention", out, {q, k, v}, [sq, sk, sv, so, sl, pattern, scale](const Tensor& g, const Needs&) {
+            raw::AttentionGrads d = raw::attention_backward(g, sq.get(), sk.get(), sv.get(),
+                                                            {so.get(), sl.get()}, pattern, scale);
+            return Grads{d.dq, d.dk, d.dv};
+        });
     }
     return out;
 }

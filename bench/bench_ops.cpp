@@ -2,11 +2,23 @@
 //
 // CPU matmul: f32 square products at 256, 512 and 1024, with 1 and 2 threads, in GFLOP/s
 // (2*N^3 flops per product). Each figure is the median of several timed runs after a warm-up.
+//
+// GPT-2-small training step: 12 layers x 768, vocabulary 50,257, random weights, batch 4 x 64
+// tokens, AdamW, 2 threads; the full model and LoRA r=8 on c_attn. bench/torch_gpt2_step.py is
+// the same step in PyTorch. `bench_ops [gemm | gpt2 | gpt2-full | gpt2-lora] [steps]` runs one part.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <vector>
 
+#include "autograd/functions.h"
+#include "models/gpt.h"
+#include "nn/loss.h"
+#include "nn/optim.h"
+#include "peft/peft_model.h"
 #include "tensor/ops.h"
 #include "tensor/parallel.h"
 
@@ -30,8 +42,7 @@ static double median_seconds(Fn&& fn, double budget = 0.5) {
     return times[times.size() / 2];
 }
 
-int main() {
-    std::printf("Ember op benchmarks\n\n");
+static void bench_gemm() {
     std::printf("CPU matmul, f32, square (GFLOP/s, median)\n");
     std::printf("%8s %12s %12s\n", "size", "1 thread", "2 threads");
     Generator gen(1);
@@ -46,5 +57,76 @@ int main() {
         }
         std::printf("\n");
     }
+    // GPT-2 small's Linear products at batch 4 x 64: x (256, in) @ W^T, W (out, in) row-major.
+    std::printf("\nCPU linear x @ W^T, f32, GPT-2 small shapes (GFLOP/s, median)\n");
+    std::printf("%18s %12s %12s\n", "M x K x N", "1 thread", "2 threads");
+    const int64_t shapes[][3] = {{256, 768, 2304}, {256, 768, 3072}, {256, 3072, 768}, {256, 768, 50257}};
+    for (const auto& s : shapes) {
+        Tensor x = randn({s[0], s[1]}, gen), w = randn({s[2], s[1]}, gen);
+        double flops = 2.0 * double(s[0]) * double(s[1]) * double(s[2]);
+        std::printf("%6lld x %4lld x %5lld", (long long)s[0], (long long)s[1], (long long)s[2]);
+        for (int threads : {1, 2}) {
+            set_num_threads(threads);
+            double sec = median_seconds([&] { raw::matmul(x, raw::transpose(w, 0, 1)); });
+            std::printf(" %12.1f", flops / sec / 1e9);
+        }
+        std::printf("\n");
+    }
+}
+
+// Median seconds of one training step (forward, cross-entropy, backward, AdamW) of GPT-2 small.
+static double gpt2_step_seconds(bool lora, int steps) {
+    auto gpt = std::make_shared<models::GPT>(models::GPTConfig::gpt2(50257, 1024, 768, 12, 12), 0);
+    std::unique_ptr<peft::PeftModel> pm;
+    if (lora) {
+        peft::LoraConfig c;
+        c.r = 8, c.lora_alpha = 16, c.target_modules = {"c_attn"};
+        pm = std::make_unique<peft::PeftModel>(gpt, c, "default", 0, "gpt2");
+    }
+    std::vector<Tensor> params;
+    for (Tensor& p : gpt->parameters())
+        if (p.requires_grad()) params.push_back(p);
+    nn::AdamW opt(params, nn::AdamWOptions{});
+    const int64_t B = 4, T = 64, V = 50257;
+    Generator gen(7);
+    Tensor ids = randint(0, V, {B, T + 1}, gen);
+    Tensor x = raw::contiguous(raw::slice(ids, 1, 0, T)), y = raw::contiguous(raw::slice(ids, 1, 1, T + 1));
+    std::vector<double> times;
+    for (int s = 0; s < steps + 2; ++s) {  // two warm-up steps: AdamW state, caches
+        auto t0 = std::chrono::steady_clock::now();
+        opt.zero_grad();
+        Tensor logits = gpt->forward_ids(x);
+        Tensor loss = nn::cross_entropy(logits.reshape({B * T, V}), y.reshape({B * T}));
+        loss.backward();
+        opt.step();
+        double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (s >= 2) times.push_back(sec);
+    }
+    std::sort(times.begin(), times.end());
+    return times[times.size() / 2];
+}
+
+static void bench_gpt2(int steps, bool full, bool lora_too) {
+    set_num_threads(2);
+    std::printf("GPT-2 small training step (12 x 768, vocab 50257, batch 4 x 64, AdamW, 2 threads, median)\n");
+    std::printf("%8s %12s %12s\n", "model", "ms/step", "tokens/s");
+    for (bool lora : {false, true}) {
+        if ((lora && !lora_too) || (!lora && !full)) continue;
+        double s = gpt2_step_seconds(lora, steps);
+        std::printf("%8s %12.1f %12.0f\n", lora ? "LoRA r=8" : "full", s * 1e3, 256 / s);
+        std::fflush(stdout);
+    }
+}
+
+int main(int argc, char** argv) {
+    const char* part = argc > 1 ? argv[1] : "all";
+    const int steps = argc > 2 ? std::atoi(argv[2]) : 7;
+    std::printf("Ember op benchmarks\n\n");
+    if (!std::strcmp(part, "all") || !std::strcmp(part, "gemm")) bench_gemm();
+    if (!std::strcmp(part, "all")) std::printf("\n");
+    const bool all = !std::strcmp(part, "all"), gpt2 = !std::strcmp(part, "gpt2");
+    if (all || gpt2 || !std::strcmp(part, "gpt2-full") || !std::strcmp(part, "gpt2-lora"))
+        bench_gpt2(steps, all || gpt2 || !std::strcmp(part, "gpt2-full"),
+                   all || gpt2 || !std::strcmp(part, "gpt2-lora"));
     return 0;
 }

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <cmath>
@@ -19,12 +20,15 @@
 #include "examples/support/finetune.h"
 #include "examples/support/device.h"
 #include "examples/support/flags.h"
+#include "examples/support/run_dir.h"
 #include "examples/support/train_log.h"
 #include "models/datasets.h"
 #include "models/generate.h"
 #include "models/gpt.h"
+#include "models/memory_check.h"
 #include "models/tokenizer.h"
 #include "nn/trainer.h"
+#include "tensor/cuda/cuda.h"
 #include "tensor/parallel.h"
 
 using namespace ember;
@@ -59,9 +63,13 @@ std::string without_separators(std::string text) {
 Text load_text(const std::string& data, const std::string& holdout) {
     Text t;
     if (is_directory(data)) {
+        std::vector<TextCategory> val;
+        try {
+            val = read_fortunes(data, {}, {holdout});
+        } catch (const Error& e) {
+            throw Error(make_message("--holdout ", holdout, ": ", e.what()));
+        }
         for (const auto& c : read_fortunes(data, {holdout})) t.train += without_separators(c.text);
-        auto val = read_fortunes(data, {}, {holdout});
-        EMBER_CHECK(!val.empty(), "gpt: no category '", holdout, "' in ", data, " to hold out; pick one with --holdout");
         t.val = without_separators(val[0].text);
         t.description = data + " without '" + holdout + "' (validation: '" + holdout + "')";
     } else {
@@ -102,6 +110,29 @@ double evaluate(models::GPT& model, const std::string& text, int64_t batches, in
     return total / double(batches);
 }
 
+// Weights, their gradients and AdamW's two moments (4 x 4 bytes a parameter), and the activations
+// one micro-batch keeps for backward: per token and layer about 18 C + 3 H floats plus the
+// attention scores, and the logits.
+void check_training_fits(const models::GPTConfig& c, int64_t batch) {
+    double tokens = double(batch) * double(c.context);
+    double per_token = double(c.layers) * (18.0 * double(c.dim) + 3.0 * double(c.mlp_hidden()) +
+                                           2.0 * double(c.heads) * double(c.context)) +
+                       4.0 * double(c.vocab_size);
+    models::check_fits_in_memory(make_message("gpt train: this run (", c.layers, " layers of width ", c.dim,
+                                              ", batch ", batch, " x context ", c.context, ")"),
+                                 16.0 * c.parameter_count() + 4.0 * tokens * per_token,
+                                 "Use a smaller --batch, --context, --layers or --dim");
+}
+
+// Evaluation keeps no activations for backward: the weights and one layer's worth, plus logits.
+void check_eval_fits(const models::GPTConfig& c, int64_t batch) {
+    double tokens = double(batch) * double(c.context);
+    double per_token = 18.0 * double(c.dim) + 3.0 * double(c.mlp_hidden()) + 2.0 * double(c.heads) * double(c.context) +
+                       2.0 * double(c.vocab_size);
+    models::check_fits_in_memory(make_message("gpt: evaluating ", batch, " windows of ", c.context, " at a time"),
+                                 4.0 * c.parameter_count() + 4.0 * tokens * per_token, "Use a smaller --batch");
+}
+
 struct ModelFlags {
     int64_t &layers, &dim, &heads, &context;
     std::string& style;
@@ -121,32 +152,46 @@ int train(int argc, char** argv) {
     std::string& holdout = f.text("holdout", "songs-poems", "fortunes category held out for validation");
     std::string& out = f.text("out", "runs/gpt", "folder for the model, checkpoint, metrics.csv and loss.png");
     std::string& device_name = f.text("device", "auto", "cpu, cuda, or auto (the GPU when there is one)");
-    ModelFlags m{f.integer("layers", 4, "transformer blocks"), f.integer("dim", 128, "model width"),
-                 f.integer("heads", 4, "attention heads"), f.integer("context", 128, "tokens (bytes) per window"),
-                 f.text("style", "gpt2", "gpt2 or llama"), f.real("dropout", 0.0, "dropout (gpt2 style)")};
-    int64_t& batch = f.integer("batch", 16, "windows per micro-batch");
-    int64_t& accumulate = f.integer("accumulate", 1, "micro-batches per optimizer step");
-    int64_t& steps = f.integer("steps", 1000, "optimizer steps");
-    int64_t& stop_at = f.integer("stop-at", 0, "stop after this step as if interrupted (then --resume)");
-    double& lr = f.real("lr", 2e-3, "peak learning rate (AdamW, cosine schedule)");
-    int64_t& warmup = f.integer("warmup", 50, "warmup steps");
-    double& weight_decay = f.real("weight-decay", 0.1, "AdamW weight decay (not on biases and norms)");
-    int64_t& eval_every = f.integer("eval-every", 100, "validation every N steps");
-    int64_t& eval_batches = f.integer("eval-batches", 8, "validation batches");
-    int64_t& save_every = f.integer("save-every", 200, "checkpoint every N steps");
+    const Range positive = Range::positive(), at_least_0 = Range::at_least(0);
+    ModelFlags m{f.integer("layers", 4, "transformer blocks", positive), f.integer("dim", 128, "model width", positive),
+                 f.integer("heads", 4, "attention heads", positive),
+                 f.integer("context", 128, "tokens (bytes) per window", positive),
+                 f.text("style", "gpt2", "gpt2 or llama"),
+                 f.real("dropout", 0.0, "dropout (gpt2 style)", Range::from_below(0, 1))};
+    int64_t& batch = f.integer("batch", 16, "windows per micro-batch", positive);
+    int64_t& accumulate = f.integer("accumulate", 1, "micro-batches per optimizer step", positive);
+    int64_t& steps = f.integer("steps", 1000, "optimizer steps", positive);
+    int64_t& stop_at = f.integer("stop-at", 0, "stop after this step as if interrupted (then --resume)", at_least_0);
+    double& lr = f.real("lr", 2e-3, "peak learning rate (AdamW, cosine schedule)", positive);
+    int64_t& warmup = f.integer("warmup", 50, "warmup steps", at_least_0);
+    double& weight_decay = f.real("weight-decay", 0.1, "AdamW weight decay (not on biases and norms)", at_least_0);
+    int64_t& eval_every = f.integer("eval-every", 100, "validation every N steps (0: at the end only)", at_least_0);
+    int64_t& eval_batches = f.integer("eval-batches", 8, "validation batches", positive);
+    int64_t& save_every = f.integer("save-every", 200, "checkpoint every N steps (0: at the end only)", at_least_0);
     bool& resume = f.boolean("resume", false, "continue from --out/checkpoint.safetensors");
+    bool& overwrite = f.boolean("overwrite", false, "start over in an --out that holds a run, replacing it");
+    bool& skip_nonfinite = f.boolean("skip-nonfinite", false, "skip steps whose loss is NaN or infinite (else: stop)");
     int64_t& seed = f.integer("seed", 1, "seed for weights and batches");
-    int64_t& threads = f.integer("threads", 0, "CPU threads (0: all cores)");
+    int64_t& threads = f.integer("threads", 0, "CPU threads (0: all cores)", at_least_0);
+    double& clip = f.real("clip", 1.0, "clip the gradient norm to this before each step (0: no clipping)", at_least_0);
+    bool& tf32 = f.boolean("tf32", true, "TF32 tensor cores for f32 matmuls on CUDA (--tf32=false: full f32)");
     if (!f.parse(argc, argv, 2)) return 0;
     if (threads > 0) set_num_threads(int(threads));
 
+    // Everything is checked before the folder is touched or a tensor allocated.
     Device device = pick_device(device_name);
+    cuda::set_allow_tf32(tf32 && device.is_cuda());
+    models::GPTConfig config = m.config();
+    config.validate();
+    check_training_fits(config, batch);
     Text text = load_text(data, holdout);
     const int64_t T = m.context;
-    EMBER_CHECK(int64_t(text.train.size()) > T + 1, "gpt: the training text is shorter than one window");
-    std::filesystem::create_directories(out);
+    EMBER_CHECK(int64_t(text.train.size()) > T + 1, "gpt train: the training text (", text.train.size(),
+                " bytes) is shorter than one window of ", T + 1, "; use a smaller --context");
+    RunDir run_dir("gpt train", out);
+    resume = run_dir.start_training(resume, overwrite);
 
-    auto model = std::make_shared<models::GPT>(m.config(), uint64_t(seed));
+    auto model = std::make_shared<models::GPT>(config, uint64_t(seed));
     model->to(device);
     std::cout << "data: " << text.description << ", " << text.train.size() << " train bytes, " << text.val.size()
               << " validation bytes\nmodel: " << m.style << ", " << m.layers << " layers, width " << m.dim << ", "
@@ -155,8 +200,9 @@ int train(int argc, char** argv) {
     nn::TrainerOptions o;
     o.steps = steps, o.stop_at = stop_at, o.accumulate = accumulate, o.lr = lr, o.warmup = warmup;
     o.weight_decay = weight_decay, o.eval_every = eval_every, o.save_every = save_every;
-    o.checkpoint = out + "/checkpoint.safetensors", o.resume = resume;
+    o.checkpoint = run_dir.checkpoint(), o.resume = resume, o.skip_nonfinite = skip_nonfinite, o.clip = clip;
     nn::Trainer trainer(*model, o, {model->rng}, {{"config", model->config.to_hf_json()}});
+    if (device.is_cuda()) cuda::reset_peak();
 
     // Each micro-batch's windows are a pure function of (seed, step, micro): a resumed run draws
     // exactly the batches the interrupted one would have.
@@ -171,10 +217,24 @@ int train(int argc, char** argv) {
     auto eval_fn = [&](int64_t step) {
         log.metric(step, "val_loss", evaluate(*model, text.val, eval_batches, batch, T, device));
     };
+    // Throughput over every step after the first (which pays for warm-up and allocation).
+    std::chrono::steady_clock::time_point first_done, last_done;
+    int64_t timed_items = 0, timed_steps = -1;
     int64_t done = trainer.run(batch_fn, eval_fn, [&](int64_t step, double loss, int64_t items, double rate) {
         log.step(step, loss, items, rate);
+        last_done = std::chrono::steady_clock::now();
+        if (++timed_steps == 0) first_done = last_done;
+        else timed_items += items;
     });
     log.finish();
+    if (timed_steps > 0) {
+        const double seconds = std::chrono::duration<double>(last_done - first_done).count();
+        std::cout << "throughput: " << std::lround(double(timed_items) / seconds) << " tok/s over " << timed_steps
+                  << " steps after the first (clip " << clip << ", tf32 " << (cuda::allow_tf32() ? "on" : "off") << ")";
+        if (device.is_cuda())
+            std::cout << ", peak GPU memory " << cuda::allocator_stats().peak_bytes_in_use / (1 << 20) << " MiB";
+        std::cout << "\n";
+    }
     if (trainer.resumed_from() > 0) std::cout << "resumed from step " << trainer.resumed_from() << "\n";
     model->save_pretrained(out);
     std::cout << "saved " << out << "/model.safetensors after step " << done << "\n";
@@ -194,11 +254,12 @@ int eval(int argc, char** argv) {
     std::string& holdout = f.text("holdout", "songs-poems", "fortunes category held out for validation");
     std::string& out = f.text("out", "runs/gpt", "folder holding model.safetensors and config.json");
     std::string& device_name = f.text("device", "auto", "cpu, cuda or auto");
-    int64_t& batches = f.integer("eval-batches", 32, "validation batches");
-    int64_t& batch = f.integer("batch", 16, "windows per batch");
+    int64_t& batches = f.integer("eval-batches", 32, "validation batches", Range::positive());
+    int64_t& batch = f.integer("batch", 16, "windows per batch", Range::positive());
     if (!f.parse(argc, argv, 2)) return 0;
     Device device = pick_device(device_name);
     auto model = load_trained(out, device);
+    check_eval_fits(model->config, batch);
     Text text = load_text(data, holdout);
     double loss = evaluate(*model, text.val, batches, batch, model->config.context, device);
     std::cout << "validation loss: " << loss << " nats/byte (" << loss / std::log(2.0) << " bits/byte) on "
@@ -212,11 +273,11 @@ int sample(int argc, char** argv) {
                                                 "(and GPT-2's vocab.json + merges.txt for a Hugging Face GPT-2)");
     std::string& prompt = f.text("prompt", "The ", "text to continue");
     std::string& device_name = f.text("device", "auto", "cpu, cuda or auto");
-    int64_t& tokens = f.integer("tokens", 200, "bytes to generate");
-    double& temperature = f.real("temperature", 0.8, "0: greedy");
-    int64_t& top_k = f.integer("top-k", 0, "keep the k most likely bytes (0: all)");
-    double& top_p = f.real("top-p", 0.95, "nucleus sampling mass (1: off)");
-    int64_t& samples = f.integer("samples", 1, "how many continuations");
+    int64_t& tokens = f.integer("tokens", 200, "bytes to generate", Range::positive());
+    double& temperature = f.real("temperature", 0.8, "0: greedy", Range::at_least(0));
+    int64_t& top_k = f.integer("top-k", 0, "keep the k most likely bytes (0: all)", Range::at_least(0));
+    double& top_p = f.real("top-p", 0.95, "nucleus sampling mass (1: off)", Range::above_up_to(0, 1));
+    int64_t& samples = f.integer("samples", 1, "how many continuations", Range::positive());
     int64_t& seed = f.integer("seed", 0, "sampling seed");
     if (!f.parse(argc, argv, 2)) return 0;
     auto model = load_trained(out, pick_device(device_name));
@@ -253,26 +314,33 @@ int finetune(int argc, char** argv) {
     std::string& domain = f.text("domain", "songs-poems", "the category to adapt to; its last tenth is validation");
     std::string& out = f.text("out", "runs/gpt-finetune", "folder for the adapter (peft format) or the full model");
     std::string& method_name = f.text("method", "lora", examples::finetune_methods_help());
-    int64_t& rank = f.integer("rank", 8, "rank r of the low-rank methods (VeRA: 0 keeps its default 256)");
+    int64_t& rank = f.integer("rank", 8, "rank r of the low-rank methods (VeRA: 0 keeps its default 256)",
+                              Range::at_least(0));
     std::string& device_name = f.text("device", "auto", "cpu, cuda or auto");
-    int64_t& steps = f.integer("steps", 200, "optimizer steps");
-    double& lr = f.real("lr", 0, "peak learning rate (0: the method's default)");
-    int64_t& batch = f.integer("batch", 16, "windows per step");
-    int64_t& eval_batches = f.integer("eval-batches", 16, "validation batches");
+    int64_t& steps = f.integer("steps", 200, "optimizer steps", Range::positive());
+    double& lr = f.real("lr", 0, "peak learning rate (0: the method's default)", Range::at_least(0));
+    int64_t& batch = f.integer("batch", 16, "windows per step", Range::positive());
+    int64_t& eval_batches = f.integer("eval-batches", 16, "validation batches", Range::positive());
     int64_t& seed = f.integer("seed", 1, "seed for the adapter and the batches");
     std::string& results = f.text("results", "", "append a row to this CSV (for the results table)");
     if (!f.parse(argc, argv, 2)) return 0;
 
     Device device = pick_device(device_name);
     auto model = load_trained(base, device);
+    check_eval_fits(model->config, batch);
     const int64_t T = model->config.context;
-    auto category = read_fortunes(data, {}, {domain});
-    EMBER_CHECK(!category.empty(), "gpt finetune: no category '", domain, "' in ", data);
+    std::vector<TextCategory> category;
+    try {
+        category = read_fortunes(data, {}, {domain});
+    } catch (const Error& e) {
+        throw Error(make_message("gpt finetune: --domain ", domain, ": ", e.what()));
+    }
     std::string text = without_separators(category[0].text);
     size_t cut = text.size() / 10 * 9;
     std::string train_text = text.substr(0, cut), val_text = text.substr(cut);
     double before = evaluate(*model, val_text, eval_batches, batch, T, device);
 
+    RunDir run_dir("gpt finetune", out);
     examples::FinetuneJob job;
     job.model = model, job.method = method_name, job.rank = rank, job.steps = steps, job.lr = lr;
     job.model_type = model->config.style == models::GPTConfig::Style::GPT2 ? "gpt2" : "llama";
@@ -307,10 +375,14 @@ int main(int argc, char** argv) {
             for (const std::string& m : examples::finetune_methods()) std::cout << m << "\n";
             return 0;
         }
-        std::cout << "usage: gpt train|eval|sample|finetune [flags]   (gpt <command> --help lists the flags)\n";
-        return command == "--help" || command == "-h" ? 0 : 2;
+        const char* usage = "usage: gpt train|eval|sample|finetune|methods [flags]   (gpt <command> --help lists the flags)\n";
+        if (command == "--help" || command == "-h") return std::cout << usage, 0;
+        std::cerr << "gpt: unknown command '" << command << "'; the commands are train, eval, sample, finetune, and methods\n"
+                  << usage;
+        return 2;
     } catch (const std::exception& e) {
-        std::cerr << "gpt: " << e.what() << "\n";
+        std::string message = e.what();  // most already start with the command's name
+        std::cerr << (message.rfind("gpt", 0) == 0 ? "" : "gpt: ") << message << "\n";
         return 1;
     }
 }

@@ -6,7 +6,7 @@ import json
 import os
 import struct
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "safetensors")
 
 
 def st(entries, metadata=None, pad=True):

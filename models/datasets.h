@@ -33,6 +33,9 @@ std::vector<TextCategory> read_fortunes(const std::string& dir = FORTUNES_DIR,
 // images tensor scaled to [0, 1].
 Tensor read_idx_images(const std::string& path);
 Tensor read_idx_labels(const std::string& path);
+// The same over bytes already in memory (`name` is used in error messages); the fuzzer calls these.
+Tensor parse_idx_images(const std::string& bytes, const std::string& name);
+Tensor parse_idx_labels(const std::string& bytes, const std::string& name);
 
 // A split of images and labels.
 struct ImageSet {

@@ -39,7 +39,16 @@ int64_t sample_token(const std::vector<float>& logits, const GenerateOptions& o,
     return order[probs.size() - 1];
 }
 
+void GenerateOptions::validate() const {
+    EMBER_CHECK(max_new_tokens >= 0, "generate: max_new_tokens must be >= 0, not ", max_new_tokens);
+    EMBER_CHECK(std::isfinite(temperature) && temperature >= 0, "generate: temperature must be a number >= 0 "
+                "(0: greedy), not ", temperature);
+    EMBER_CHECK(top_k >= 0, "generate: top_k must be >= 0 (0: all tokens), not ", top_k);
+    EMBER_CHECK(top_p > 0 && top_p <= 1, "generate: top_p must be in (0, 1] (1: off), not ", top_p);
+}
+
 std::vector<int64_t> generate(GPT& model, const std::vector<int64_t>& prompt, const GenerateOptions& o) {
+    o.validate();
     EMBER_CHECK(!prompt.empty(), "generate: the prompt needs at least one token");
     bool was_training = model.is_training();
     model.eval();

@@ -18,6 +18,7 @@ struct GenerateOptions {
     bool use_cache = true;
     int64_t stop_token = -1;   // stop after emitting it; -1: never
     uint64_t seed = 0;
+    void validate() const;  // throws unless every setting is in its range (generate() calls it)
 };
 
 // Continues `prompt` (token ids, at least one); returns only the new tokens. Runs in eval mode

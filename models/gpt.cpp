@@ -4,6 +4,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "models/config_json.h"
+#include "models/memory_check.h"
+#include "nn/atomic_file.h"
 #include "nn/init.h"
 #include "nn/safetensors.h"
 
@@ -31,47 +34,79 @@ GPTConfig GPTConfig::llama(int64_t vocab, int64_t context, int64_t dim, int64_t 
 }
 
 GPTConfig GPTConfig::from_hf_json(const std::string& json_text) {
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::parse(json_text);
-    } catch (const nlohmann::json::exception& e) {
-        throw Error(make_message("GPTConfig::from_hf_json: not valid JSON (", e.what(), ")"));
-    }
-    EMBER_CHECK(j.is_object(), "GPTConfig::from_hf_json: expected a JSON object");
-    std::string type = j.value("model_type", "gpt2");
-    auto need = [&](const char* key) -> const nlohmann::json& {
-        EMBER_CHECK(j.contains(key) && j[key].is_number_integer(), "GPTConfig::from_hf_json: a ", type,
-                    " config needs an integer \"", key, "\"");
-        return j[key];
-    };
+    namespace cj = config_json;
+    const char* op = "GPTConfig::from_hf_json";
+    cj::json j = cj::parse(json_text, op);
+    std::string type = cj::text(j, "model_type", "gpt2", op);
+    auto need = [&](const char* key) { return cj::required_integer(j, key, type, op); };
     GPTConfig c;
     if (type == "gpt2") {
         c = gpt2(need("vocab_size"), need("n_positions"), need("n_embd"), need("n_layer"), need("n_head"));
-        if (j.contains("n_inner") && j["n_inner"].is_number_integer()) c.hidden = j["n_inner"];
-        c.norm_eps = j.value("layer_norm_epsilon", 1e-5);
-        c.dropout = j.value("resid_pdrop", 0.0);
-        c.tie_embeddings = j.value("tie_word_embeddings", true);
+        c.hidden = cj::integer(j, "n_inner", 0, op);
+        c.norm_eps = cj::real(j, "layer_norm_epsilon", 1e-5, op);
+        c.dropout = cj::real(j, "resid_pdrop", 0.0, op);
+        c.tie_embeddings = cj::boolean(j, "tie_word_embeddings", true, op);
+        // Ember's GPT-2 MLP is the tanh approximation of GELU, which is what these names mean.
+        std::string act = cj::text(j, "activation_function", "gelu_new", op);
+        EMBER_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh", op, ": \"activation_function\" \"", act,
+                    "\" is not supported; Ember's GPT-2 uses \"gelu_new\" (tanh-approximated GELU)");
     } else if (type == "llama") {
         int64_t heads = need("num_attention_heads");
         c = llama(need("vocab_size"), need("max_position_embeddings"), need("hidden_size"),
-                  need("num_hidden_layers"), heads, j.value("num_key_value_heads", heads),
+                  need("num_hidden_layers"), heads, cj::integer(j, "num_key_value_heads", heads, op),
                   need("intermediate_size"));
-        c.norm_eps = j.value("rms_norm_eps", 1e-6);
-        c.rope_theta = j.value("rope_theta", 10000.0);
-        c.tie_embeddings = j.value("tie_word_embeddings", false);
-        c.dropout = j.value("attention_dropout", 0.0);
+        c.norm_eps = cj::real(j, "rms_norm_eps", 1e-6, op);
+        c.rope_theta = cj::real(j, "rope_theta", 10000.0, op);
+        c.tie_embeddings = cj::boolean(j, "tie_word_embeddings", false, op);
+        c.dropout = cj::real(j, "attention_dropout", 0.0, op);
+        std::string act = cj::text(j, "hidden_act", "silu", op);
+        EMBER_CHECK(act == "silu", op, ": \"hidden_act\" \"", act,
+                    "\" is not supported; Ember's LLaMA MLP is SwiGLU (\"silu\")");
         if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
             const auto& s = j["rope_scaling"];
-            std::string kind = s.value("type", s.value("rope_type", std::string("linear")));
-            EMBER_CHECK(kind == "linear", "GPTConfig::from_hf_json: rope_scaling type \"", kind,
+            std::string kind = cj::text(s, "type", cj::text(s, "rope_type", "linear", op), op);
+            EMBER_CHECK(kind == "linear", op, ": rope_scaling type \"", kind,
                         "\" is not supported; Ember implements linear position interpolation");
-            c.rope_scale = s.value("factor", 1.0);
+            c.rope_scale = cj::real(s, "factor", 1.0, op);
         }
     } else {
-        throw Error(make_message("GPTConfig::from_hf_json: model_type \"", type,
+        throw Error(make_message(op, ": model_type \"", type,
                                  "\" is not a GPT Ember knows; use \"gpt2\" or \"llama\""));
     }
+    c.validate();
     return c;
+}
+
+void GPTConfig::validate() const {
+    // Sizes up to 2^31 keep every product of two of them inside int64.
+    auto positive = [](const char* name, int64_t v) {
+        EMBER_CHECK(v > 0, "GPTConfig: ", name, " must be positive, not ", v);
+        EMBER_CHECK(v <= (int64_t(1) << 31), "GPTConfig: ", name, " must be at most 2^31, not ", v);
+    };
+    positive("vocab_size", vocab_size), positive("context (n_positions)", context);
+    positive("dim (n_embd)", dim), positive("layers (n_layer)", layers), positive("heads (n_head)", heads);
+    EMBER_CHECK(dim % heads == 0, "GPTConfig: dim ", dim, " is not a multiple of heads ", heads,
+                "; pick heads that divide the width");
+    EMBER_CHECK(kv_heads >= 0 && (kv_heads == 0 || heads % kv_heads == 0), "GPTConfig: kv_heads ", kv_heads,
+                " must divide heads ", heads, " (0: as many as heads)");
+    EMBER_CHECK(style == Style::GPT2 || (dim / heads) % 2 == 0, "GPTConfig: RoPE needs an even head size, not ",
+                dim / heads, " (dim ", dim, " / heads ", heads, ")");
+    EMBER_CHECK(hidden >= 0 && hidden <= (int64_t(1) << 31), "GPTConfig: hidden (the MLP width) must be positive "
+                "and at most 2^31, or 0 for 4 * dim; not ", hidden);
+    EMBER_CHECK(dropout >= 0 && dropout < 1, "GPTConfig: dropout must be in [0, 1), not ", dropout);
+    EMBER_CHECK(std::isfinite(norm_eps) && norm_eps > 0, "GPTConfig: the norm epsilon must be a positive number, not ",
+                norm_eps);
+    EMBER_CHECK(std::isfinite(rope_theta) && rope_theta > 0, "GPTConfig: rope_theta must be positive, not ", rope_theta);
+    EMBER_CHECK(std::isfinite(rope_scale) && rope_scale > 0, "GPTConfig: the rope_scaling factor must be positive, not ",
+                rope_scale);
+}
+
+double GPTConfig::parameter_count() const {
+    double C = double(dim), H = double(mlp_hidden()), V = double(vocab_size), kv = double(kv_heads > 0 ? kv_heads : heads);
+    double per_layer = style == Style::GPT2 ? 4 * C * C + 2 * C * H + 9 * C + H
+                                            : 2 * C * C + 2 * C * (C * kv / double(heads)) + 3 * C * H + 2 * C;
+    double embeddings = V * C + (style == Style::GPT2 ? double(context) * C : 0) + (tie_embeddings ? 0 : V * C);
+    return embeddings + double(layers) * per_layer + 2 * C;
 }
 
 std::string GPTConfig::to_hf_json() const {
@@ -181,8 +216,10 @@ static void init_gpt_weights(nn::Module& model, int64_t layers, Generator& gen) 
 }
 
 GPT::GPT(const GPTConfig& c, uint64_t seed) : config(c), rng(std::make_shared<Generator>(seed + 1)) {
-    EMBER_CHECK(c.dim % c.heads == 0, "GPT: dim ", c.dim, " is not a multiple of heads ", c.heads);
-    EMBER_CHECK(c.vocab_size > 0 && c.context > 0 && c.layers > 0, "GPT: vocab_size, context and layers must be positive");
+    c.validate();
+    check_fits_in_memory(make_message("GPT: this config (", c.layers, " layers of width ", c.dim, ") has ~",
+                                      c.parameter_count(), " f32 parameters, which"),
+                         4 * c.parameter_count(), "Use fewer layers or a smaller width");
     Generator init_gen(seed);
     body = std::make_shared<Body>(c, init_gen, rng);
     blocks = body->blocks;
@@ -315,22 +352,12 @@ void GPT::load_hf_state_dict(const nn::StateDict& sd, bool strict) {
 
 void GPT::save_pretrained(const std::string& dir) const {
     nn::save_safetensors(dir + "/model.safetensors", hf_state_dict(), {{"format", "pt"}});
-    std::string tmp = dir + "/config.json.tmp";
-    {
-        std::ofstream out(tmp);
-        EMBER_CHECK(out.good(), "GPT::save_pretrained: cannot write ", tmp);
-        out << config.to_hf_json() << "\n";
-        EMBER_CHECK(out.good(), "GPT::save_pretrained: writing ", tmp, " failed");
-    }
-    EMBER_CHECK(std::rename(tmp.c_str(), (dir + "/config.json").c_str()) == 0,
-                "GPT::save_pretrained: cannot move ", tmp, " into place");
+    nn::write_file_atomically(dir + "/config.json", config.to_hf_json() + "\n");
 }
 
 std::shared_ptr<GPT> GPT::from_pretrained(const std::string& dir, uint64_t seed) {
-    std::ifstream in(dir + "/config.json");
-    EMBER_CHECK(in.good(), "GPT::from_pretrained: cannot open ", dir, "/config.json");
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto model = std::make_shared<GPT>(GPTConfig::from_hf_json(text), seed);
+    GPTConfig c = config_json::from_file(dir + "/config.json", "GPT::from_pretrained", GPTConfig::from_hf_json);
+    auto model = std::make_shared<GPT>(c, seed);
     model->load_hf_state_dict(nn::load_safetensors(dir + "/model.safetensors").tensors);
     return model;
 }

@@ -42,6 +42,10 @@ struct GPTConfig {
     // Hugging Face config.json of a gpt2 or llama model, and back.
     static GPTConfig from_hf_json(const std::string& json_text);
     std::string to_hf_json() const;
+    // Throws an ember::Error naming the field and the fix unless every size is positive, dim
+    // divides into heads, and the rates and epsilons are in range. The constructor calls it.
+    void validate() const;
+    double parameter_count() const;  // what the constructor will allocate, in parameters
     int64_t mlp_hidden() const { return hidden > 0 ? hidden : 4 * dim; }
 };
 

@@ -1,9 +1,14 @@
 #include "models/vit.h"
 
+#include <cmath>
 #include <deque>
 #include <nlohmann/json.hpp>
 
+#include "models/config_json.h"
+#include "models/memory_check.h"
+#include "nn/atomic_file.h"
 #include "nn/init.h"
+#include "nn/safetensors.h"
 
 namespace ember {
 namespace models {
@@ -11,27 +16,54 @@ namespace models {
 // ---- config ----
 
 ViTConfig ViTConfig::from_hf_json(const std::string& json_text) {
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::parse(json_text);
-    } catch (const nlohmann::json::exception& e) {
-        throw Error(make_message("ViTConfig::from_hf_json: not valid JSON (", e.what(), ")"));
-    }
-    EMBER_CHECK(j.is_object() && j.value("model_type", "vit") == "vit",
-                "ViTConfig::from_hf_json: expected a Hugging Face ViT config (model_type \"vit\")");
+    namespace cj = config_json;
+    const char* op = "ViTConfig::from_hf_json";
+    cj::json j = cj::parse(json_text, op);
+    std::string type = cj::text(j, "model_type", "vit", op);
+    EMBER_CHECK(type == "vit", op, ": model_type \"", type, "\" is not a Hugging Face ViT (\"vit\")");
     ViTConfig c;
-    c.dim = j.value("hidden_size", c.dim);
-    c.layers = j.value("num_hidden_layers", c.layers);
-    c.heads = j.value("num_attention_heads", c.heads);
-    c.hidden = j.value("intermediate_size", int64_t(0));
-    c.norm_eps = j.value("layer_norm_eps", c.norm_eps);
-    c.image_size = j.value("image_size", c.image_size);
-    c.patch = j.value("patch_size", c.patch);
-    c.channels = j.value("num_channels", c.channels);
-    c.dropout = j.value("hidden_dropout_prob", 0.0);
+    c.dim = cj::integer(j, "hidden_size", c.dim, op);
+    c.layers = cj::integer(j, "num_hidden_layers", c.layers, op);
+    c.heads = cj::integer(j, "num_attention_heads", c.heads, op);
+    c.hidden = cj::integer(j, "intermediate_size", 0, op);
+    c.norm_eps = cj::real(j, "layer_norm_eps", c.norm_eps, op);
+    c.image_size = cj::integer(j, "image_size", c.image_size, op);
+    c.patch = cj::integer(j, "patch_size", c.patch, op);
+    c.channels = cj::integer(j, "num_channels", c.channels, op);
+    c.dropout = cj::real(j, "hidden_dropout_prob", 0.0, op);
     if (j.contains("id2label") && j["id2label"].is_object()) c.num_labels = int64_t(j["id2label"].size());
-    EMBER_CHECK(j.value("qkv_bias", true), "ViTConfig::from_hf_json: qkv_bias false is not supported");
+    EMBER_CHECK(cj::boolean(j, "qkv_bias", true, op), op, ": qkv_bias false is not supported");
+    std::string act = cj::text(j, "hidden_act", "gelu", op);
+    EMBER_CHECK(act == "gelu", op, ": \"hidden_act\" \"", act, "\" is not supported; Ember's ViT uses \"gelu\"");
+    c.validate();
     return c;
+}
+
+void ViTConfig::validate() const {
+    // Sizes up to 2^31 keep every product of two of them inside int64.
+    auto positive = [](const char* name, int64_t v) {
+        EMBER_CHECK(v > 0, "ViTConfig: ", name, " must be positive, not ", v);
+        EMBER_CHECK(v <= (int64_t(1) << 31), "ViTConfig: ", name, " must be at most 2^31, not ", v);
+    };
+    positive("image_size", image_size), positive("patch (patch_size)", patch), positive("channels", channels);
+    positive("dim (hidden_size)", dim), positive("layers (num_hidden_layers)", layers);
+    positive("heads (num_attention_heads)", heads), positive("num_labels", num_labels);
+    EMBER_CHECK(image_size % patch == 0, "ViTConfig: image size ", image_size, " is not a multiple of the patch size ",
+                patch, "; pick a patch that divides it");
+    EMBER_CHECK(dim % heads == 0, "ViTConfig: dim ", dim, " is not a multiple of heads ", heads,
+                "; pick heads that divide the width");
+    EMBER_CHECK(hidden >= 0 && hidden <= (int64_t(1) << 31), "ViTConfig: hidden (the MLP width) must be positive "
+                "and at most 2^31, or 0 for 4 * dim; not ", hidden);
+    EMBER_CHECK(dropout >= 0 && dropout < 1, "ViTConfig: dropout must be in [0, 1), not ", dropout);
+    EMBER_CHECK(std::isfinite(norm_eps) && norm_eps > 0, "ViTConfig: layer_norm_eps must be a positive number, not ",
+                norm_eps);
+}
+
+double ViTConfig::parameter_count() const {
+    double C = double(dim), H = double(mlp_hidden()), P = double(patch);
+    double per_layer = 4 * C * C + 2 * C * H + 9 * C + H;
+    double embeddings = (double(channels) * P * P + 1) * C + (double(num_patches()) + 2) * C;
+    return embeddings + double(layers) * per_layer + 2 * C + (C + 1) * double(num_labels);
 }
 
 std::string ViTConfig::to_hf_json() const {
@@ -195,9 +227,10 @@ public:
 };
 
 ViT::ViT(const ViTConfig& c, uint64_t seed) : config(c), rng(std::make_shared<Generator>(seed + 1)) {
-    EMBER_CHECK(c.image_size % c.patch == 0, "ViT: image size ", c.image_size, " is not a multiple of the patch size ",
-                c.patch);
-    EMBER_CHECK(c.dim % c.heads == 0, "ViT: dim ", c.dim, " is not a multiple of heads ", c.heads);
+    c.validate();
+    check_fits_in_memory(make_message("ViT: this config (", c.layers, " layers of width ", c.dim, ") has ~",
+                                      c.parameter_count(), " f32 parameters, which"),
+                         4 * c.parameter_count(), "Use fewer layers or a smaller width");
     Generator init_gen(seed);
     layers = std::make_shared<nn::ModuleList<ViTLayer>>();
     for (int64_t i = 0; i < c.layers; ++i) layers->push_back(std::make_shared<ViTLayer>(c, init_gen, rng));
@@ -259,6 +292,20 @@ nn::ForwardShape ViT::forward_shape() const {
     s.dim = config.dim, s.layers = config.layers, s.heads = s.kv_heads = config.heads;
     s.head_dim = config.dim / config.heads;
     return s;
+}
+
+// ---- Hugging Face folders ----
+
+void ViT::save_pretrained(const std::string& dir) const {
+    nn::save_safetensors(dir + "/model.safetensors", state_dict(), {{"format", "pt"}});
+    nn::write_file_atomically(dir + "/config.json", config.to_hf_json() + "\n");
+}
+
+std::shared_ptr<ViT> ViT::from_pretrained(const std::string& dir, uint64_t seed) {
+    ViTConfig c = config_json::from_file(dir + "/config.json", "ViT::from_pretrained", ViTConfig::from_hf_json);
+    auto model = std::make_shared<ViT>(c, seed);
+    model->load_state_dict(nn::load_safetensors(dir + "/model.safetensors").tensors);
+    return model;
 }
 
 }  // namespace models

@@ -34,6 +34,10 @@ struct ViTConfig {
     int64_t mlp_hidden() const { return hidden > 0 ? hidden : 4 * dim; }
     static ViTConfig from_hf_json(const std::string& json_text);
     std::string to_hf_json() const;
+    // Throws an ember::Error naming the field and the fix unless every size is positive, the
+    // patch divides the image and heads divide the width. The constructor calls it.
+    void validate() const;
+    double parameter_count() const;  // what the constructor will allocate, in parameters
 };
 
 // One encoder layer, with the adapter sites of nn::TransformerBlock (null until a method sets
@@ -71,6 +75,9 @@ public:
     std::string type_name() const override { return "ViT"; }
 
     Tensor forward(const Tensor& images) override;  // (B, C, H, W) or (B, H, W) -> logits (B, labels)
+    // A folder with model.safetensors and config.json, as Hugging Face writes them.
+    void save_pretrained(const std::string& dir) const;
+    static std::shared_ptr<ViT> from_pretrained(const std::string& dir, uint64_t seed = 0);
     Tensor features(const Tensor& images);          // the final normed [CLS] vectors (B, C)
     // (B, C, H, W) -> (B, N, C * P * P), patches in row-major order, each flattened as (C, P, P)
     // to match the projection weight's (dim, C, P, P) layout (a stride-P convolution's).

@@ -43,30 +43,67 @@ static Tensor blocked_positions(const AttentionMask& mask, int64_t B, int64_t Tq
     return blocked;
 }
 
-Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                    const AttentionMask& mask, double dropout_p, Generator* gen,
-                                    bool training) {
+namespace {
+
+void check_sdpa_inputs(const Tensor& q, const Tensor& k, const Tensor& v, double dropout_p) {
     const char* op = "scaled_dot_product_attention";
     EMBER_CHECK(q.defined() && k.defined() && v.defined(), op, ": q, k and v must be defined");
     EMBER_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op, ": q, k, v must be (B, H, T, D), "
                 "got ", q.shape(), ", ", k.shape(), ", ", v.shape());
-    const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3);
-    const int64_t Hkv = k.size(1), Tk = k.size(2);
+    const int64_t B = q.size(0), H = q.size(1), D = q.size(3), Hkv = k.size(1);
     EMBER_CHECK(k.shape() == v.shape() && k.size(0) == B && k.size(3) == D, op, ": k ", k.shape(),
                 " and v ", v.shape(), " must both be (B, Hkv, Tk, D) with B = ", B, ", D = ", D);
     EMBER_CHECK(Hkv > 0 && H % Hkv == 0, op, ": ", H, " query heads cannot be shared evenly by ",
                 Hkv, " key/value heads");
     EMBER_CHECK(dropout_p >= 0 && dropout_p < 1, op, ": dropout_p must lie in [0, 1), got ", dropout_p);
+}
+
+}  // namespace
+
+// The fused kernel (tensor/cpu/attention.cpp) on the CPU; the composed ops on CUDA and when
+// attention dropout is on (the kernel has no dropout).
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const AttentionMask& mask, double dropout_p, Generator* gen,
+                                    bool training) {
+    check_sdpa_inputs(q, k, v, dropout_p);
+    const bool dropping = training && dropout_p > 0;
+    if (!q.device().is_cpu() || dropping) return composed_attention(q, k, v, mask, dropout_p, gen, training);
+    if (mask.key_padding.defined())
+        EMBER_CHECK(mask.key_padding.shape() == Shape({q.size(0), k.size(2)}),
+                    "scaled_dot_product_attention: key_padding must be (B, Tk) = (", q.size(0), ", ",
+                    k.size(2), "), got ", mask.key_padding.shape(), "; prefix and cached keys count in Tk");
+    raw::AttentionPattern pattern;
+    pattern.causal = mask.causal;
+    pattern.key_padding = mask.key_padding;
+    return fused_attention(q, k, v, pattern, 1.0 / std::sqrt(double(q.size(3))));
+}
+
+Tensor composed_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const AttentionMask& mask, double dropout_p, Generator* gen,
+                                    bool training) {
+    const char* op = "scaled_dot_product_attention";
+    check_sdpa_inputs(q, k, v, dropout_p);
+    const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3);
+    const int64_t Hkv = k.size(1), Tk = k.size(2);
     const int64_t G = H / Hkv;
 
-    // ---- LongLoRA's shifted sparse attention (S2-Attn) goes here: the single point where the
-    // attention pattern is chosen. It regroups tokens into shifted windows before the scores. ----
+    // LongLoRA's shifted sparse attention (S2-Attn) restricts each head to a window of keys: in
+    // the fused kernel that is visible_keys() (tensor/cpu/attention.cpp), here a blocked mask.
 
-    Tensor qg = mul(q, 1.0 / std::sqrt(double(D))).reshape({B, Hkv, G * Tq, D});
-    Tensor scores = matmul(qg, k.transpose(2, 3)).reshape({B, H, Tq, Tk});  // (B, H, Tq, Tk)
-    Tensor blocked = blocked_positions(mask, B, Tq, Tk, scores.dtype(), scores.device());
-    if (blocked.defined()) scores = masked_fill(scores, blocked, MASKED_SCORE);
-    Tensor probs = softmax(scores, -1);  // (B, H, Tq, Tk)
+    Tensor probs;  // (B, H, Tq, Tk)
+    const double scale = 1.0 / std::sqrt(double(D));
+    if (q.device().is_cuda() && !mask.key_padding.defined()) {
+        // On the GPU the scale and the causal mask are folded into the softmax kernel: no scaled
+        // copy of q and no masked copy of the scores.
+        Tensor scores = matmul(q.reshape({B, Hkv, G * Tq, D}), k.transpose(2, 3)).reshape({B, H, Tq, Tk});
+        probs = scaled_softmax(scores, scale, mask.causal);
+    } else {
+        Tensor qg = mul(q, scale).reshape({B, Hkv, G * Tq, D});
+        Tensor scores = matmul(qg, k.transpose(2, 3)).reshape({B, H, Tq, Tk});  // (B, H, Tq, Tk)
+        Tensor blocked = blocked_positions(mask, B, Tq, Tk, scores.dtype(), scores.device());
+        if (blocked.defined()) scores = masked_fill(scores, blocked, MASKED_SCORE);
+        probs = softmax(scores, -1);
+    }
     if (training && dropout_p > 0) {
         EMBER_CHECK(gen, op, ": attention dropout ", dropout_p, " needs a generator");
         probs = dropout(probs, dropout_p, *gen, true);

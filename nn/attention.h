@@ -30,9 +30,16 @@ struct AttentionMask {
 // Dropout on the attention probabilities when training and dropout_p > 0 (needs gen).
 // A query whose keys are all masked attends uniformly (never NaN); its output is meaningless and
 // its loss should be ignored.
+// On the CPU without dropout this is the fused kernel (raw::attention_forward, memory linear in
+// T); otherwise composed_attention.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionMask& mask, double dropout_p, Generator* gen,
                                     bool training);
+// The same attention from differentiable ops (matmul, masked_fill, softmax, dropout), with the
+// (B, H, Tq, Tk) scores in memory: the path on CUDA and with dropout, and the fused kernel's
+// reference in tests.
+Tensor composed_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                          const AttentionMask& mask, double dropout_p, Generator* gen, bool training);
 
 // Rotary embeddings on x (B, H, T, D), D even, rotate-half convention (HF LLaMA): dims j and
 // j + D/2 form a pair rotated by angle pos * theta^(-2j/D), j < D/2, where the token at t has

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "tensor/cuda/cuda.h"
+
 namespace ember {
 namespace nn {
 
@@ -126,6 +128,7 @@ AdamW::AdamW(const std::vector<Tensor>& params, const AdamWOptions& o)
 
 void AdamW::step() {
     NoGradGuard no_grad;
+    std::vector<raw::AdamWSlot> slots;  // every parameter with a gradient, updated in one pass
     for (size_t g = 0; g < groups_.size(); ++g) {
         const ParamGroup& group = groups_[g];
         for (size_t i = 0; i < group.params.size(); ++i) {
@@ -140,24 +143,40 @@ void AdamW::step() {
             st.step++;
             raw::AdamWParams hp{group.lr, options.beta1, options.beta2, options.eps,
                                 group.weight_decay, st.step};
-            raw::adamw_(p, raw::contiguous(grad), st.tensors["exp_avg"], st.tensors["exp_avg_sq"], hp);
+            slots.push_back({p, raw::contiguous(grad), st.tensors["exp_avg"], st.tensors["exp_avg_sq"], hp});
         }
     }
+    raw::adamw_multi_(slots);
     step_count++;
 }
 
 // ---- helpers ----
 
+double sum_of_squares(const std::vector<Tensor>& tensors) {
+    bool all_on_gpu = !tensors.empty();
+    for (const Tensor& t : tensors)
+        all_on_gpu = all_on_gpu && t.device().is_cuda() &&
+                     (t.dtype() == DType::F32 || t.dtype() == DType::F64);
+    if (all_on_gpu) {  // one fused reduction, one host sync (instead of one per tensor)
+        std::vector<Tensor> contiguous;
+        for (const Tensor& t : tensors) contiguous.push_back(raw::contiguous(t));
+        return cuda::sum_of_squares(contiguous);
+    }
+    double total = 0;
+    for (const Tensor& t : tensors) {
+        Tensor t64 = raw::to_dtype(t, DType::F64);
+        total += raw::sum(raw::mul(t64, t64)).item<double>();
+    }
+    return total;
+}
+
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
     EMBER_CHECK(max_norm > 0, "clip_grad_norm: max_norm must be positive, got ", max_norm);
     NoGradGuard no_grad;
-    double total_sq = 0;
-    for (const Tensor& p : params) {
-        Tensor g = p.grad();
-        if (!g.defined()) continue;
-        Tensor g64 = raw::to_dtype(g, DType::F64);
-        total_sq += raw::sum(raw::mul(g64, g64)).item<double>();
-    }
+    std::vector<Tensor> grads;
+    for (const Tensor& p : params)
+        if (p.grad().defined()) grads.push_back(p.grad());
+    const double total_sq = sum_of_squares(grads);
     const double total = std::sqrt(total_sq);
     const double coef = max_norm / (total + 1e-6);
     if (coef < 1) {

@@ -3,6 +3,8 @@
 // tensor into a temporary file that replaces the target only once everything is on disk.
 #include "nn/safetensors.h"
 
+#include "nn/atomic_file.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -288,57 +290,6 @@ SafetensorsHeader open_and_read_header(const std::string& path, Fd& f) {
     return parse_header(text.data(), n, size - 8 - n, path);
 }
 
-// A temporary file next to `path` that becomes `path` on commit() and is removed otherwise.
-class AtomicFile {
-public:
-    explicit AtomicFile(const std::string& path)
-        : path_(path), tmp_(path + ".tmp." + std::to_string(::getpid())) {
-        fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd_ < 0) fail(path_, "cannot create temporary file " + tmp_ + ": " + errno_text());
-    }
-    ~AtomicFile() {
-        if (fd_ >= 0) ::close(fd_);
-        if (!committed_) ::unlink(tmp_.c_str());
-    }
-    AtomicFile(const AtomicFile&) = delete;
-    AtomicFile& operator=(const AtomicFile&) = delete;
-
-    void write(const void* data, size_t n) {
-        const auto* p = static_cast<const uint8_t*>(data);
-        while (n > 0) {
-            ssize_t put = ::write(fd_, p, std::min<size_t>(n, 1u << 30));
-            if (put < 0 && errno == EINTR) continue;
-            if (put < 0) fail(path_, "write to " + tmp_ + " failed: " + errno_text());
-            p += put, n -= size_t(put);
-        }
-    }
-
-    // Flushes the data to disk, then renames it over the target (atomic on POSIX), then syncs the
-    // directory so the rename itself survives a crash.
-    void commit() {
-        if (::fsync(fd_) != 0) fail(path_, "fsync of " + tmp_ + " failed: " + errno_text());
-        int fd = fd_;
-        fd_ = -1;
-        if (::close(fd) != 0) fail(path_, "close of " + tmp_ + " failed: " + errno_text());
-        if (::rename(tmp_.c_str(), path_.c_str()) != 0)
-            fail(path_, "cannot rename " + tmp_ + " over it: " + errno_text());
-        committed_ = true;
-        size_t slash = path_.find_last_of('/');
-        std::string dir = slash == std::string::npos ? "."
-                          : slash == 0                ? "/"
-                                                      : path_.substr(0, slash);
-        int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            ::fsync(dfd);  // best effort: some file systems refuse fsync on directories
-            ::close(dfd);
-        }
-    }
-
-private:
-    std::string path_, tmp_;
-    int fd_ = -1;
-    bool committed_ = false;
-};
 
 }  // namespace
 
@@ -412,6 +363,35 @@ SafetensorsFile load_safetensors(const std::string& path) {
 
 void save_safetensors(const std::string& path, const StateDict& tensors,
                       const std::map<std::string, std::string>& metadata) {
+    save_safetensors_with_bytes(path, tensors, {}, metadata);
+}
+
+void save_safetensors_with_bytes(const std::string& path, const StateDict& tensors,
+                                 const std::map<std::string, ByteTensor>& byte_tensors,
+                                 const std::map<std::string, std::string>& metadata) {
+    // One list of (name, dtype, shape, bytes) in name order, checked before anything is written.
+    struct Entry {
+        const char* dtype;
+        std::vector<int64_t> shape;
+        const Tensor* tensor = nullptr;           // or
+        const std::vector<uint8_t>* bytes = nullptr;
+    };
+    std::map<std::string, Entry> entries;
+    for (const auto& [name, t] : tensors) {
+        EMBER_CHECK(t.defined(), "save_safetensors: ", path, ": tensor '", name,
+                    "' is undefined; give it a value or leave it out of the state dict");
+        entries[name] = Entry{safetensors_dtype(t.dtype()), t.shape().vec(), &t, nullptr};
+    }
+    for (const auto& [name, b] : byte_tensors) {
+        EMBER_CHECK(!entries.count(name), "save_safetensors: ", path, ": '", name,
+                    "' is both a tensor and a byte tensor; give them different names");
+        int64_t n = 1;
+        for (int64_t d : b.shape) n *= d;
+        EMBER_CHECK(n == int64_t(b.bytes.size()), "save_safetensors: ", path, ": byte tensor '",
+                    name, "' has ", b.bytes.size(), " bytes but its shape ", shape_text(b.shape),
+                    " holds ", n);
+        entries[name] = Entry{"U8", b.shape, nullptr, &b.bytes};
+    }
     // The header first: it checks every tensor before the temporary file exists.
     json header = json::object();
     if (!metadata.empty()) {
@@ -420,16 +400,15 @@ void save_safetensors(const std::string& path, const StateDict& tensors,
         header["__metadata__"] = meta;
     }
     uint64_t offset = 0;
-    for (const auto& [name, t] : tensors) {
+    for (const auto& [name, e] : entries) {
         EMBER_CHECK(name != "__metadata__", "save_safetensors: ", path,
                     ": a tensor may not be named \"__metadata__\" (the format reserves it); "
                     "rename it");
-        EMBER_CHECK(t.defined(), "save_safetensors: ", path, ": tensor '", name,
-                    "' is undefined; give it a value or leave it out of the state dict");
-        uint64_t bytes = uint64_t(t.numel()) * dtype_size(t.dtype());
+        uint64_t bytes = e.tensor ? uint64_t(e.tensor->numel()) * dtype_size(e.tensor->dtype())
+                                  : uint64_t(e.bytes->size());
         json entry = json::object();
-        entry["dtype"] = safetensors_dtype(t.dtype());
-        entry["shape"] = t.shape().vec();
+        entry["dtype"] = e.dtype;
+        entry["shape"] = e.shape;
         entry["data_offsets"] = json::array({offset, offset + bytes});
         header[name] = entry;
         offset += bytes;
@@ -449,8 +428,12 @@ void save_safetensors(const std::string& path, const StateDict& tensors,
     for (int i = 0; i < 8; ++i) prefix[i] = uint8_t(uint64_t(text.size()) >> (8 * i));
     out.write(prefix, 8);
     out.write(text.data(), text.size());
-    for (const auto& [name, t] : tensors) {  // map order: the same order as the offsets above
-        Tensor c = t.detach().to(Device::cpu()).contiguous();
+    for (const auto& [name, e] : entries) {  // map order: the same order as the offsets above
+        if (e.bytes) {
+            if (!e.bytes->empty()) out.write(e.bytes->data(), e.bytes->size());
+            continue;
+        }
+        Tensor c = e.tensor->detach().to(Device::cpu()).contiguous();
         if (c.numel() > 0) out.write(c.raw_data(), size_t(c.numel()) * dtype_size(c.dtype()));
     }
     out.commit();

@@ -31,6 +31,10 @@ struct TrainerOptions {
     int64_t save_every = 0;      // 0: only at the end
     std::string checkpoint;      // path of the training checkpoint; empty: none
     bool resume = false;         // continue from `checkpoint` when it exists
+    // A step whose loss or gradient norm is NaN or infinite stops the run with an error naming
+    // the step, before the optimizer spreads it into the weights; with skip_nonfinite such a step
+    // is skipped instead (its gradients dropped, the weights untouched) and counted.
+    bool skip_nonfinite = false;
 };
 
 // What one micro-batch gives back: its mean loss (a scalar that requires grad) and how many
@@ -75,6 +79,7 @@ public:
     void save_checkpoint(int64_t step) const;
     int64_t load_checkpoint();  // returns the step it holds
     int64_t resumed_from() const { return resumed_from_; }
+    int64_t skipped_steps() const { return skipped_; }  // non-finite steps skipped (skip_nonfinite)
     AdamW& optimizer() { return *optimizer_; }
 
     // Adds hooks (null: ignored); add them before run() and before a resume loads the checkpoint.
@@ -89,6 +94,12 @@ private:
     std::unique_ptr<AdamW> optimizer_;
     LRSchedule schedule_;
     int64_t resumed_from_ = 0;
+    int64_t skipped_ = 0;
+
+    void check_options() const;
+    void nonfinite(int64_t step, const char* what, double value) const;
+    // Throws unless every parameter is finite: a NaN model is never saved as a checkpoint.
+    void check_weights_finite(int64_t step) const;
 };
 
 }  // namespace nn

@@ -1,6 +1,8 @@
 // adapter_config.json: the keys every method shares, and reading any method's file by its peft_type.
 #include "peft/config_json.h"
 
+#include <cmath>
+
 #include "peft/methods.h"
 #include "tensor/check.h"
 
@@ -10,6 +12,10 @@ namespace peft {
 using json = nlohmann::json;
 
 json str_or_null(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
+
+json whole_or_real(double v) {
+    return std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9e15 ? json(int64_t(v)) : json(v);
+}
 
 json selector_json(const ModuleSelector& s) {
     if (!s.is_set) return nullptr;
@@ -86,9 +92,19 @@ std::shared_ptr<PeftConfig> config_from_json(const std::string& text) {
     } catch (const json::exception& e) {
         throw Error(make_message("adapter_config.json: not valid JSON (", e.what(), ")"));
     }
-    std::string type = j.is_object() ? j.value("peft_type", std::string()) : std::string();
-    for (const Method& m : method_table())
-        if (m.peft_type == type) return m.from_json(text);
+    EMBER_CHECK(j.is_object(), "adapter_config.json: expected a JSON object, got ", j.type_name());
+    EMBER_CHECK(j.contains("peft_type") && j["peft_type"].is_string(),
+                "adapter_config.json: \"peft_type\" must be a string such as \"LORA\"");
+    std::string type = j["peft_type"].get<std::string>();
+    for (const Method& m : method_table()) {
+        if (m.peft_type != type) continue;
+        try {  // a key of the wrong type: nlohmann's type_error, turned into Ember's error
+            return m.from_json(text);
+        } catch (const json::exception& e) {
+            throw Error(make_message("adapter_config.json (", type, "): a key holds a value of the wrong type (",
+                                     e.what(), "); compare the file with one peft writes"));
+        }
+    }
     std::string known;
     for (const Method& m : method_table())
         if (known.find("\"" + m.peft_type + "\"") == std::string::npos) known += (known.empty() ? "\"" : ", \"") + m.peft_type + "\"";

@@ -15,6 +15,9 @@ namespace peft {
 nlohmann::json selector_json(const ModuleSelector& s);
 ModuleSelector selector_from(const nlohmann::json& j);
 nlohmann::json str_or_null(const std::string& s);
+// A whole number as a JSON integer (16, not 16.0), as peft writes its int-typed fields such as
+// lora_alpha; anything else as a real.
+nlohmann::json whole_or_real(double v);
 
 // The shared keys of `c`, with "peft_type" = c.peft_type().
 nlohmann::json common_json(const PeftConfig& c);

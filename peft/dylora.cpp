@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nn/atomic_file.h"
 #include "nn/init.h"
 #include "nn/safetensors.h"
 #include "peft/lora.h"
@@ -219,15 +220,7 @@ void save_dylora_as_lora(const PeftModel& pm, const std::string& dir, int64_t b,
     EMBER_CHECK(!ec, "save_dylora_as_lora: cannot create ", dir, ": ", ec.message());
     const std::filesystem::path p(dir);
     nn::save_safetensors((p / "adapter_model.safetensors").string(), sd, {{"format", "pt"}});
-    // The config through a temporary file and a rename, as save_pretrained.
-    const std::string path = (p / "adapter_config.json").string(), tmp = path + ".tmp";
-    {
-        std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-        f << l.to_json() << "\n";
-        EMBER_CHECK(f.flush(), "save_dylora_as_lora: writing ", tmp, " failed");
-    }
-    std::filesystem::rename(tmp, path, ec);
-    EMBER_CHECK(!ec, "save_dylora_as_lora: cannot rename ", tmp, " to ", path, ": ", ec.message());
+    nn::write_file_atomically((p / "adapter_config.json").string(), l.to_json() + "\n");
 }
 
 DyLoraRankSampler::DyLoraRankSampler(PeftModel& pm, uint64_t seed, const std::string& adapter)

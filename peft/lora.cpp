@@ -18,7 +18,7 @@ using json = nlohmann::json;
 std::string LoraConfig::to_json() const {
     json j = common_json(*this);
     j["r"] = r;
-    j["lora_alpha"] = lora_alpha;
+    j["lora_alpha"] = whole_or_real(lora_alpha);  // an int in peft's LoraConfig
     j["lora_dropout"] = lora_dropout;
     j["bias"] = bias;
     j["use_rslora"] = use_rslora;

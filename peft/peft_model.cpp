@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "nn/atomic_file.h"
 #include "nn/safetensors.h"
 
 namespace ember {
@@ -586,21 +587,6 @@ nn::StateDict PeftModel::adapter_state_dict(const std::string& adapter) const {
     return sd;
 }
 
-// Writes text to path through a temporary file and a rename, like save_safetensors.
-static void write_atomically(const std::string& path, const std::string& text) {
-    std::string tmp = path + ".tmp";
-    {
-        std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-        EMBER_CHECK(f, "save_pretrained: cannot write ", tmp);
-        f << text << "\n";
-        f.flush();
-        EMBER_CHECK(f, "save_pretrained: writing ", tmp, " failed");
-    }
-    std::error_code ec;
-    fs::rename(tmp, path, ec);
-    EMBER_CHECK(!ec, "save_pretrained: cannot rename ", tmp, " to ", path, ": ", ec.message());
-}
-
 void PeftModel::save_adapter(const std::string& dir, const std::string& adapter) const {
     check_usable();
     config(adapter);  // checks the name
@@ -610,7 +596,8 @@ void PeftModel::save_adapter(const std::string& dir, const std::string& adapter)
     nn::save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), adapter_state_dict(adapter),
                          {{"format", "pt"}});
     std::shared_ptr<PeftConfig> c = saved_config(adapter);
-    write_atomically((fs::path(dir) / "adapter_config.json").string(), c->to_json());
+    c->inference_mode = true;  // as peft's save_pretrained writes it
+    nn::write_file_atomically((fs::path(dir) / "adapter_config.json").string(), c->to_json() + "\n");
 }
 
 void PeftModel::save_pretrained(const std::string& dir) const {

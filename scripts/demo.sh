@@ -19,7 +19,7 @@ else
 fi
 
 echo "== GPT on fortunes (held out: songs-poems)"
-"$BUILD/gpt" train --out "$RUNS/gpt" $GPT_FLAGS
+"$BUILD/gpt" train --out "$RUNS/gpt" --overwrite $GPT_FLAGS
 "$BUILD/gpt" eval --out "$RUNS/gpt" --eval-batches 32
 "$BUILD/gpt" sample --out "$RUNS/gpt" --prompt "Q: What is a computer?
 A: " --tokens 160 --samples 2
@@ -28,6 +28,6 @@ echo "== LoRA fine-tune of that GPT on the held-out songs-poems text"
 "$BUILD/gpt" finetune --base "$RUNS/gpt" --out "$RUNS/gpt-lora" --method lora --steps 150
 
 echo "== ViT on Fashion-MNIST"
-"$BUILD/vit" train --out "$RUNS/vit" $VIT_FLAGS
+"$BUILD/vit" train --out "$RUNS/vit" --overwrite $VIT_FLAGS
 
 echo "== demo done in $(( $(date +%s) - start )) s; models, metrics and loss curves are in $RUNS/"

@@ -73,6 +73,11 @@ Tensor softmax(const Tensor& x, int dim);
 Tensor log_softmax(const Tensor& x, int dim);
 Tensor softmax_backward(const Tensor& y, const Tensor& grad, int dim);      // y = softmax(x)
 Tensor log_softmax_backward(const Tensor& y, const Tensor& grad, int dim);  // y = log_softmax(x)
+// Attention's softmax over the last dim of scores x (..., Tq, Tk) with the scale and, when causal,
+// the mask folded in: y = softmax(masked ? -1e30 : scale * x), key j masked for query i when
+// j > i + (Tk - Tq); masked positions get no gradient (tensor/ops_scaled_softmax.cpp).
+Tensor scaled_softmax(const Tensor& x, double scale, bool causal);
+Tensor scaled_softmax_backward(const Tensor& y, const Tensor& grad, double scale, bool causal);
 
 // ---- matrix products (tensor/ops_matmul.cpp) ----
 // (..., M, K) @ (..., K, N) -> (..., M, N); batch dims broadcast; both operands at least 2-D.
@@ -137,6 +142,28 @@ Tensor cross_entropy_backward(const Tensor& grad, const CrossEntropyOutput& save
 // and the mask (1 kept, 0 dropped, in x's dtype); element i's fate depends only on (seed, offset, i).
 std::pair<Tensor, Tensor> dropout(const Tensor& x, double p, Generator& gen);
 
+// ---- fused attention (tensor/ops_attention.cpp; CPU only) ----
+// softmax(scale q k^T + mask) v without the (Tq, Tk) scores: q (B, H, Tq, D), k and v
+// (B, Hkv, Tk, D) with H % Hkv == 0 (query head h reads kv head h / (H / Hkv)). Query i sits at
+// key position i + Tk - Tq (prefix and cached keys come first). A query that sees no key gets
+// the mean of all values. The backward recomputes the scores from the saved log-sum-exp.
+struct AttentionPattern {
+    bool causal = false;  // query i sees keys j <= i + Tk - Tq
+    Tensor key_padding;   // optional (B, Tk): nonzero = a real key, 0 = padding
+};
+struct AttentionOutput {
+    Tensor out;  // (B, H, Tq, D)
+    Tensor lse;  // (B, H, Tq) log-sum-exp of each query's visible scores
+};
+struct AttentionGrads {
+    Tensor dq, dk, dv;
+};
+AttentionOutput attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const AttentionPattern& pattern, double scale);
+AttentionGrads attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, const AttentionOutput& saved,
+                                  const AttentionPattern& pattern, double scale);
+
 // ---- optimizers (tensor/ops_optim.cpp) ----
 // One fused AdamW update (decoupled weight decay, as torch.optim.AdamW), in place on param,
 // exp_avg and exp_avg_sq; step is 1-based (bias correction uses beta^step).
@@ -147,6 +174,13 @@ struct AdamWParams {
 // All four contiguous, same shape, dtype (f32/f64) and device.
 void adamw_(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
             const Tensor& exp_avg_sq, const AdamWParams& p);
+// The same update for many tensors in one pass (one fork/join on the CPU); all on one device
+// and of one dtype. Each tensor gets the bits adamw_ alone would give it.
+struct AdamWSlot {
+    Tensor param, grad, exp_avg, exp_avg_sq;
+    AdamWParams hp;
+};
+void adamw_multi_(const std::vector<AdamWSlot>& slots);
 
 }  // namespace raw
 }  // namespace ember

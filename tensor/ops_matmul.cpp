@@ -19,6 +19,13 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     check_same_device("matmul", a, b);
     dispatch_float(a.dtype(), "matmul", [](auto) {});
 
+    // A batch times one matrix: fold the batch into the rows, one (rows, K) @ (K, N) product.
+    if (a.dim() > 2 && b.dim() == 2) {
+        Shape out_shape = a.shape();
+        out_shape[out_shape.rank - 1] = N;
+        return reshape(matmul(reshape(a, {-1, K}), b), out_shape);
+    }
+
     // Broadcast the batch dims, then fold them into one: (batch, M, K) and (batch, K, N) views.
     Shape batch_a(a.shape()), batch_b(b.shape());
     batch_a.rank -= 2;

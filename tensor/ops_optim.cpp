@@ -10,8 +10,10 @@
 namespace ember {
 namespace raw {
 
-void adamw_(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
-            const Tensor& exp_avg_sq, const AdamWParams& p) {
+namespace {
+
+void check_adamw(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                 const Tensor& exp_avg_sq, const AdamWParams& p) {
     const char* op = "adamw_";
     check_defined(op, param, "param");
     check_defined(op, grad, "grad");
@@ -32,13 +34,33 @@ void adamw_(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
     EMBER_CHECK(p.step >= 1, op, ": step is 1-based (bias correction uses beta^step), got ", p.step);
     EMBER_CHECK(p.beta1 >= 0 && p.beta1 < 1 && p.beta2 >= 0 && p.beta2 < 1, op,
                 ": betas must lie in [0, 1), got (", p.beta1, ", ", p.beta2, ")");
-    switch (param.device().type) {
-        case DeviceType::CPU: cpu::adamw_(param, grad, exp_avg, exp_avg_sq, p); break;
-        case DeviceType::CUDA: ON_CUDA(op, cuda::adamw_(param, grad, exp_avg, exp_avg_sq, p)); break;
+}
+
+}  // namespace
+
+void adamw_(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+            const Tensor& exp_avg_sq, const AdamWParams& p) {
+    adamw_multi_({{param, grad, exp_avg, exp_avg_sq, p}});
+}
+
+void adamw_multi_(const std::vector<AdamWSlot>& slots) {
+    for (const AdamWSlot& s : slots) check_adamw(s.param, s.grad, s.exp_avg, s.exp_avg_sq, s.hp);
+    // The CPU kernel takes one dtype at a time; CUDA updates tensor by tensor.
+    std::vector<AdamWSlot> cpu_f32, cpu_f64;
+    for (const AdamWSlot& s : slots) {
+        if (s.param.device().is_cuda()) {
+            ON_CUDA("adamw_", cuda::adamw_(s.param, s.grad, s.exp_avg, s.exp_avg_sq, s.hp));
+        } else {
+            (s.param.dtype() == DType::F32 ? cpu_f32 : cpu_f64).push_back(s);
+        }
     }
-    param.storage()->bump_version();
-    exp_avg.storage()->bump_version();
-    exp_avg_sq.storage()->bump_version();
+    cpu::adamw_multi_(cpu_f32);
+    cpu::adamw_multi_(cpu_f64);
+    for (const AdamWSlot& s : slots) {
+        s.param.storage()->bump_version();
+        s.exp_avg.storage()->bump_version();
+        s.exp_avg_sq.storage()->bump_version();
+    }
 }
 
 }  // namespace raw

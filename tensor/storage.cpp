@@ -6,12 +6,10 @@
 #include <new>
 
 #include "tensor/check.h"
+#include "tensor/cpu/allocator.h"
 #include "tensor/cuda/runtime.h"
 
 namespace ember {
-
-// CPU buffers are 64-byte aligned so that vector loads never straddle a cache line.
-static constexpr size_t CPU_ALIGNMENT = 64;
 
 // Bytes of tensor storage alive on the CPU now, and the most there has been (for reports such as
 // a fine-tuning method's peak memory).
@@ -35,9 +33,7 @@ Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
         data_ = cuda::allocate(bytes);
         return;
     }
-    size_t rounded = (bytes + CPU_ALIGNMENT - 1) / CPU_ALIGNMENT * CPU_ALIGNMENT;
-    data_ = std::aligned_alloc(CPU_ALIGNMENT, rounded == 0 ? CPU_ALIGNMENT : rounded);
-    EMBER_CHECK(data_ != nullptr, "Storage: could not allocate ", bytes, " bytes on the CPU");
+    data_ = cpu::allocate(bytes);  // the caching allocator (tensor/cpu/allocator.h)
     count_cpu_bytes(int64_t(bytes));
 }
 
@@ -45,7 +41,7 @@ Storage::~Storage() {
     if (device_.is_cuda()) {
         cuda::release(data_, bytes_);
     } else {
-        std::free(data_);
+        cpu::release(data_, bytes_);
         count_cpu_bytes(-int64_t(bytes_));
     }
 }

@@ -4,8 +4,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "examples/support/train_log.h"
+#include "nn/atomic_file.h"
 #include "peft/methods.h"
 #include "peft/peft_model.h"
 
@@ -89,11 +91,11 @@ FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::Micr
 
 void append_result(const std::string& csv_path, const FinetuneResult& r) {
     bool is_new = !std::ifstream(csv_path).good();
-    std::ofstream out(csv_path, std::ios::app);
-    EMBER_CHECK(out.good(), "finetune: cannot write ", csv_path);
+    std::ostringstream out;
     if (is_new) out << "task,method,trainable,all,steps,metric,before,after,ms_per_step,train_memory_mb\n";
     out << r.task << "," << r.method << "," << r.trainable << "," << r.all << "," << r.steps << "," << r.metric << ","
         << r.before << "," << r.after << "," << r.ms_per_step << "," << r.train_memory_mb << "\n";
+    nn::AppendFile(csv_path, false).append(out.str());  // one checked write: a whole row or an error
 }
 
 }  // namespace ember::examples

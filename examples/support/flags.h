@@ -5,9 +5,15 @@
 //     int64_t steps = flags.integer("steps", 600, "optimizer steps");
 //     std::string data = flags.text("data", "/usr/share/games/fortunes", "a text file or a folder");
 //     flags.parse(argc, argv);   // fills the values above; --help prints and returns false
+//
+// A number flag may carry a Range (Range::positive(), Range::at_least(0), ...): a value outside it
+// is refused when parsed, with the flag, the value and the range in the message. Real flags
+// never accept nan or inf.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -20,25 +26,58 @@
 
 namespace ember::examples {
 
+// An interval of allowed values, each end open or closed.
+struct Range {
+    double lo = -std::numeric_limits<double>::infinity(), hi = std::numeric_limits<double>::infinity();
+    bool lo_open = false, hi_open = false;
+
+    static Range any() { return {}; }
+    static Range at_least(double lo) { return {lo, std::numeric_limits<double>::infinity(), false, false}; }
+    static Range positive() { return {0, std::numeric_limits<double>::infinity(), true, false}; }
+    static Range between(double lo, double hi) { return {lo, hi, false, false}; }
+    static Range above_up_to(double lo, double hi) { return {lo, hi, true, false}; }  // (lo, hi]
+    static Range from_below(double lo, double hi) { return {lo, hi, false, true}; }   // [lo, hi)
+
+    bool contains(double v) const {
+        return (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+    }
+    std::string describe() const {
+        std::ostringstream os;
+        bool low = std::isfinite(lo), high = std::isfinite(hi);
+        if (low && !high && lo == 0 && lo_open) os << "positive";
+        else if (low && !high) os << (lo_open ? "above " : "at least ") << lo;
+        else if (!low && high) os << (hi_open ? "below " : "at most ") << hi;
+        else if (low && high) os << "in " << (lo_open ? "(" : "[") << lo << ", " << hi << (hi_open ? ")" : "]");
+        else os << "a number";
+        return os.str();
+    }
+};
+
 class Flags {
 public:
     Flags(std::string command, std::string summary)
         : command_(std::move(command)), summary_(std::move(summary)) {}
 
     // Each declaration returns a reference that parse() later fills.
-    int64_t& integer(const std::string& name, int64_t value, const std::string& help) {
-        return declare<int64_t>(name, value, help, [](const std::string& s, int64_t& out) {
+    int64_t& integer(const std::string& name, int64_t value, const std::string& help, Range range = Range::any()) {
+        int64_t& slot = declare<int64_t>(name, value, help, [](const std::string& s, int64_t& out) {
             size_t used = 0;
             out = std::stoll(s, &used);
             return used == s.size();
         });
+        flags_.back().range = range;
+        flags_.back().number = [&slot] { return double(slot); };
+        return slot;
     }
-    double& real(const std::string& name, double value, const std::string& help) {
-        return declare<double>(name, value, help, [](const std::string& s, double& out) {
+    double& real(const std::string& name, double value, const std::string& help, Range range = Range::any()) {
+        double& slot = declare<double>(name, value, help, [](const std::string& s, double& out) {
             size_t used = 0;
             out = std::stod(s, &used);
-            return used == s.size();
+            return used == s.size() && std::isfinite(out);
         });
+        flags_.back().range = range;
+        flags_.back().number = [&slot] { return slot; };
+        return slot;
     }
     std::string& text(const std::string& name, std::string value, const std::string& help) {
         return declare<std::string>(name, std::move(value), help, [](const std::string& s, std::string& out) {
@@ -85,6 +124,8 @@ public:
                 ok = false;
             }
             EMBER_CHECK(ok, command_, ": --", name, " cannot be '", value, "' (", flag->help, ")");
+            EMBER_CHECK(!flag->number || flag->range.contains(flag->number()), command_, ": --", name, " must be ",
+                        flag->range.describe(), ", not ", value, " (", flag->help, ")");
             flag->given = true;
         }
         return true;
@@ -100,7 +141,8 @@ public:
         os << "usage: " << command_ << " [flags]\n" << summary_ << "\n\nflags:\n";
         for (const auto& f : flags_)
             os << "  --" << f.name << std::string(f.name.size() < 16 ? 16 - f.name.size() : 1, ' ')
-               << f.help << " (default: " << f.default_text << ")\n";
+               << f.help << " (default: " << f.default_text
+               << (f.number && f.range.describe() != "a number" ? "; " + f.range.describe() : std::string()) << ")\n";
     }
 
 private:
@@ -108,6 +150,8 @@ private:
         std::string name, help, default_text;
         std::function<bool(const std::string&)> set;
         bool is_switch = false, given = false;
+        Range range = Range::any();               // number flags: the values allowed
+        std::function<double()> number = nullptr; // number flags: the value now
     };
 
     template <typename T, typename Parse>

@@ -3,16 +3,33 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 
 namespace ember::examples {
 
 TrainLog::TrainLog(const std::string& csv_path, int64_t total_steps, const std::string& unit, bool append)
-    : csv_(csv_path, append ? std::ios::app : std::ios::trunc), total_steps_(total_steps), unit_(unit),
-      terminal_(isatty(STDOUT_FILENO)) {
-    if (!append || csv_.tellp() == 0) csv_ << "step,metric,value\n";
+    : csv_path_(csv_path), append_(append), total_steps_(total_steps), unit_(unit), terminal_(isatty(STDOUT_FILENO)) {
     start_ = last_ = std::chrono::steady_clock::now();
+}
+
+static const char* const CSV_HEADER = "step,metric,value\n";
+
+void TrainLog::open_csv(int64_t first_step) {
+    std::string kept = CSV_HEADER;
+    if (append_) {
+        std::ifstream in(csv_path_);
+        std::string line;
+        for (bool header = true; std::getline(in, line); header = false) {
+            if (header && line + "\n" == CSV_HEADER) continue;
+            long long step = 0;
+            if (std::sscanf(line.c_str(), "%lld,", &step) == 1 && step < first_step) kept += line + "\n";
+        }
+    }
+    nn::write_file_atomically(csv_path_, kept);
+    csv_ = std::make_unique<nn::AppendFile>(csv_path_, false);
 }
 
 static std::string duration(double seconds) {
@@ -62,11 +79,14 @@ void TrainLog::metric(int64_t step, const std::string& name, double value) {
 
 void TrainLog::finish() {
     if (line_open_) std::cout << "\n" << std::flush, line_open_ = false;
-    csv_.flush();
+    if (csv_) csv_->sync();
 }
 
 void TrainLog::write_row(int64_t step, const std::string& name, double value) {
-    csv_ << step << "," << name << "," << value << "\n";
+    if (!csv_) open_csv(step);
+    std::ostringstream row;
+    row << step << "," << name << "," << value << "\n";
+    csv_->append(row.str());
 }
 
 bool TrainLog::plot(const std::string& csv_path, const std::string& png_path, const std::string& title) {
@@ -82,13 +102,14 @@ bool TrainLog::plot(const std::string& csv_path, const std::string& png_path, co
     for (char& c : safe_title)
         if (c == '\'' || c == '"') c = ' ';
     {
-        std::ofstream script(script_path);
+        std::ostringstream script;
         script << "set terminal png size 900,500\nset output '" << png_path << "'\n"
                << "set datafile separator ','\nset title '" << safe_title << "'\n"
                << "set xlabel 'step'\nset ylabel 'loss'\nset key top right\n"
                << "plot '" << csv_path << "' using 1:(stringcolumn(2) eq 'train_loss' ? $3 : 1/0) "
                << "with points pt 7 ps 0.3 title 'train', '' using 1:(stringcolumn(2) eq 'val_loss' ? $3 : 1/0) "
                << "with linespoints title 'val'\n";
+        nn::write_file_atomically(script_path, script.str());
     }
     int rc = std::system(("gnuplot '" + script_path + "' 2>/dev/null").c_str());
     std::remove(script_path.c_str());

@@ -6,17 +6,22 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "nn/atomic_file.h"
 
 namespace ember::examples {
 
 class TrainLog {
 public:
-    // `unit` names what is counted per second ("tok", "img"). The CSV is (re)started unless
-    // `append` (a resumed run adds to the file it left).
+    // `unit` names what is counted per second ("tok", "img"). Nothing is written until the first
+    // row, so a run that fails to start leaves an existing CSV as it was. Then the CSV is started
+    // afresh, or with `append` (a resumed run) cut to the rows before that first row's step (a
+    // run resumed from step s keeps rows 1..s and drops those logged after its checkpoint).
+    // Each row is appended with one write(2): a killed run loses no logged row.
     TrainLog(const std::string& csv_path, int64_t total_steps, const std::string& unit, bool append);
 
     // One optimizer step done: its loss, the items it consumed and the learning rate.
@@ -31,8 +36,11 @@ public:
 
 private:
     void write_row(int64_t step, const std::string& name, double value);
+    void open_csv(int64_t first_step);
 
-    std::ofstream csv_;
+    std::string csv_path_;
+    bool append_;
+    std::unique_ptr<nn::AppendFile> csv_;
     int64_t total_steps_;
     std::string unit_;
     bool terminal_;

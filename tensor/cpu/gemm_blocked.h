@@ -35,29 +35,49 @@ template <typename T>
 struct MatrixView {
     const T* ptr;
     int64_t row_stride, col_stride;
-    T at(int64_t r, int64_t c) const { return ptr[r * row_stride + c * col_stride]; }
 };
 
 // Packs rows [i0, i0+mc) x depth [k0, k0+kc) of A into MR-row panels: panel p holds, for each k,
-// the MR values A[i0 + p*MR + 0..MR-1][k0 + k], zero-padded past the last row.
+// the MR values A[i0 + p*MR + 0..MR-1][k0 + k], zero-padded past the last row. The loops walk A
+// along its unit stride (k for a row-major A, the rows for a transposed one).
 template <typename T>
 void pack_a(MatrixView<T> a, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* packed) {
     constexpr int MR = Tiles<T>::MR;
-    for (int64_t p = 0; p < mc; p += MR)
-        for (int64_t k = 0; k < kc; ++k)
-            for (int r = 0; r < MR; ++r)
-                *packed++ = p + r < mc ? a.at(i0 + p + r, k0 + k) : T(0);
+    for (int64_t p = 0; p < mc; p += MR, packed += MR * kc) {
+        const int rows = int(std::min<int64_t>(MR, mc - p));
+        if (rows < MR) std::fill(packed, packed + MR * kc, T(0));
+        const T* src = a.ptr + (i0 + p) * a.row_stride + k0 * a.col_stride;
+        if (a.row_stride == 1 && rows == MR) {  // a column of the panel is contiguous
+            for (int64_t k = 0; k < kc; ++k)
+                for (int r = 0; r < MR; ++r) packed[k * MR + r] = src[k * a.col_stride + r];
+        } else {
+            for (int r = 0; r < rows; ++r)
+                for (int64_t k = 0; k < kc; ++k)
+                    packed[k * MR + r] = src[r * a.row_stride + k * a.col_stride];
+        }
+    }
 }
 
 // Packs depth [k0, k0+kc) x columns [j0, j0+nc) of B into NR-column panels: panel p holds, for
-// each k, the NR values B[k0 + k][j0 + p*NR + 0..NR-1], zero-padded past the last column.
+// each k, the NR values B[k0 + k][j0 + p*NR + 0..NR-1], zero-padded past the last column. A
+// row-major B copies NR-wide rows; a transposed one (a Linear weight) is read down its columns,
+// along its unit stride.
 template <typename T>
 void pack_b(MatrixView<T> b, int64_t k0, int64_t kc, int64_t j0, int64_t nc, T* packed) {
     constexpr int NR = Tiles<T>::NR;
-    for (int64_t p = 0; p < nc; p += NR)
-        for (int64_t k = 0; k < kc; ++k)
-            for (int c = 0; c < NR; ++c)
-                *packed++ = p + c < nc ? b.at(k0 + k, j0 + p + c) : T(0);
+    for (int64_t p = 0; p < nc; p += NR, packed += NR * kc) {
+        const int cols = int(std::min<int64_t>(NR, nc - p));
+        if (cols < NR) std::fill(packed, packed + NR * kc, T(0));
+        const T* src = b.ptr + k0 * b.row_stride + (j0 + p) * b.col_stride;
+        if (b.col_stride == 1 && cols == NR) {
+            for (int64_t k = 0; k < kc; ++k)
+                for (int c = 0; c < NR; ++c) packed[k * NR + c] = src[k * b.row_stride + c];
+        } else {
+            for (int c = 0; c < cols; ++c)
+                for (int64_t k = 0; k < kc; ++k)
+                    packed[k * NR + c] = src[k * b.row_stride + c * b.col_stride];
+        }
+    }
 }
 
 // C tile (rows x cols, at most MR x NR; row stride ldc) (+)= packed A panel @ packed B panel.
@@ -73,6 +93,17 @@ void micro_kernel(int64_t kc, const T* a_panel, const T* b_panel, T* c, int64_t 
         for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 16
             for (int j = 0; j < NR; ++j) acc[r][j] += a[r] * b[j];
+    }
+    if (rows == MR && cols == NR) {  // a whole tile: fixed trip counts, vector stores
+        for (int r = 0; r < MR; ++r) {
+            T* cr = c + r * ldc;
+            if (accumulate) {
+                for (int j = 0; j < NR; ++j) cr[j] += acc[r][j];
+            } else {
+                for (int j = 0; j < NR; ++j) cr[j] = acc[r][j];
+            }
+        }
+        return;
     }
     for (int r = 0; r < rows; ++r)
         for (int j = 0; j < cols; ++j)

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "tensor/elementwise_math.h"
 #include "tensor/tensor.h"
@@ -11,6 +12,8 @@
 namespace ember {
 namespace raw {
 struct AdamWParams;  // tensor/ops.h
+struct AdamWSlot;    // likewise
+struct AttentionPattern;  // likewise
 }
 namespace cpu {
 
@@ -31,6 +34,8 @@ void scale(const Tensor& x, double s);                     // x *= s, in place
 // ---- reduce.cpp ---- over the last dim of a contiguous (rows, n) tensor
 enum class ReduceOp { Sum, Mean, Max, Min, ArgMax, LogSumExp };
 void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& out);  // x (rows, n) -> out (rows)
+// Sum (or mean) over the rows of a contiguous x (rows, n) -> out (n): a bias gradient.
+void sum_columns(const Tensor& x, const Tensor& out, bool mean);
 
 // ---- softmax.cpp ---- over the last dim of contiguous (rows, n) tensors
 void softmax(const Tensor& x, const Tensor& out, bool log);
@@ -78,8 +83,17 @@ void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Te
              const Tensor& mask);
 
 // ---- optim.cpp ---- all contiguous, same shape and dtype; in place on param, exp_avg, exp_avg_sq
-void adamw_(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
-            const Tensor& exp_avg_sq, const raw::AdamWParams& p);
+// Fused attention (tensor/cpu/attention.cpp): q (B, H, Tq, D), k/v (B, Hkv, Tk, D), any strides
+// but a unit one along D; real (B, Tk) in q's dtype (nonzero = a real key) or undefined.
+// out (B, H, Tq, D) and lse (B, H, Tq) contiguous; dq, dk, dv contiguous and zeroed.
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& real,
+                       const raw::AttentionPattern& pattern, double scale, const Tensor& out,
+                       const Tensor& lse);
+void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& out, const Tensor& lse, const Tensor& real,
+                        const raw::AttentionPattern& pattern, double scale, const Tensor& dq,
+                        const Tensor& dk, const Tensor& dv);
+void adamw_multi_(const std::vector<raw::AdamWSlot>& slots);  // one pass over all
 
 }  // namespace cpu
 }  // namespace ember

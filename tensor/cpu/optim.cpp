@@ -6,8 +6,12 @@
 //   p  <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 //
 // The step-dependent scalars are computed once in double; the per-element arithmetic runs in the
-// element type, in a fixed order, so a resumed run repeats the same bits.
+// element type, in a fixed order, so a resumed run repeats the same bits (and a tensor updated
+// alone or with others gets the same bits). This file is built with -fno-math-errno, so the
+// square roots vectorize.
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "tensor/cpu/kernels.h"
 #include "tensor/ops.h"
@@ -16,31 +20,65 @@
 namespace ember {
 namespace cpu {
 
-void adamw_(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
-            const Tensor& exp_avg_sq, const raw::AdamWParams& p) {
-    dispatch_float(param.dtype(), "adamw_", [&](auto tag) {
-        using T = typename decltype(tag)::type;
-        const int64_t n = param.numel();
-        T* w = param.data<T>();          // (n)
-        const T* g = grad.data<T>();     // (n)
-        T* m = exp_avg.data<T>();        // (n)
-        T* v = exp_avg_sq.data<T>();     // (n)
+namespace {
+
+// The per-element update over [begin, end) of one tensor, with its scalars.
+template <typename T>
+struct AdamWRange {
+    T* w;
+    const T* g;
+    T* m;
+    T* v;
+    T decay, b1, b2, one_minus_b1, one_minus_b2, step_size, inv_sqrt_bc2, eps;
+
+    AdamWRange(const raw::AdamWSlot& s) {
+        w = s.param.data<T>();      // (n)
+        g = s.grad.data<T>();       // (n)
+        m = s.exp_avg.data<T>();    // (n)
+        v = s.exp_avg_sq.data<T>(); // (n)
+        const raw::AdamWParams& p = s.hp;
         const double t = double(p.step);
-        const T decay = T(1.0 - p.lr * p.weight_decay);
-        const T b1 = T(p.beta1), b2 = T(p.beta2);
-        const T one_minus_b1 = T(1.0 - p.beta1), one_minus_b2 = T(1.0 - p.beta2);
-        const T step_size = T(p.lr / (1.0 - std::pow(p.beta1, t)));
-        const T inv_sqrt_bc2 = T(1.0 / std::sqrt(1.0 - std::pow(p.beta2, t)));
-        const T eps = T(p.eps);
-        parallel_for(n, 1 << 14, [&](int64_t begin, int64_t end) {
-            for (int64_t i = begin; i < end; ++i) {
-                const T gi = g[i];
-                const T mi = b1 * m[i] + one_minus_b1 * gi;
-                const T vi = b2 * v[i] + one_minus_b2 * gi * gi;
-                m[i] = mi;
-                v[i] = vi;
-                const T denom = std::sqrt(vi) * inv_sqrt_bc2 + eps;
-                w[i] = w[i] * decay - step_size * (mi / denom);
+        decay = T(1.0 - p.lr * p.weight_decay);
+        b1 = T(p.beta1), b2 = T(p.beta2);
+        one_minus_b1 = T(1.0 - p.beta1), one_minus_b2 = T(1.0 - p.beta2);
+        step_size = T(p.lr / (1.0 - std::pow(p.beta1, t)));
+        inv_sqrt_bc2 = T(1.0 / std::sqrt(1.0 - std::pow(p.beta2, t)));
+        eps = T(p.eps);
+    }
+
+    void run(int64_t begin, int64_t end) const {
+        for (int64_t i = begin; i < end; ++i) {
+            const T gi = g[i];
+            const T mi = b1 * m[i] + one_minus_b1 * gi;
+            const T vi = b2 * v[i] + one_minus_b2 * gi * gi;
+            m[i] = mi;
+            v[i] = vi;
+            const T denom = std::sqrt(vi) * inv_sqrt_bc2 + eps;
+            w[i] = w[i] * decay - step_size * (mi / denom);
+        }
+    }
+};
+
+}  // namespace
+
+// All slots in one parallel_for over their elements laid end to end: threads split the total,
+// not each tensor, so a hundred small biases cost one fork/join instead of a hundred.
+void adamw_multi_(const std::vector<raw::AdamWSlot>& slots) {
+    if (slots.empty()) return;
+    dispatch_float(slots[0].param.dtype(), "adamw_", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        std::vector<AdamWRange<T>> ranges;
+        std::vector<int64_t> starts{0};  // slot k covers [starts[k], starts[k + 1])
+        for (const raw::AdamWSlot& s : slots) {
+            ranges.emplace_back(s);
+            starts.push_back(starts.back() + s.param.numel());
+        }
+        parallel_for(starts.back(), 1 << 14, [&](int64_t begin, int64_t end) {
+            size_t k = size_t(std::upper_bound(starts.begin(), starts.end(), begin) - starts.begin()) - 1;
+            for (; k < ranges.size() && starts[k] < end; ++k) {
+                const int64_t lo = std::max(begin, starts[k]) - starts[k];
+                const int64_t hi = std::min(end, starts[k + 1]) - starts[k];
+                ranges[k].run(lo, hi);
             }
         });
     });

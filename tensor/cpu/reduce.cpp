@@ -4,6 +4,7 @@
 //
 // Each row is reduced by one thread from start to end, so results never depend on the thread
 // count. Floating sums accumulate in double.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -75,6 +76,32 @@ void reduce_typed(ReduceOp op, const Tensor& x, const Tensor& out) {
 }
 
 }  // namespace
+
+// Threads split the columns into blocks; each block walks the rows top to bottom, adding a
+// contiguous slice of each row into double accumulators, so every column is summed in row order
+// (the same bits for any thread count) and the reads stay sequential.
+void sum_columns(const Tensor& x, const Tensor& out, bool mean) {
+    dispatch_float(x.dtype(), "sum", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        const int64_t rows = x.size(0), n = x.size(1);
+        const T* xp = x.data<T>();  // (rows, n)
+        T* op = out.data<T>();      // (n)
+        constexpr int64_t BLOCK = 256;
+        parallel_for((n + BLOCK - 1) / BLOCK, std::max<int64_t>(1, 16384 / std::max<int64_t>(rows * BLOCK, 1)),
+                     [&](int64_t begin, int64_t end) {
+            double acc[BLOCK];
+            for (int64_t blk = begin; blk < end; ++blk) {
+                const int64_t c0 = blk * BLOCK, w = std::min(BLOCK, n - c0);
+                std::fill(acc, acc + w, 0.0);
+                for (int64_t r = 0; r < rows; ++r) {
+                    const T* row = xp + r * n + c0;
+                    for (int64_t c = 0; c < w; ++c) acc[c] += double(row[c]);
+                }
+                for (int64_t c = 0; c < w; ++c) op[c0 + c] = T(mean ? acc[c] / double(rows) : acc[c]);
+            }
+        });
+    });
+}
 
 void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& out) {
     if (op == ReduceOp::Mean || op == ReduceOp::LogSumExp) {

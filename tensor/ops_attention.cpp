@@ -1,0 +1,72 @@
+// Fused attention front-ends: shape checks, then the CPU kernel (tensor/cpu/attention.cpp).
+// There is no CUDA kernel yet: nn::scaled_dot_product_attention uses the composed path there.
+#include "tensor/cpu/kernels.h"
+#include "tensor/dispatch.h"
+#include "tensor/ops.h"
+
+namespace ember {
+namespace raw {
+namespace {
+
+// A view whose last dim has unit stride (the kernels walk D contiguously).
+Tensor unit_last_stride(const Tensor& x) { return x.stride(3) == 1 ? x : contiguous(x); }
+
+struct Checked {
+    Tensor q, k, v, real;  // real: (B, Tk) in q's dtype, contiguous, or undefined
+};
+
+Checked check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const AttentionPattern& pattern) {
+    check_defined(op, q, "q");
+    check_defined(op, k, "k");
+    check_defined(op, v, "v");
+    dispatch_float(q.dtype(), op, [](auto) {});
+    check_same_dtype(op, q, k);
+    check_same_dtype(op, q, v);
+    EMBER_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op, ": q, k, v must be (B, H, T, D), "
+                "got ", q.shape(), ", ", k.shape(), ", ", v.shape());
+    const int64_t B = q.size(0), H = q.size(1), D = q.size(3), Hkv = k.size(1), Tk = k.size(2);
+    EMBER_CHECK(k.shape() == v.shape() && k.size(0) == B && k.size(3) == D, op, ": k ", k.shape(),
+                " and v ", v.shape(), " must both be (B, Hkv, Tk, D) with B = ", B, ", D = ", D);
+    EMBER_CHECK(Hkv > 0 && H % Hkv == 0, op, ": ", H, " query heads cannot be shared evenly by ",
+                Hkv, " key/value heads");
+    for (const Tensor* t : {&k, &v}) check_same_device(op, q, *t);
+    EMBER_CHECK(q.device().is_cpu(), op, ": the fused kernel runs on the CPU only, got tensors on ",
+                q.device(), "; use nn::scaled_dot_product_attention, which picks the composed path there");
+    Checked c{unit_last_stride(q), unit_last_stride(k), unit_last_stride(v), Tensor()};
+    if (pattern.key_padding.defined()) {
+        EMBER_CHECK(pattern.key_padding.shape() == Shape({B, Tk}), op, ": key_padding must be (B, Tk) = (",
+                    B, ", ", Tk, "), got ", pattern.key_padding.shape());
+        c.real = contiguous(to_dtype(to_device(pattern.key_padding, q.device()), q.dtype()));
+    }
+    return c;
+}
+
+}  // namespace
+
+AttentionOutput attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const AttentionPattern& pattern, double scale) {
+    Checked c = check_attention("attention_forward", q, k, v, pattern);
+    const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3);
+    AttentionOutput res{make_tensor({B, H, Tq, D}, q.dtype(), q.device()),
+                        make_tensor({B, H, Tq}, q.dtype(), q.device())};
+    cpu::attention_forward(c.q, c.k, c.v, c.real, pattern, scale, res.out, res.lse);
+    return res;
+}
+
+AttentionGrads attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, const AttentionOutput& saved,
+                                  const AttentionPattern& pattern, double scale) {
+    Checked c = check_attention("attention_backward", q, k, v, pattern);
+    check_defined("attention_backward", dout, "dout");
+    EMBER_CHECK(dout.shape() == q.shape() && saved.out.shape() == q.shape(), "attention_backward: dout ",
+                dout.shape(), " and out ", saved.out.shape(), " must have q's shape ", q.shape());
+    AttentionGrads g{zeros(q.shape(), q.dtype(), q.device()), zeros(k.shape(), k.dtype(), k.device()),
+                     zeros(v.shape(), v.dtype(), v.device())};
+    cpu::attention_backward(contiguous(dout), c.q, c.k, c.v, contiguous(saved.out), contiguous(saved.lse),
+                            c.real, pattern, scale, g.dq, g.dk, g.dv);
+    return g;
+}
+
+}  // namespace raw
+}  // namespace ember

@@ -1,0 +1,130 @@
+// The fused CPU attention kernel (tensor/cpu/attention.cpp) against the composed path
+// (nn::composed_attention): equal to f32 rounding forward and backward, gradchecked in f64,
+// memory linear in T.
+#include <cmath>
+
+#include "nn/attention.h"
+#include "tensor/storage.h"
+#include "tests/helpers.h"
+
+using namespace ember;
+using namespace ember::testing;
+using Inputs = const std::vector<Tensor>&;
+
+namespace {
+
+struct Result {
+    Tensor out, dq, dk, dv;
+};
+
+// Forward, then backward of sum(out * w) for a fixed random w.
+template <typename Attn>
+Result run(Attn&& attn, const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor& w) {
+    Tensor q = q0.detach(), k = k0.detach(), v = v0.detach();
+    for (Tensor* t : {&q, &k, &v}) t->set_requires_grad();
+    Tensor out = attn(q, k, v);
+    sum(mul(out, w)).backward();
+    return {out.detach(), q.grad(), k.grad(), v.grad()};
+}
+
+}  // namespace
+
+TEST_CASE("fused attention: equals the composed path in f32 (causal, padding, GQA, prefix keys)") {
+    Generator gen(3);
+    const int64_t B = 2, H = 4, Hkv = 2, Tq = 37, D = 16;
+    for (int64_t prefix : {0, 5})
+        for (bool causal : {false, true})
+            for (bool padded : {false, true}) {
+                CAPTURE(prefix);
+                CAPTURE(causal);
+                CAPTURE(padded);
+                const int64_t Tk = Tq + prefix;
+                // A strided q, as split_heads leaves it: (B, T, H, D) permuted to (B, H, T, D).
+                Tensor q = randn({B, Tq, H, D}, gen).permute({0, 2, 1, 3});
+                Tensor k = randn({B, Hkv, Tk, D}, gen), v = randn({B, Hkv, Tk, D}, gen);
+                Tensor w = randn({B, H, Tq, D}, gen);
+                Tensor pad;
+                if (padded) {  // the second sequence has its last 4 keys padded, and key 1
+                    std::vector<float> p(size_t(B * Tk), 1.0f);
+                    for (int64_t j = Tk - 4; j < Tk; ++j) p[size_t(Tk + j)] = 0;
+                    p[size_t(Tk + 1)] = 0;
+                    pad = from_vector(p, {B, Tk});
+                }
+                nn::AttentionMask mask{causal, pad};
+                Result fused = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+                    return nn::scaled_dot_product_attention(a, b, c, mask, 0, nullptr, true);
+                }, q, k, v, w);
+                Result composed = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+                    return nn::composed_attention(a, b, c, mask, 0, nullptr, true);
+                }, q, k, v, w);
+                CHECK(max_abs_diff(fused.out, composed.out) < 2e-6);
+                CHECK(max_abs_diff(fused.dq, composed.dq) < 1e-5);
+                CHECK(max_abs_diff(fused.dk, composed.dk) < 1e-5);
+                CHECK(max_abs_diff(fused.dv, composed.dv) < 1e-5);
+            }
+}
+
+TEST_CASE("fused attention: a query that sees no key attends uniformly, as the composed path") {
+    Generator gen(4);
+    Tensor q = randn({2, 2, 3, 8}, gen), k = randn({2, 2, 3, 8}, gen), v = randn({2, 2, 3, 8}, gen);
+    Tensor w = randn({2, 2, 3, 8}, gen);
+    // batch 1: every key padded; batch 0: the first key padded, so causal query 0 sees nothing
+    Tensor pad = from_vector(std::vector<float>{0, 1, 1, 0, 0, 0}, {2, 3});
+    nn::AttentionMask mask{true, pad};
+    Result fused = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+        return nn::scaled_dot_product_attention(a, b, c, mask, 0, nullptr, true);
+    }, q, k, v, w);
+    Result composed = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+        return nn::composed_attention(a, b, c, mask, 0, nullptr, true);
+    }, q, k, v, w);
+    CHECK(max_abs_diff(fused.out, composed.out) < 2e-6);
+    CHECK(max_abs_diff(fused.dq, composed.dq) < 1e-5);
+    CHECK(max_abs_diff(fused.dk, composed.dk) < 1e-5);
+    CHECK(max_abs_diff(fused.dv, composed.dv) < 1e-5);
+}
+
+TEST_CASE("fused attention: float64 gradcheck of the raw op with every pattern feature") {
+    Tensor q = leaf({2, 4, 3, 5}, 11), k = leaf({2, 2, 6, 5}, 12), v = leaf({2, 2, 6, 5}, 13);
+    raw::AttentionPattern pattern;
+    pattern.key_padding = tensor({1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 0}, {2, 6}, DType::F64);
+    for (bool causal : {false, true}) {
+        CAPTURE(causal);
+        pattern.causal = causal;
+        expect_gradcheck([&](Inputs x) { return fused_attention(x[0], x[1], x[2], pattern, 0.37); },
+                         {q, k, v});
+    }
+}
+
+TEST_CASE("fused attention: T = 2048 forward + backward stays linear in memory") {
+    Generator gen(5);
+    const int64_t B = 1, H = 2, T = 2048, D = 16;
+    Tensor q = randn({B, H, T, D}, gen), k = randn({B, H, T, D}, gen), v = randn({B, H, T, D}, gen);
+    Tensor w = randn({B, H, T, D}, gen);
+    auto peak_of = [&](auto&& attn) {
+        reset_cpu_peak();
+        const int64_t base = cpu_memory_stats().bytes_in_use;
+        run(attn, q, k, v, w);
+        return cpu_memory_stats().peak_bytes_in_use - base;
+    };
+    nn::AttentionMask mask{true, Tensor()};
+    const int64_t fused = peak_of([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+        return nn::scaled_dot_product_attention(a, b, c, mask, 0, nullptr, true);
+    });
+    const int64_t composed = peak_of([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+        return nn::composed_attention(a, b, c, mask, 0, nullptr, true);
+    });
+    MESSAGE("T = 2048 attention forward + backward peak: fused ", fused, " bytes, composed ",
+            composed, " bytes");
+    const int64_t per_tensor = B * H * T * D * 4;          // one (B, H, T, D) f32 tensor
+    CHECK(fused <= 12 * per_tensor);                       // q, k, v copies, out, grads: O(T D)
+    CHECK(composed >= B * H * T * T * 4);                  // at least one (T, T) score matrix
+}
+
+TEST_CASE("fused attention: bad shapes and devices are refused with the op's name") {
+    Tensor q = zeros({1, 3, 4, 8}), k = zeros({1, 2, 4, 8});
+    CHECK(contains(error_of([&] { raw::attention_forward(q, k, k, {}, 1.0); }), "shared evenly"));
+    raw::AttentionPattern p;
+    p.key_padding = ones({1, 5});
+    Tensor k1 = zeros({1, 1, 4, 8});
+    CHECK(contains(error_of([&] { raw::attention_forward(q, k1, k1, p, 1.0); }), "key_padding must be (B, Tk)"));
+}
