@@ -107,7 +107,7 @@ public:
     std::string base_model_name_or_path;  // "" = null
     std::string revision;                 // "" = null
     bool inference_mode = false;
-    ModuleSelector target_modules;  // unset: the model type's default (see default_targets)
+    ModuleSelector target_modules;  // unset: the method's default for the model type (fill_defaults)
     ModuleSelector exclude_modules;
     std::vector<int64_t> layers_to_transform;  // empty: every layer
     std::string layers_pattern;                // "" = null: the first numeric segment
