@@ -348,11 +348,13 @@ int finetune(int argc, char** argv) {
     int64_t span = int64_t(train_text.size()) - T - 1;
     auto batch_fn = [&](int64_t step, int64_t micro) {
         Generator g(uint64_t(seed) * 7919u + uint64_t(step) * 131u + uint64_t(micro));
-        auto [x, y] = windows(train_text, randint(0, span, {batch}, g).to_vector<int64_t>(), T, device);
-        return nn::MicroBatch{cross_entropy(model->forward_ids(x), y), batch * T};
+        // Windows leave room for a prompt method's virtual tokens (token_context() <= T).
+        const int64_t Tw = model->token_context();
+        auto [x, y] = windows(train_text, randint(0, span, {batch}, g).to_vector<int64_t>(), Tw, device);
+        return nn::MicroBatch{cross_entropy(model->forward_ids(x), y), batch * Tw};
     };
     examples::FinetuneResult r = examples::run_finetune(
-        job, batch_fn, [&] { return evaluate(*model, val_text, eval_batches, batch, T, device); },
+        job, batch_fn, [&] { return evaluate(*model, val_text, eval_batches, batch, model->token_context(), device); },
         [&](const std::string& dir) { model->save_pretrained(dir); });
     r.task = "gpt/" + domain, r.metric = "val_loss", r.before = before;
     std::cout << "validation loss on " << domain << ": " << r.before << " before, " << r.after << " after " << steps

@@ -59,7 +59,7 @@ std::vector<int64_t> generate(GPT& model, const std::vector<int64_t>& prompt, co
     std::vector<int64_t> tokens = prompt, out;
     int64_t fed = 0;  // tokens already in the cache
 
-    const int64_t context = model.config.context;
+    const int64_t context = model.token_context();  // less the prompt encoder's virtual tokens
     for (int64_t step = 0; step < o.max_new_tokens; ++step) {
         GPTInputs in;
         std::vector<int64_t> window;
@@ -67,7 +67,7 @@ std::vector<int64_t> generate(GPT& model, const std::vector<int64_t>& prompt, co
             // A full cache starts over from the last half-context of tokens (a sliding window
             // that re-reads its start only every context/2 tokens).
             int64_t pending = int64_t(tokens.size()) - fed;
-            if (caches[0].length() + pending > context) {
+            if (caches[0].length() + pending > model.config.context) {  // the cache holds the virtual tokens too
                 caches.assign(model.num_blocks(), nn::KVCache{});
                 int64_t keep = std::min<int64_t>(int64_t(tokens.size()), std::max<int64_t>(1, context / 2));
                 window.assign(tokens.end() - keep, tokens.end());

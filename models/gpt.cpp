@@ -228,7 +228,21 @@ GPT::GPT(const GPTConfig& c, uint64_t seed) : config(c), rng(std::make_shared<Ge
         lm_head = std::make_shared<nn::Linear>(c.dim, c.vocab_size, false, init_gen);
         register_module("lm_head", lm_head);
     }
+    register_module("prompt_encoder", prompt_encoder);
     init_gpt_weights(*this, c.layers, init_gen);
+}
+
+nn::ForwardShape GPT::forward_shape() const {
+    nn::ForwardShape s;
+    s.dim = config.dim, s.layers = config.layers, s.heads = config.heads;
+    s.kv_heads = config.kv_heads > 0 ? config.kv_heads : config.heads;
+    s.head_dim = config.dim / config.heads;
+    s.word_embeddings = body->token_embedding->weight;
+    return s;
+}
+
+int64_t GPT::token_context() const {
+    return config.context - (prompt_encoder ? prompt_encoder->virtual_token_count() : 0);
 }
 
 Tensor GPT::embed(const Tensor& ids) { return body->token_embedding->forward_ids(ids); }
@@ -236,7 +250,33 @@ Tensor GPT::embed(const Tensor& ids) { return body->token_embedding->forward_ids
 Tensor GPT::lm_head_weight() const { return lm_head ? lm_head->weight : body->token_embedding->weight; }
 
 Tensor GPT::hidden_states(const Tensor& ids, const GPTInputs& in) {
+    int64_t virtual_tokens = 0;
+    Tensor h = hidden(ids, in, virtual_tokens);
+    return virtual_tokens > 0 ? h.slice(1, virtual_tokens, h.size(1)) : h;
+}
+
+Tensor GPT::hidden(const Tensor& ids, const GPTInputs& in_given, int64_t& virtual_tokens) {
     EMBER_CHECK(ids.dim() == 2, "GPT: ids must be (batch, time), got ", ids.shape());
+    GPTInputs in = in_given;
+    virtual_tokens = 0;
+    if (prompt_encoder) {
+        nn::ForwardContext ctx;
+        ctx.batch = ids.size(0);
+        prompt_encoder->supply(ctx);
+        // Virtual tokens go before the first chunk only: a continuing KV cache already holds them.
+        const bool continuing = in.caches && !in.caches->empty() && (*in.caches)[0].length() > 0;
+        if (ctx.virtual_tokens.defined() && !continuing) {
+            EMBER_CHECK(!in.prefix_embeds.defined(), "GPT: prefix_embeds given while the prompt encoder supplies "
+                        "virtual tokens; use one or the other");
+            in.prefix_embeds = ctx.virtual_tokens;
+            virtual_tokens = ctx.virtual_tokens.size(1);
+        }
+        if (!ctx.layer_prefixes.empty()) {
+            EMBER_CHECK(in.layer_prefixes.empty(), "GPT: layer_prefixes given while the prompt encoder supplies "
+                        "them; use one or the other");
+            in.layer_prefixes = ctx.layer_prefixes;
+        }
+    }
     Tensor x = embed(ids);
     nn::AttentionInputs attn_in;
     attn_in.key_padding = in.key_padding;
@@ -273,7 +313,10 @@ Tensor GPT::hidden_states(const Tensor& ids, const GPTInputs& in) {
 }
 
 Tensor GPT::forward_ids(const Tensor& ids, const GPTInputs& in) {
-    return matmul(hidden_states(ids, in), lm_head_weight().t());
+    int64_t virtual_tokens = 0;
+    Tensor h = hidden(ids, in, virtual_tokens);
+    if (virtual_tokens > 0) h = h.slice(1, virtual_tokens, h.size(1));  // the real tokens' logits only
+    return matmul(h, lm_head_weight().t());
 }
 
 // ---- Hugging Face files ----

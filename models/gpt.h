@@ -16,6 +16,7 @@
 
 #include "nn/attention.h"
 #include "nn/containers.h"
+#include "nn/forward_inputs.h"
 #include "nn/transformer.h"
 
 namespace ember {
@@ -60,7 +61,11 @@ struct GPTInputs {
     Tensor prefix_embeds;
 };
 
-class GPT : public nn::Module {
+// Per-forward inputs (nn/forward_inputs.h): when the slot prompt_encoder holds a module (a PEFT
+// prompt method's), every forward pass asks it for virtual tokens and layer prefixes. Virtual
+// tokens take positions 0..P-1 and the logits cover the real tokens only; with the KV cache they
+// are fed once, with the cache's first chunk, and stay in it.
+class GPT : public nn::Module, public nn::TakesForwardInputs {
 public:
     GPT(const GPTConfig& config, uint64_t seed);
     std::string type_name() const override { return "GPT"; }
@@ -81,10 +86,17 @@ public:
     nn::TransformerBlock& block(size_t i) const { return *(*blocks)[i]; }
     size_t num_blocks() const { return blocks->size(); }
 
+    nn::ForwardShape forward_shape() const override;
+    // Positions left for real tokens: the context less the prompt encoder's virtual tokens.
+    int64_t token_context() const;
+
     GPTConfig config;
+    std::shared_ptr<nn::ForwardInputs> prompt_encoder;  // null: no per-forward inputs
     std::shared_ptr<Generator> rng;  // dropout draws; saved in training checkpoints
 
 private:
+    // The final normed hidden states and the number of virtual tokens at their start.
+    Tensor hidden(const Tensor& ids, const GPTInputs& in, int64_t& virtual_tokens);
     // The body's children, named per dialect (see the constructor).
     class Body;
     std::shared_ptr<Body> body;

@@ -130,7 +130,7 @@ ViTLayer::ViTLayer(const ViTConfig& c, Generator& init_gen, std::shared_ptr<Gene
     register_module("adapter_mlp_parallel", adapter_mlp_parallel);
 }
 
-Tensor ViTLayer::forward(const Tensor& x) {
+Tensor ViTLayer::forward(const Tensor& x, const Tensor& prefix_k, const Tensor& prefix_v) {
     auto residual_dropout = [&](const Tensor& t) {
         return dropout_p > 0 ? dropout(t, dropout_p, *rng, is_training()) : t;
     };
@@ -140,7 +140,16 @@ Tensor ViTLayer::forward(const Tensor& x) {
     Tensor q = nn::split_heads(query->forward(h), heads);
     Tensor k = nn::split_heads(key->forward(h), heads);
     Tensor v = nn::split_heads(value->forward(h), heads);
-    nn::AttentionMask bidirectional;  // every patch sees every patch
+    if (prefix_k.defined()) {  // [prefix | patches]
+        const int64_t B = k.size(0);
+        EMBER_CHECK(prefix_k.dim() == 4 && prefix_v.defined() && prefix_v.shape() == prefix_k.shape() &&
+                        prefix_k.size(1) == heads && prefix_k.size(3) == k.size(3),
+                    "ViTLayer: prefix keys and values must both be (B or 1, ", heads, ", P, ", k.size(3), "), got ",
+                    prefix_k.shape());
+        k = cat({prefix_k.expand({B, -1, -1, -1}), k}, 2);
+        v = cat({prefix_v.expand({B, -1, -1, -1}), v}, 2);
+    }
+    nn::AttentionMask bidirectional;  // every patch sees every patch (and every prefix slot)
     Tensor a = nn::scaled_dot_product_attention(q, k, v, bidirectional, dropout_p, rng.get(), is_training());
     s.output = residual_dropout(attn_out->forward(nn::merge_heads(a)));
     Tensor x1 = x + nn::call_site(adapter_attn_post, s, s.output);
@@ -229,6 +238,7 @@ ViT::ViT(const ViTConfig& c, uint64_t seed) : config(c), rng(std::make_shared<Ge
     classifier = std::make_shared<nn::Linear>(c.dim, c.num_labels, true, init_gen);
     register_module("vit", body);
     register_module("classifier", classifier);
+    register_module("prompt_encoder", prompt_encoder);
 
     // Hugging Face ViT's init: truncated normal (std 0.02) for every matrix and for the [CLS] and
     // position embeddings; biases zero; norms one.
@@ -261,11 +271,28 @@ Tensor ViT::features(const Tensor& images) {
     Tensor cls = e.cls_token.expand({B, 1, config.dim});
     Tensor x = cat({cls, patches}, 1) + e.position_embeddings;
     if (config.dropout > 0) x = dropout(x, config.dropout, *rng, is_training());
-    for (size_t i = 0; i < num_layers(); ++i) x = layer(i).forward(x);
+    nn::ForwardContext ctx;
+    ctx.batch = B;
+    if (prompt_encoder) prompt_encoder->supply(ctx);
+    EMBER_CHECK(!ctx.virtual_tokens.defined(), "ViT: the prompt encoder supplies virtual tokens, which ViT does not "
+                "take (prefix tuning's layer prefixes it does)");
+    EMBER_CHECK(ctx.layer_prefixes.empty() || ctx.layer_prefixes.size() == num_layers(), "ViT: ",
+                ctx.layer_prefixes.size(), " layer prefixes for ", num_layers(), " layers");
+    for (size_t i = 0; i < num_layers(); ++i) {
+        if (ctx.layer_prefixes.empty()) x = layer(i).forward(x);
+        else x = layer(i).forward(x, ctx.layer_prefixes[i].first, ctx.layer_prefixes[i].second);
+    }
     return body->layernorm->forward(x.select(1, 0));
 }
 
 Tensor ViT::forward(const Tensor& images) { return classifier->forward(features(images)); }
+
+nn::ForwardShape ViT::forward_shape() const {
+    nn::ForwardShape s;
+    s.dim = config.dim, s.layers = config.layers, s.heads = s.kv_heads = config.heads;
+    s.head_dim = config.dim / config.heads;
+    return s;
+}
 
 // ---- Hugging Face folders ----
 

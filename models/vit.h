@@ -15,6 +15,7 @@
 
 #include "nn/attention.h"
 #include "nn/containers.h"
+#include "nn/forward_inputs.h"
 #include "nn/layers.h"
 #include "nn/transformer.h"
 
@@ -46,7 +47,9 @@ class ViTLayer : public nn::Module, public nn::HasAdapterSites {
 public:
     ViTLayer(const ViTConfig& c, Generator& init_gen, std::shared_ptr<Generator> rng);
     std::string type_name() const override { return "ViTLayer"; }
-    Tensor forward(const Tensor& x) override;  // (B, N, C) -> (B, N, C)
+    Tensor forward(const Tensor& x) override { return forward(x, Tensor(), Tensor()); }  // (B, N, C) -> (B, N, C)
+    // With prefix keys and values (1 or B, H, P, D) every patch also attends to (prefix tuning).
+    Tensor forward(const Tensor& x, const Tensor& prefix_k, const Tensor& prefix_v);
     int64_t site_dim() const override { return dim; }
 
     // The slots PEFT methods replace or wrap.
@@ -63,7 +66,10 @@ private:
     std::shared_ptr<Generator> rng;
 };
 
-class ViT : public nn::Module {
+// Per-forward inputs (nn/forward_inputs.h): a module in the slot prompt_encoder may supply layer
+// prefixes (prefix tuning); virtual tokens are refused (ViT's prompts are VPT's, placed after
+// the [CLS] token, which no method here supplies yet).
+class ViT : public nn::Module, public nn::TakesForwardInputs {
 public:
     ViT(const ViTConfig& config, uint64_t seed);
     std::string type_name() const override { return "ViT"; }
@@ -78,8 +84,10 @@ public:
     Tensor patchify(const Tensor& images) const;
     ViTLayer& layer(size_t i) const { return *(*layers)[i]; }
     size_t num_layers() const { return layers->size(); }
+    nn::ForwardShape forward_shape() const override;
 
     ViTConfig config;
+    std::shared_ptr<nn::ForwardInputs> prompt_encoder;  // null: no per-forward inputs
     std::shared_ptr<Generator> rng;
     std::shared_ptr<nn::Linear> classifier;
 

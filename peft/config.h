@@ -29,11 +29,13 @@ namespace nn {
 class Linear;
 class Module;
 class SiteModule;
+struct ForwardShape;
 }
 namespace peft {
 
 class TunerLayer;  // tuner.h
-class Controller;  // controller.h
+class Controller;    // controller.h
+class PromptModule;  // prompts.h
 class PeftModel;   // peft_model.h
 
 // A list of module names or a single regex, as peft's Union[list[str], str].
@@ -77,6 +79,15 @@ public:
                                                              Generator& /*init_gen*/) const {
         return nullptr;
     }
+    // Per-forward inputs: the module that supplies this method's virtual tokens or layer prefixes
+    // to a model that takes them (nn/forward_inputs.h); null for methods that supply none.
+    // fill_from_model first records the model's sizes in the config (peft's
+    // _prepare_prompt_learning_config: token_dim, num_layers, num_attention_heads).
+    virtual void fill_from_model(const nn::ForwardShape& /*shape*/) {}
+    virtual std::shared_ptr<PromptModule> make_forward_inputs(const nn::ForwardShape& /*shape*/,
+                                                              Generator& /*init_gen*/) const {
+        return nullptr;
+    }
     // Parameter tuner: whether the method trains the base model's parameter `name` (owned by
     // `owner`) in place, without a copy. in_target: the parameter belongs to a Linear this
     // adapter wraps. Such parameters are saved in the adapter file under their own names.
@@ -96,7 +107,7 @@ public:
     std::string base_model_name_or_path;  // "" = null
     std::string revision;                 // "" = null
     bool inference_mode = false;
-    ModuleSelector target_modules;  // unset: the model type's default (see default_targets)
+    ModuleSelector target_modules;  // unset: the method's default for the model type (fill_defaults)
     ModuleSelector exclude_modules;
     std::vector<int64_t> layers_to_transform;  // empty: every layer
     std::string layers_pattern;                // "" = null: the first numeric segment

@@ -7,6 +7,8 @@
 #include "peft/houlsby.h"
 #include "peft/ia3.h"
 #include "peft/lora.h"
+#include "peft/prefix_tuning.h"
+#include "peft/prompt_tuning.h"
 #include "peft/vera.h"
 #include "tensor/check.h"
 
@@ -30,6 +32,10 @@ const std::vector<Method>& method_table() {
          bitfit_preset, 3e-3},
         {"houlsby", "HOULSBY", "bottleneck adapters after attention and the MLP (Houlsby et al., 2019)",
          houlsby_from_json, houlsby_preset, 3e-3},
+        {"prompt_tuning", "PROMPT_TUNING", "learned virtual tokens before the input (Lester et al., 2021)",
+         prompt_tuning_from_json, prompt_tuning_preset, 3e-2},
+        {"prefix_tuning", "PREFIX_TUNING", "learned keys and values in every layer's attention (Li & Liang, 2021)",
+         prefix_tuning_from_json, prefix_tuning_preset, 1e-2},
     };
     return table;
 }

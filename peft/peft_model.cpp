@@ -120,10 +120,45 @@ void PeftModel::inject(const std::string& name, const PeftConfig& config_in) {
         }
     }
     attach_sites(name, *cfg);
+    attach_prompt(name, *cfg);
     configs_[name] = cfg;
     order_.push_back(name);
     setup_modules_to_save(name, *cfg);
     if (auto c = cfg->make_controller(*this, name, init_gen_.seed() + order_.size())) controllers_[name] = c;
+}
+
+// Per-forward inputs: the method's module in the model's prompt_encoder slot.
+void PeftModel::attach_prompt(const std::string& name, PeftConfig& cfg) {
+    auto* takes = dynamic_cast<nn::TakesForwardInputs*>(model_.get());
+    if (!takes) {
+        nn::ForwardShape none;
+        EMBER_CHECK(!cfg.make_forward_inputs(none, init_gen_), "PeftModel: ", cfg.peft_type(), " supplies inputs to "
+                    "every forward pass, and this model (", model_->type_name(), ") takes none; use a models::GPT "
+                    "or models::ViT");
+        return;
+    }
+    nn::ForwardShape shape = takes->forward_shape();
+    cfg.fill_from_model(shape);
+    std::shared_ptr<PromptModule> m = cfg.make_forward_inputs(shape, init_gen_);
+    if (!m) return;
+    auto sample = model_->named_parameters();
+    if (!sample.empty()) {  // the model's dtype and device
+        m->to(sample.front().second.dtype());
+        m->to(sample.front().second.device());
+    }
+    auto pa = prompt_adapters();
+    if (!pa) {
+        pa = std::make_shared<PromptAdapters>();
+        pa->set_disabled(disabled_);
+        model_->replace_submodule("prompt_encoder", pa);
+    }
+    pa->set(name, m);
+}
+
+std::shared_ptr<PromptAdapters> PeftModel::prompt_adapters() const {
+    for (auto& [name, m] : model_->named_children())
+        if (name == "prompt_encoder") return std::dynamic_pointer_cast<PromptAdapters>(m);
+    return nullptr;
 }
 
 // Site modules: every block (a module with the five site slots) gets the config's module at each
@@ -168,6 +203,7 @@ void PeftModel::set_adapters(const std::vector<std::string>& names) {
     active_ = names;
     for (auto& [key, tl] : tuner_layers()) tl->set_active(names);
     for (auto& [key, sa] : site_adapters()) sa->set_active(names);
+    if (auto pa = prompt_adapters()) pa->set_active(names);
     apply_modules_to_save();
     update_trainable();
 }
@@ -208,7 +244,8 @@ static std::vector<BaseParam> base_parameters(nn::Module& model, const std::set<
     std::vector<std::string> adapter_prefixes;  // subtrees that hold adapters, not base weights
     for (auto& [name, m] : model.named_modules()) {
         modules[name] = m;
-        if (std::dynamic_pointer_cast<SiteAdapters>(m)) adapter_prefixes.push_back(name + ".");
+        if (std::dynamic_pointer_cast<SiteAdapters>(m) || std::dynamic_pointer_cast<PromptAdapters>(m))
+            adapter_prefixes.push_back(name + ".");
         else if (std::dynamic_pointer_cast<TunerLayer>(m))
             for (auto& [child, c] : m->named_children())
                 if (child != "base_layer") adapter_prefixes.push_back(name + "." + child + ".");
@@ -317,6 +354,9 @@ void PeftModel::update_trainable() {
     for (auto& [key, sa] : site_adapters())
         for (const std::string& a : sa->adapter_names())
             for (auto& [local, t] : sa->get(a)->named_parameters()) t.set_requires_grad(trains(a));
+    if (auto pa = prompt_adapters())
+        for (const std::string& a : pa->adapter_names())
+            for (auto& [local, t] : pa->get(a)->named_parameters()) t.set_requires_grad(trains(a));
     // Parameter tuners: a base parameter trains while an active adapter tunes it.
     std::set<std::string> tuned;
     for (const std::string& a : active_)
@@ -335,6 +375,7 @@ void PeftModel::disable_adapters(bool on) {
     disabled_ = on;
     for (auto& [key, tl] : tuner_layers()) tl->set_disabled(on);
     for (auto& [key, sa] : site_adapters()) sa->set_disabled(on);
+    if (auto pa = prompt_adapters()) pa->set_disabled(on);
     apply_modules_to_save();
 }
 
@@ -366,6 +407,10 @@ void PeftModel::delete_adapter(const std::string& name) {
         sa->set(name, nullptr);
         if (sa->empty()) model_->replace_submodule(key, nullptr);
     }
+    if (auto pa = prompt_adapters()) {
+        pa->set(name, nullptr);
+        if (pa->empty()) model_->replace_submodule("prompt_encoder", nullptr);
+    }
     for (auto it = saved_params_.begin(); it != saved_params_.end();) {
         it->second.copies.erase(name);
         if (it->second.copies.empty()) {
@@ -395,6 +440,10 @@ void PeftModel::check_mergeable(const std::vector<std::string>& names) const {
             EMBER_CHECK(!sa->get(n), "PeftModel.merge_adapter: adapter '", n, "' (", configs_.at(n)->peft_type(),
                         ") puts a nonlinear module at ", key, ", which cannot be merged into the weights; "
                         "keep the PeftModel for inference, or save the adapter");
+        auto pa = prompt_adapters();
+        EMBER_CHECK(!pa || !pa->get(n), "PeftModel.merge_adapter: adapter '", n, "' (", configs_.at(n)->peft_type(),
+                    ") adds inputs to every forward pass, which cannot be merged into the weights; keep the "
+                    "PeftModel for inference, or save the adapter");
     }
 }
 
@@ -432,6 +481,7 @@ std::shared_ptr<nn::Module> PeftModel::unload() {
         model_->replace_submodule(key, tl->base_layer);
     }
     for (auto& [key, sa] : site_adapters()) model_->replace_submodule(key, nullptr);
+    if (prompt_adapters()) model_->replace_submodule("prompt_encoder", nullptr);
     for (auto& [pname, sp] : saved_params_) model_->parameter(pname) = sp.original;
     saved_params_.clear();
     spent_ = true;
@@ -526,6 +576,9 @@ nn::StateDict PeftModel::adapter_state_dict(const std::string& adapter) const {
     for (auto& [key, sa] : site_adapters())
         if (auto m = sa->get(adapter))
             for (auto& [local, t] : m->named_parameters()) sd[prefix + key + "." + local] = t.detach();
+    if (auto pa = prompt_adapters())
+        if (auto m = pa->get(adapter))
+            for (auto& [k, t] : m->saved_tensors()) sd[k] = t.detach();  // peft's keys, no prefix
     for (const std::string& n : tuned_base_parameters(adapter)) sd[prefix + n] = model_->parameter(n).detach();
     for (auto& [pname, sp] : saved_params_) {
         auto it = sp.copies.find(adapter);
@@ -607,6 +660,16 @@ void PeftModel::load_adapter_state_dict(const nn::StateDict& sd, const std::stri
     }
     NoGradGuard no_grad;
     for (auto& [k, t] : mine) raw::copy_(t, raw::to_device(sd.at(k), t.device()));
+    // Every tensor must now read back as the file has it: a computed one (a reparameterised
+    // prefix, a rank-sliced copy) cannot take values.
+    for (auto& [k, t] : adapter_state_dict(adapter)) {
+        Tensor want = raw::to_dtype(sd.at(k), t.dtype());
+        EMBER_CHECK(raw::to_device(raw::contiguous(t), Device::cpu()).to_vector<double>() ==
+                        raw::to_device(want, Device::cpu()).to_vector<double>(),
+                    "load_adapter ('", adapter, "'): ", k, " is computed by this adapter (", configs_.at(adapter)->peft_type(),
+                    "), not stored, so the file's values cannot be loaded into it; load the adapter for inference "
+                    "(is_trainable = false), which stores it as it is");
+    }
 }
 
 }  // namespace peft

@@ -16,6 +16,10 @@
 //                    its base_layer (LoRA, DoRA, DyLoRA, AdaLoRA, VeRA, IA3); mergeable
 //   site module      a block's adapter site (nn/transformer.h) holds a SiteAdapters with the
 //                    method's module per adapter (Houlsby, Pfeiffer); not mergeable
+//   per-forward input  the model's prompt_encoder slot (nn/forward_inputs.h) holds a
+//                    PromptAdapters with the method's module per adapter, asked on every
+//                    forward pass (prompt tuning's virtual tokens, prefix tuning's layer
+//                    prefixes); not mergeable
 //   parameter tuner  chosen parameters of the base train in place, without copies (BitFit's
 //                    biases, Houlsby's LayerNorms, LoRA's bias option); saved under their own
 //                    names. Disabling or deleting the adapter does not undo what they learned.
@@ -47,6 +51,7 @@
 #include "nn/module.h"
 #include "peft/config.h"
 #include "peft/controller.h"
+#include "peft/prompts.h"
 #include "peft/sites.h"
 #include "peft/targets.h"
 #include "peft/tuner.h"
@@ -93,6 +98,8 @@ public:
     std::vector<std::pair<std::string, std::shared_ptr<TunerLayer>>> tuner_layers() const;
     // Every block site holding site modules, by full module name ("transformer.h.0.adapter_attn_post").
     std::vector<std::pair<std::string, std::shared_ptr<SiteAdapters>>> site_adapters() const;
+    // The model's prompt_encoder (per-forward inputs), null when no adapter supplies any.
+    std::shared_ptr<PromptAdapters> prompt_adapters() const;
     // Names of the base model's parameters adapter `adapter` trains in place (parameter tuners).
     std::vector<std::string> tuned_base_parameters(const std::string& adapter = "default") const;
 
@@ -147,6 +154,7 @@ private:
     void apply_modules_to_save();  // put the right copy in each slot
     void update_trainable();       // freeze all, then unfreeze what the active adapters train
     void attach_sites(const std::string& name, const PeftConfig& config);
+    void attach_prompt(const std::string& name, PeftConfig& config);
     void check_mergeable(const std::vector<std::string>& names) const;
     void check_usable() const;
 

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "nn/layers.h"
+#include "nn/forward_inputs.h"
 #include "nn/transformer.h"
 
 namespace ember {
@@ -69,6 +70,15 @@ struct BlockTwin : ShapeNode, nn::HasAdapterSites {
     int64_t site_dim() const override { return dim; }
 };
 
+// A whole model's twin that takes per-forward inputs (nn/forward_inputs.h), as models::GPT and
+// models::ViT do, so prompt methods attach to twins too.
+struct ModelTwin : ShapeNode, nn::TakesForwardInputs {
+    nn::ForwardShape shape;
+    std::shared_ptr<nn::ForwardInputs> prompt_encoder;
+    explicit ModelTwin(nn::ForwardShape s) : shape(std::move(s)) { register_module("prompt_encoder", prompt_encoder); }
+    nn::ForwardShape forward_shape() const override { return shape; }
+};
+
 // Splits "a.b.c" into ("a.b", "c").
 inline std::pair<std::string, std::string> parent_leaf(const std::string& dotted) {
     size_t dot = dotted.rfind('.');
@@ -90,9 +100,12 @@ inline void layernorm_at(ShapeNode& root, const std::string& dotted, int64_t d) 
 }
 
 // GPT2LMHeadModel's tree (lm_head tied, so not a module of its own).
-inline std::shared_ptr<ShapeNode> gpt2_twin(int64_t V, int64_t P, int64_t d, int64_t L) {
-    auto root = std::make_shared<ShapeNode>();
+inline std::shared_ptr<ShapeNode> gpt2_twin(int64_t V, int64_t P, int64_t d, int64_t L, int64_t heads = 12) {
+    nn::ForwardShape shape;
+    shape.dim = d, shape.layers = L, shape.heads = shape.kv_heads = heads, shape.head_dim = d / heads;
+    auto root = std::make_shared<ModelTwin>(shape);
     root->at("transformer.wte").param("weight", {V, d});
+    root->shape.word_embeddings = root->at("transformer.wte").params.back();
     root->at("transformer.wpe").param("weight", {P, d});
     for (int64_t i = 0; i < L; ++i) {
         std::string h = "transformer.h." + std::to_string(i) + ".";
@@ -109,8 +122,11 @@ inline std::shared_ptr<ShapeNode> gpt2_twin(int64_t V, int64_t P, int64_t d, int
 }
 
 // ViTForImageClassification's tree.
-inline std::shared_ptr<ShapeNode> vit_twin(int64_t image, int64_t patch, int64_t C, int64_t d, int64_t L, int64_t labels) {
-    auto root = std::make_shared<ShapeNode>();
+inline std::shared_ptr<ShapeNode> vit_twin(int64_t image, int64_t patch, int64_t C, int64_t d, int64_t L, int64_t labels,
+                                           int64_t heads = 12) {
+    nn::ForwardShape shape;
+    shape.dim = d, shape.layers = L, shape.heads = shape.kv_heads = heads, shape.head_dim = d / heads;
+    auto root = std::make_shared<ModelTwin>(shape);
     int64_t n = (image / patch) * (image / patch);
     root->at("vit.embeddings").param("cls_token", {1, 1, d});
     root->at("vit.embeddings").param("position_embeddings", {1, n + 1, d});

@@ -24,6 +24,8 @@
 #include "peft/ia3.h"
 #include "peft/lora.h"
 #include "peft/methods.h"
+#include "peft/prefix_tuning.h"
+#include "peft/prompt_tuning.h"
 #include "peft/vera.h"
 #include "tests/shape_twins.h"
 #include "tests/test_peft_helpers.h"
@@ -86,6 +88,18 @@ std::shared_ptr<peft::VeraConfig> vera(int64_t r, peft::ModuleSelector t) {
     return with_targets(c, std::move(t));
 }
 
+std::shared_ptr<peft::PromptTuningConfig> prompt(int64_t n) {
+    auto c = std::make_shared<peft::PromptTuningConfig>();
+    c->num_virtual_tokens = n;
+    return c;
+}
+
+std::shared_ptr<peft::PrefixTuningConfig> prefix(int64_t n, bool projection = false, int64_t m = 0) {
+    auto c = std::make_shared<peft::PrefixTuningConfig>();
+    c->num_virtual_tokens = n, c->prefix_projection = projection, c->encoder_hidden_size = m;
+    return c;
+}
+
 // m = 64, LayerNorms frozen: the adapters alone.
 std::shared_ptr<peft::HoulsbyConfig> houlsby_counted() {
     auto c = std::make_shared<peft::HoulsbyConfig>();
@@ -128,6 +142,10 @@ const std::vector<Row>& rows() {
              return c;
          }, false, false,
          {{"gpt2", [] { return houlsby_counted(); }, 2379264}, {"vit", [] { return houlsby_counted(); }, 2379264}}},
+        {"prompt_tuning", [] { return prompt(3); }, false, false, {{"gpt2", [] { return prompt(20); }, 15360}}},
+        // The tiny row trains through the reparameterisation MLP, so save -> load checks the folding.
+        {"prefix_tuning", [] { return prefix(3, true, 8); }, false, false,
+         {{"gpt2", [] { return prefix(20); }, 368640}, {"gpt2", [] { return prefix(20, true, 512); }, 9864704}}},
     };
     return table;
 }
