@@ -19,7 +19,8 @@ HAVE_CUDA_SOURCES := $(if $(wildcard tensor/cuda/*.cu),1,0)
 CUDA ?= $(if $(filter 11,$(HAVE_NVCC)$(HAVE_CUDA_SOURCES)),1,0)
 
 CXXFLAGS := -std=c++17 $(OPT) -g -Wall -Wextra -Werror -I. -pthread -MMD -MP $(ARCH_FLAGS) $(EXTRA_FLAGS)
-LDLIBS   := -pthread -lz
+ZLIB     ?= -lz
+LDLIBS   := -pthread $(ZLIB)
 
 LIB_DIRS := tensor tensor/cpu autograd nn peft models
 LIB_SRCS := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.cpp))
@@ -27,7 +28,8 @@ ifeq ($(CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
   CXXFLAGS  += -DEMBER_WITH_CUDA -I$(CUDA_HOME)/include
   # -Xcompiler passes the warning flags to the host compiler (nvcc 13 accepts them as written).
-  NVCCFLAGS := -std=c++17 -O3 -arch=$(CUDA_ARCH) -I. -DEMBER_WITH_CUDA -MMD -MP \
+  # -lineinfo maps compute-sanitizer's reports to source lines; it leaves the machine code alone.
+  NVCCFLAGS := -std=c++17 -O3 -arch=$(CUDA_ARCH) -lineinfo -I. -DEMBER_WITH_CUDA -MMD -MP \
                -Xcompiler "-Wall -Wextra -Werror" $(EXTRA_NVCC_FLAGS)
   LDLIBS    += -L$(CUDA_HOME)/lib64 -lcublas -lcurand -lcudart
   CU_SRCS   := $(wildcard tensor/cuda/*.cu)
@@ -43,6 +45,8 @@ LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.cu.o)
 ifeq ($(shell uname -m),x86_64)
 $(BUILD)/tensor/cpu/matmul_avx512.o: CXXFLAGS += -mavx512f -mavx512vl -mprefer-vector-width=512 \
                                                 -DEMBER_HAVE_AVX512_GEMM
+# The 4-bit products likewise (tensor/cpu/quant_avx512.cpp), behind the same run-time check.
+$(BUILD)/tensor/cpu/quant_avx512.o: CXXFLAGS += -mavx512f -mavx512vl -mprefer-vector-width=512
 endif
 # The CPU kernels never read errno, so sqrt and friends may vectorize (AdamW, norms).
 $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard tensor/cpu/*.cpp)): CXXFLAGS += -fno-math-errno
@@ -54,7 +58,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_BIN  := $(BUILD)/ember_tests
 BENCH_BIN := $(BUILD)/bench_ops
 
-.PHONY: all lib examples test asan bench deps demo peft-results clean fuzz gpu-check install embed-check
+.PHONY: all lib examples test asan bench deps demo peft-results clean fuzz gpu-check gpu-bin install embed-check
 all: lib examples
 
 lib: $(LIB)
@@ -188,11 +192,22 @@ fuzz:
 $(BUILD)/fuzz_%: fuzz/fuzz_%.cpp $(LIB)
 	$(CXX) $(CXXFLAGS) -fsanitize=fuzzer $< $(LIB) $(LDLIBS) -fsanitize=fuzzer,address,undefined -o $@
 
-# The CUDA cases on a real GPU, then under compute-sanitizer memcheck, with a summary. Needs a
-# GPU and fails loudly without one (plain `make test` skips the CUDA cases instead).
+# ---- the GPU window (scripts/gpu_window.sh; DEVELOPERS.md, "The GPU") ----
+# `make gpu-check`: every CUDA case, bench_gpu, GPT-2 small training and the four compute-sanitizer
+# tools, each under a timeout, with a one-line-per-step summary. Without a GPU it marks each step
+# skipped and ends at once. `make gpu-bin` builds, here, the stripped binaries it runs (gpu-bin/,
+# ignored by git, carried to the device machine), with the headers a rebuild there would need.
+GPU_BIN ?= gpu-bin
 gpu-check:
-	$(MAKE) CUDA=1 $(TEST_BIN)
-	scripts/gpu_check.sh $(TEST_BIN) $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
+	CUDA_HOME="$(CUDA_HOME)" GPU_BIN="$(GPU_BIN)" scripts/gpu_window.sh
+
+gpu-bin:
+	$(MAKE) CUDA=1 $(TEST_BIN) $(BENCH_GPU_BIN) $(BUILD)/gpt
+	rm -rf $(GPU_BIN) && mkdir -p $(GPU_BIN)/include
+	for b in $(TEST_BIN) $(BENCH_GPU_BIN) $(BUILD)/gpt; do strip --strip-debug -o $(GPU_BIN)/$${b##*/} $$b; done
+	cp -r /usr/include/doctest /usr/include/nlohmann /usr/include/zlib.h /usr/include/zconf.h $(GPU_BIN)/include/
+	{ echo "built $$(git rev-parse --short HEAD) $$(date -u '+%F %T') UTC"; $(NVCC) --version | tail -n 1; } >$(GPU_BIN)/BUILD_INFO
+	@du -sm $(GPU_BIN) | awk '{ print "gpu-bin: " $$1 " MiB (budget 40)"; exit ($$1 >= 40) }'
 
 # ---- benchmarks ----
 BENCH_GPU_BIN := $(BUILD)/bench_gpu
@@ -205,9 +220,25 @@ $(BENCH_GPU_BIN): bench/bench_gpu.cpp $(LIB)
 	@mkdir -p $(BUILD)
 	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
-bench: $(BENCH_BIN) $(BENCH_GPU_BIN)
+# 4-bit products against f32 (matvec at batch 1, GEMM at batch 64 and 256), CPU, 2 threads.
+BENCH_QUANT_BIN := $(BUILD)/bench_quant
+$(BENCH_QUANT_BIN): bench/bench_quant.cpp $(LIB)
+	@mkdir -p $(BUILD)
+	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+# QLoRA against LoRA on a ~100M LLaMA-style GPT: tensor bytes and loss (about a minute; not in `make bench`).
+BENCH_QLORA_BIN := $(BUILD)/bench_qlora_memory
+$(BENCH_QLORA_BIN): bench/bench_qlora_memory.cpp $(LIB)
+	@mkdir -p $(BUILD)
+	$(CXX) $(CXXFLAGS) $< $(LIB) $(LDLIBS) -o $@
+.PHONY: bench-qlora-memory
+bench-qlora-memory: $(BENCH_QLORA_BIN)
+	./$(BENCH_QLORA_BIN)
+
+bench: $(BENCH_BIN) $(BENCH_GPU_BIN) $(BENCH_QUANT_BIN)
 	./$(BENCH_BIN)
 	./$(BENCH_GPU_BIN)
+	./$(BENCH_QUANT_BIN)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -75,6 +75,8 @@ Tensor std_dev(const Tensor& x, std::vector<int> dims = {}, bool unbiased = true
 Tensor logsumexp(const Tensor& x, std::vector<int> dims, bool keepdim = false);
 Tensor softmax(const Tensor& x, int dim);
 Tensor log_softmax(const Tensor& x, int dim);
+// softmax(scale * scores) over the last dim, causal mask folded in (raw::scaled_softmax).
+Tensor scaled_softmax(const Tensor& scores, double scale, bool causal);
 
 // ---- matrix product (autograd/linalg.cpp) ----
 // A frozen operand costs nothing in the backward pass: its gradient product is never computed.

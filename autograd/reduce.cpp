@@ -132,4 +132,15 @@ Tensor log_softmax(const Tensor& x, int dim) {
     return out;
 }
 
+Tensor scaled_softmax(const Tensor& scores, double scale, bool causal) {
+    Tensor out = raw::scaled_softmax(scores, scale, causal);
+    if (needs_graph({scores})) {
+        SavedTensor saved_y(out, "scaled_softmax");
+        record("scaled_softmax", out, {scores}, [saved_y, scale, causal](const Tensor& g, const Needs&) {
+            return Grads{raw::scaled_softmax_backward(saved_y.get(), g, scale, causal)};
+        });
+    }
+    return out;
+}
+
 }  // namespace ember

@@ -5,12 +5,19 @@
 //           direct cuBLAS call (the peak Ember's dispatch can reach)
 //   memory  softmax (4096 x 4096), layernorm (16384 x 1024) and elementwise add over 16M f32
 //           elements, in effective GB/s (each tensor read or written once), against a
-//           device-to-device cudaMemcpy of 16M floats (read + write)
+//           device-to-device cudaMemcpy of 16M floats (read + write); a whole-tensor sum and
+//           column sums (a bias gradient) in GB/s of input read
+//   fused   the gradient norm over GPT-2 small's parameters, attention's causal softmax (forward
+//           and backward) and cross-entropy, each against the op sequence it replaces where
+//           there is one, timed back to back in ms
 //
 // Timing: cudaEvents on the legacy default stream, which orders itself after Ember's (blocking)
 // stream; one warm-up call, then the mean over enough calls to fill about 0.3 s.
 #include <cstdio>
 
+#include <vector>
+
+#include "nn/optim.h"
 #include "tensor/cuda/cuda.h"
 #include "tensor/ops.h"
 
@@ -95,6 +102,10 @@ void memory_rows() {
         {"layernorm 16384x1024", time_ms([&] { raw::layernorm_forward(ln_rows, w, b, 1e-5); }),
          2 * bytes},
         {"add 16M", time_ms([&] { raw::add(x, y); }), 3 * bytes},
+        // whole-tensor sum: one row split across blocks (reduce.cu); only the input counts
+        {"sum of all 16M", time_ms([&] { raw::sum(x); }), bytes},
+        // column sums (a bias gradient): (16384, 1024) -> (1024)
+        {"sum dim 0 16384x1024", time_ms([&] { raw::sum(ln_rows, {0}); }), bytes},
     };
     std::printf("\nGPU memory-bound ops, f32, 16M elements (effective GB/s)\n");
     std::printf("%-22s %10s %12s\n", "op", "GB/s", "of memcpy");
@@ -103,6 +114,65 @@ void memory_rows() {
         const double gbs = r.traffic / r.ms / 1e6;
         std::printf("%-22s %10.0f %11.0f%%\n", r.name, gbs, 100 * gbs / copy_gbs);
     }
+}
+
+// The fused kernels against the op sequences they replace, each pair timed back to back.
+void fused_rows() {
+    std::printf("\nGPU fused paths against what they replace (ms per call; ratio = old / new)\n");
+    std::printf("%-46s %10s %10s %8s\n", "case", "fused", "unfused", "ratio");
+    auto row = [](const char* name, double fused, double unfused) {
+        std::printf("%-46s %10.3f %10.3f %7.2fx\n", name, fused, unfused, unfused / fused);
+    };
+
+    // clip_grad_norm's norm over GPT-2 small's 148 parameter tensors (124M f32 values): one fused
+    // reduction and one sync, against a cast, a square, a sum and a sync per tensor.
+    std::vector<Tensor> grads;
+    const int64_t C = 768, L = 12;
+    auto param = [&](Shape shape) {
+        Tensor t = empty(shape, DType::F32, Device::cuda());
+        cuda::curand_normal_fill(t, grads.size() + 1);
+        grads.push_back(t);
+    };
+    param({50257, C});
+    param({1024, C});
+    for (int64_t l = 0; l < L; ++l) {
+        param({C}), param({C}), param({C, 3 * C}), param({3 * C}), param({C, C}), param({C});
+        param({C}), param({C}), param({C, 4 * C}), param({4 * C}), param({4 * C, C}), param({C});
+    }
+    param({C}), param({C});
+    row("grad norm, GPT-2 small's 148 tensors", time_ms([&] { nn::sum_of_squares(grads); }),
+        time_ms([&] {
+            double total = 0;
+            for (const Tensor& g : grads) {
+                Tensor g64 = raw::to_dtype(g, DType::F64);
+                total += raw::sum(raw::mul(g64, g64)).item<double>();
+            }
+        }));
+
+    // attention's softmax for (8, 12, 1024, 1024) scores: scale and causal mask in the kernel,
+    // against scaling, masking and a plain softmax.
+    const int64_t T = 1024;
+    Tensor scores = empty({8, 12, T, T}, DType::F32, Device::cuda());
+    cuda::curand_normal_fill(scores, 7);
+    Tensor blocked = raw::triu(ones({T, T}, DType::F32, Device::cuda()), 1);
+    Tensor masked = full({}, -1e30, DType::F32, Device::cuda());
+    row("causal softmax (8, 12, 1024, 1024)", time_ms([&] { raw::scaled_softmax(scores, 0.125, true); }),
+        time_ms([&] { raw::softmax(raw::where(blocked, masked, raw::mul_scalar(scores, 0.125)), -1); }));
+    Tensor probs = raw::scaled_softmax(scores, 0.125, true);
+    row("  its backward", time_ms([&] { raw::scaled_softmax_backward(probs, scores, 0.125, true); }),
+        time_ms([&] { raw::mul_scalar(raw::softmax_backward(probs, scores, -1), 0.125); }));
+
+    // cross-entropy over (8192, 50257) logits, forward and backward
+    Tensor logits = empty({8192, 50257}, DType::F32, Device::cuda());
+    cuda::curand_normal_fill(logits, 8);
+    Generator gen(9);
+    Tensor targets = randint(0, 50257, {8192}, gen, DType::I64, Device::cuda());
+    Tensor one = ones({}, DType::F32, Device::cuda());
+    raw::CrossEntropyOutput out = raw::cross_entropy_forward(logits, targets, -100, 0);
+    std::printf("%-46s %10.3f\n", "cross-entropy forward (8192, 50257)",
+                time_ms([&] { raw::cross_entropy_forward(logits, targets, -100, 0); }));
+    std::printf("%-46s %10.3f\n", "cross-entropy backward (8192, 50257)",
+                time_ms([&] { raw::cross_entropy_backward(one, out, targets, -100, 0); }));
 }
 
 }  // namespace
@@ -114,6 +184,7 @@ int main() {
     }
     matmul_rows();
     memory_rows();
+    fused_rows();
     return 0;
 }
 #else

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <cmath>
@@ -27,6 +28,7 @@
 #include "models/memory_check.h"
 #include "models/tokenizer.h"
 #include "nn/trainer.h"
+#include "tensor/cuda/cuda.h"
 #include "tensor/parallel.h"
 
 using namespace ember;
@@ -171,11 +173,14 @@ int train(int argc, char** argv) {
     bool& skip_nonfinite = f.boolean("skip-nonfinite", false, "skip steps whose loss is NaN or infinite (else: stop)");
     int64_t& seed = f.integer("seed", 1, "seed for weights and batches");
     int64_t& threads = f.integer("threads", 0, "CPU threads (0: all cores)", at_least_0);
+    double& clip = f.real("clip", 1.0, "clip the gradient norm to this before each step (0: no clipping)", at_least_0);
+    bool& tf32 = f.boolean("tf32", true, "TF32 tensor cores for f32 matmuls on CUDA (--tf32=false: full f32)");
     if (!f.parse(argc, argv, 2)) return 0;
     if (threads > 0) set_num_threads(int(threads));
 
     // Everything is checked before the folder is touched or a tensor allocated.
     Device device = pick_device(device_name);
+    cuda::set_allow_tf32(tf32 && device.is_cuda());
     models::GPTConfig config = m.config();
     config.validate();
     check_training_fits(config, batch);
@@ -195,8 +200,9 @@ int train(int argc, char** argv) {
     nn::TrainerOptions o;
     o.steps = steps, o.stop_at = stop_at, o.accumulate = accumulate, o.lr = lr, o.warmup = warmup;
     o.weight_decay = weight_decay, o.eval_every = eval_every, o.save_every = save_every;
-    o.checkpoint = run_dir.checkpoint(), o.resume = resume, o.skip_nonfinite = skip_nonfinite;
+    o.checkpoint = run_dir.checkpoint(), o.resume = resume, o.skip_nonfinite = skip_nonfinite, o.clip = clip;
     nn::Trainer trainer(*model, o, {model->rng}, {{"config", model->config.to_hf_json()}});
+    if (device.is_cuda()) cuda::reset_peak();
 
     // Each micro-batch's windows are a pure function of (seed, step, micro): a resumed run draws
     // exactly the batches the interrupted one would have.
@@ -211,10 +217,24 @@ int train(int argc, char** argv) {
     auto eval_fn = [&](int64_t step) {
         log.metric(step, "val_loss", evaluate(*model, text.val, eval_batches, batch, T, device));
     };
+    // Throughput over every step after the first (which pays for warm-up and allocation).
+    std::chrono::steady_clock::time_point first_done, last_done;
+    int64_t timed_items = 0, timed_steps = -1;
     int64_t done = trainer.run(batch_fn, eval_fn, [&](int64_t step, double loss, int64_t items, double rate) {
         log.step(step, loss, items, rate);
+        last_done = std::chrono::steady_clock::now();
+        if (++timed_steps == 0) first_done = last_done;
+        else timed_items += items;
     });
     log.finish();
+    if (timed_steps > 0) {
+        const double seconds = std::chrono::duration<double>(last_done - first_done).count();
+        std::cout << "throughput: " << std::lround(double(timed_items) / seconds) << " tok/s over " << timed_steps
+                  << " steps after the first (clip " << clip << ", tf32 " << (cuda::allow_tf32() ? "on" : "off") << ")";
+        if (device.is_cuda())
+            std::cout << ", peak GPU memory " << cuda::allocator_stats().peak_bytes_in_use / (1 << 20) << " MiB";
+        std::cout << "\n";
+    }
     if (trainer.resumed_from() > 0) std::cout << "resumed from step " << trainer.resumed_from() << "\n";
     model->save_pretrained(out);
     std::cout << "saved " << out << "/model.safetensors after step " << done << "\n";
@@ -293,7 +313,7 @@ int finetune(int argc, char** argv) {
     std::string& data = f.text("data", FORTUNES_DIR, "a fortunes folder");
     std::string& domain = f.text("domain", "songs-poems", "the category to adapt to; its last tenth is validation");
     std::string& out = f.text("out", "runs/gpt-finetune", "folder for the adapter (peft format) or the full model");
-    std::string& method_name = f.text("method", "lora", "lora, dylora, adalora, dora, ia3, vera or full");
+    std::string& method_name = f.text("method", "lora", examples::finetune_methods_help());
     int64_t& rank = f.integer("rank", 8, "rank r of the low-rank methods (VeRA: 0 keeps its default 256)",
                               Range::at_least(0));
     std::string& device_name = f.text("device", "auto", "cpu, cuda or auto");
@@ -349,9 +369,13 @@ int main(int argc, char** argv) {
         if (command == "eval") return eval(argc, argv);
         if (command == "sample") return sample(argc, argv);
         if (command == "finetune") return finetune(argc, argv);
-        const char* usage = "usage: gpt train|eval|sample|finetune [flags]   (gpt <command> --help lists the flags)\n";
+        if (command == "methods") {  // the --method names, one a line (scripts/peft_results.sh reads them)
+            for (const std::string& m : examples::finetune_methods()) std::cout << m << "\n";
+            return 0;
+        }
+        const char* usage = "usage: gpt train|eval|sample|finetune|methods [flags]   (gpt <command> --help lists the flags)\n";
         if (command == "--help" || command == "-h") return std::cout << usage, 0;
-        std::cerr << "gpt: unknown command '" << command << "'; the commands are train, eval, sample and finetune\n"
+        std::cerr << "gpt: unknown command '" << command << "'; the commands are train, eval, sample, finetune, and methods\n"
                   << usage;
         return 2;
     } catch (const std::exception& e) {

@@ -19,6 +19,7 @@
 #include "nn/safetensors.h"
 #include "nn/init.h"
 #include "nn/trainer.h"
+#include "tensor/cuda/cuda.h"
 #include "tensor/parallel.h"
 
 using namespace ember;
@@ -123,11 +124,13 @@ int train(int argc, char** argv) {
     int64_t& seed = f.integer("seed", 1, "seed for weights and batches");
     int64_t& threads = f.integer("threads", 0, "CPU threads (0: all cores)", at_least_0);
     std::string& classes = f.text("classes", "all", "train on labels lo-hi only, relabelled from 0 (e.g. 0-4)");
+    bool& tf32 = f.boolean("tf32", true, "TF32 tensor cores for f32 matmuls on CUDA (--tf32=false: full f32)");
     if (!f.parse(argc, argv, 2)) return 0;
     if (threads > 0) set_num_threads(int(threads));
 
     // Everything is checked before the folder is touched or the model allocated.
     Device device = pick_device(device_name);
+    cuda::set_allow_tf32(tf32 && device.is_cuda());
     ImageSet all_train = read_idx_set(data, "train");
     int64_t num_classes = count_classes(all_train, data + "/train-labels");
     ImageSet train_set = select_classes(all_train, classes, num_classes);
@@ -201,7 +204,7 @@ int finetune(int argc, char** argv) {
     std::string& data = f.text("data", FASHION_MNIST_DIR, "folder with train-/t10k- images and labels");
     std::string& classes = f.text("classes", "5-9", "the labels to adapt to, lo-hi");
     std::string& out = f.text("out", "runs/vit-finetune", "folder for the adapter (peft format) or the full model");
-    std::string& method_name = f.text("method", "lora", "lora, dylora, adalora, dora, ia3, vera or full");
+    std::string& method_name = f.text("method", "lora", examples::finetune_methods_help());
     int64_t& rank = f.integer("rank", 8, "rank r of the low-rank methods (VeRA: 0 keeps its default 256)",
                               Range::at_least(0));
     std::string& device_name = f.text("device", "auto", "cpu, cuda or auto");
@@ -259,9 +262,14 @@ int main(int argc, char** argv) {
         if (command == "train") return train(argc, argv);
         if (command == "eval") return eval(argc, argv);
         if (command == "finetune") return finetune(argc, argv);
-        const char* usage = "usage: vit train|eval|finetune [flags]   (vit <command> --help lists the flags)\n";
+        if (command == "methods") {  // the --method names, one a line (scripts/peft_results.sh reads them)
+            for (const std::string& m : examples::finetune_methods()) std::cout << m << "\n";
+            return 0;
+        }
+        const char* usage = "usage: vit train|eval|finetune|methods [flags]   (vit <command> --help lists the flags)\n";
         if (command == "--help" || command == "-h") return std::cout << usage, 0;
-        std::cerr << "vit: unknown command '" << command << "'; the commands are train, eval and finetune\n" << usage;
+        std::cerr << "vit: unknown command '" << command << "'; the commands are train, eval, finetune, and methods\n"
+                  << usage;
         return 2;
     } catch (const std::exception& e) {
         std::string message = e.what();  // most already start with the command's name

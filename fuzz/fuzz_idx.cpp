@@ -6,6 +6,7 @@
 #include <string>
 
 #include "models/datasets.h"
+#include "tensor/check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (size == 0) return 0;

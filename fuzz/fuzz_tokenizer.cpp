@@ -7,6 +7,7 @@
 #include <string>
 
 #include "models/tokenizer.h"
+#include "tensor/check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::string input(reinterpret_cast<const char*>(data), size);

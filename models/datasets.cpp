@@ -89,6 +89,11 @@ static std::vector<int64_t> idx_dims(const std::string& bytes, int rank, const s
     EMBER_CHECK(!too_big && uint64_t(bytes.size()) == uint64_t(4 + 4 * rank) + count, "read_idx: ", path, " holds ",
                 bytes.size(), " bytes but its header promises ", promised, " values after ", 4 + 4 * rank,
                 " header bytes; the file is truncated or corrupt");
+    // With a zero dim the values check nothing; each dim below 2^31 keeps the strides of the
+    // other two inside int64.
+    for (int64_t d : dims)
+        EMBER_CHECK(d < (int64_t(1) << 31), "read_idx: ", path, ": its header's dims ", promised,
+                    " include one of 2^31 or more; the file is corrupt");
     return dims;
 }
 

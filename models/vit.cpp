@@ -99,7 +99,7 @@ private:
 // ---- one layer ----
 
 ViTLayer::ViTLayer(const ViTConfig& c, Generator& init_gen, std::shared_ptr<Generator> rng)
-    : heads(c.heads), dropout_p(c.dropout), rng(std::move(rng)) {
+    : heads(c.heads), dim(c.dim), dropout_p(c.dropout), rng(std::move(rng)) {
     auto linear = [&](int64_t in, int64_t out) { return std::make_shared<nn::Linear>(in, out, true, init_gen); };
     query = linear(c.dim, c.dim), key = linear(c.dim, c.dim), value = linear(c.dim, c.dim);
     attn_out = linear(c.dim, c.dim);
@@ -131,24 +131,25 @@ ViTLayer::ViTLayer(const ViTConfig& c, Generator& init_gen, std::shared_ptr<Gene
 }
 
 Tensor ViTLayer::forward(const Tensor& x) {
-    auto site = [](const std::shared_ptr<nn::Module>& m, const Tensor& t) { return m ? m->forward(t) : t; };
     auto residual_dropout = [&](const Tensor& t) {
         return dropout_p > 0 ? dropout(t, dropout_p, *rng, is_training()) : t;
     };
 
-    Tensor h = site(adapter_attn_pre, layernorm_before->forward(x));
+    nn::SiteInputs s{x, layernorm_before->forward(x), Tensor()};
+    Tensor h = nn::call_site(adapter_attn_pre, s, s.normed);
     Tensor q = nn::split_heads(query->forward(h), heads);
     Tensor k = nn::split_heads(key->forward(h), heads);
     Tensor v = nn::split_heads(value->forward(h), heads);
     nn::AttentionMask bidirectional;  // every patch sees every patch
     Tensor a = nn::scaled_dot_product_attention(q, k, v, bidirectional, dropout_p, rng.get(), is_training());
-    a = residual_dropout(attn_out->forward(nn::merge_heads(a)));
-    Tensor x1 = x + site(adapter_attn_post, a);
+    s.output = residual_dropout(attn_out->forward(nn::merge_heads(a)));
+    Tensor x1 = x + nn::call_site(adapter_attn_post, s, s.output);
 
-    Tensor n = layernorm_after->forward(x1);
-    Tensor m = fc_out->forward(gelu(fc_in->forward(site(adapter_mlp_pre, n)), GeluApprox::None));
-    m = site(adapter_mlp_post, residual_dropout(m));
-    if (adapter_mlp_parallel) m = m + adapter_mlp_parallel->forward(n);
+    s = {x1, layernorm_after->forward(x1), Tensor()};
+    Tensor hm = nn::call_site(adapter_mlp_pre, s, s.normed);
+    s.output = residual_dropout(fc_out->forward(gelu(fc_in->forward(hm), GeluApprox::None)));
+    Tensor m = nn::call_site(adapter_mlp_post, s, s.output);
+    if (adapter_mlp_parallel) m = m + nn::call_site(adapter_mlp_parallel, s, s.normed);
     return x1 + m;
 }
 

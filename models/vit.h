@@ -16,6 +16,7 @@
 #include "nn/attention.h"
 #include "nn/containers.h"
 #include "nn/layers.h"
+#include "nn/transformer.h"
 
 namespace ember {
 namespace models {
@@ -41,11 +42,12 @@ struct ViTConfig {
 // One encoder layer, with the adapter sites of nn::TransformerBlock (null until a method sets
 // them): x = x + attn_post(attn(attn_pre(ln_before(x)))); h = ln_after(x);
 // x = x + mlp_post(mlp(mlp_pre(h))) + mlp_parallel(h).
-class ViTLayer : public nn::Module {
+class ViTLayer : public nn::Module, public nn::HasAdapterSites {
 public:
     ViTLayer(const ViTConfig& c, Generator& init_gen, std::shared_ptr<Generator> rng);
     std::string type_name() const override { return "ViTLayer"; }
     Tensor forward(const Tensor& x) override;  // (B, N, C) -> (B, N, C)
+    int64_t site_dim() const override { return dim; }
 
     // The slots PEFT methods replace or wrap.
     std::shared_ptr<nn::Module> query, key, value, attn_out, fc_in, fc_out;
@@ -56,7 +58,7 @@ public:
 private:
     class Part;  // a named container, for Hugging Face's nesting of the projections
     std::shared_ptr<Part> attention, intermediate, output;
-    int64_t heads;
+    int64_t heads, dim;
     double dropout_p;
     std::shared_ptr<Generator> rng;
 };

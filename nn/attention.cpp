@@ -90,11 +90,20 @@ Tensor composed_attention(const Tensor& q, const Tensor& k, const Tensor& v,
     // LongLoRA's shifted sparse attention (S2-Attn) restricts each head to a window of keys: in
     // the fused kernel that is visible_keys() (tensor/cpu/attention.cpp), here a blocked mask.
 
-    Tensor qg = mul(q, 1.0 / std::sqrt(double(D))).reshape({B, Hkv, G * Tq, D});
-    Tensor scores = matmul(qg, k.transpose(2, 3)).reshape({B, H, Tq, Tk});  // (B, H, Tq, Tk)
-    Tensor blocked = blocked_positions(mask, B, Tq, Tk, scores.dtype(), scores.device());
-    if (blocked.defined()) scores = masked_fill(scores, blocked, MASKED_SCORE);
-    Tensor probs = softmax(scores, -1);  // (B, H, Tq, Tk)
+    Tensor probs;  // (B, H, Tq, Tk)
+    const double scale = 1.0 / std::sqrt(double(D));
+    if (q.device().is_cuda() && !mask.key_padding.defined()) {
+        // On the GPU the scale and the causal mask are folded into the softmax kernel: no scaled
+        // copy of q and no masked copy of the scores.
+        Tensor scores = matmul(q.reshape({B, Hkv, G * Tq, D}), k.transpose(2, 3)).reshape({B, H, Tq, Tk});
+        probs = scaled_softmax(scores, scale, mask.causal);
+    } else {
+        Tensor qg = mul(q, scale).reshape({B, Hkv, G * Tq, D});
+        Tensor scores = matmul(qg, k.transpose(2, 3)).reshape({B, H, Tq, Tk});  // (B, H, Tq, Tk)
+        Tensor blocked = blocked_positions(mask, B, Tq, Tk, scores.dtype(), scores.device());
+        if (blocked.defined()) scores = masked_fill(scores, blocked, MASKED_SCORE);
+        probs = softmax(scores, -1);
+    }
     if (training && dropout_p > 0) {
         EMBER_CHECK(gen, op, ": attention dropout ", dropout_p, " needs a generator");
         probs = dropout(probs, dropout_p, *gen, true);

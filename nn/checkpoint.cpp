@@ -16,7 +16,7 @@ namespace ember::nn {
 namespace {
 
 const char* const FORMAT = "ember.training_checkpoint.v1";
-const std::string MODEL = "model.", OPTIM = "optim.", EXTRA = "extra.";
+const std::string MODEL = "model.", OPTIM = "optim.", HOOKS = "hooks.", EXTRA = "extra.";
 
 bool starts_with(const std::string& s, const std::string& prefix) {
     return s.compare(0, prefix.size(), prefix) == 0;
@@ -44,6 +44,7 @@ void save_training_checkpoint(const std::string& path, const TrainingState& s) {
     StateDict tensors;
     for (const auto& [name, t] : s.model) tensors[MODEL + name] = t;
     for (const auto& [name, t] : s.optimizer) tensors[OPTIM + name] = t;
+    for (const auto& [name, t] : s.hooks) tensors[HOOKS + name] = t;
 
     std::map<std::string, std::string> meta;
     meta["format"] = FORMAT;
@@ -72,9 +73,11 @@ TrainingState load_training_checkpoint(const std::string& path) {
             s.model[name.substr(MODEL.size())] = t;
         else if (starts_with(name, OPTIM))
             s.optimizer[name.substr(OPTIM.size())] = t;
+        else if (starts_with(name, HOOKS))
+            s.hooks[name.substr(HOOKS.size())] = t;
         else
             throw Error(make_message("load_training_checkpoint: ", path, ": tensor '", name,
-                                     "' is neither \"model.*\" nor \"optim.*\""));
+                                     "' is not \"model.*\", \"optim.*\" or \"hooks.*\""));
     }
     s.step = parse_integer<int64_t>(meta, "step", path);
     uint64_t count = parse_integer<uint64_t>(meta, "rng.count", path);

@@ -1,6 +1,6 @@
 // Training checkpoints: everything a run needs to resume bit for bit, in one safetensors file.
 //
-// Tensors go in as "model.<name>" and "optim.<name>"; the step, every generator's (seed, offset)
+// Tensors go in as "model.<name>", "optim.<name>" and "hooks.<name>"; the step, every generator's (seed, offset)
 // and the caller's extra strings go in the header's __metadata__ as decimal strings (u64 values
 // round-trip exactly). The file is an ordinary safetensors file: other tools can open it.
 #pragma once
@@ -19,6 +19,7 @@ struct TrainingState {
     StateDict model;      // module.state_dict()
     StateDict optimizer;  // optimizer.state(); scalars as 0-d or 1-element tensors
     int64_t step = 0;
+    StateDict hooks;      // training hooks' state (Trainer: "<hook index>.<name>")
     std::vector<Generator> rngs;                // every generator whose state must resume
     std::map<std::string, std::string> extra;  // e.g. config JSON, epoch, data cursor
 };

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "tensor/cuda/cuda.h"
+
 namespace ember {
 namespace nn {
 
@@ -150,16 +152,31 @@ void AdamW::step() {
 
 // ---- helpers ----
 
+double sum_of_squares(const std::vector<Tensor>& tensors) {
+    bool all_on_gpu = !tensors.empty();
+    for (const Tensor& t : tensors)
+        all_on_gpu = all_on_gpu && t.device().is_cuda() &&
+                     (t.dtype() == DType::F32 || t.dtype() == DType::F64);
+    if (all_on_gpu) {  // one fused reduction, one host sync (instead of one per tensor)
+        std::vector<Tensor> contiguous;
+        for (const Tensor& t : tensors) contiguous.push_back(raw::contiguous(t));
+        return cuda::sum_of_squares(contiguous);
+    }
+    double total = 0;
+    for (const Tensor& t : tensors) {
+        Tensor t64 = raw::to_dtype(t, DType::F64);
+        total += raw::sum(raw::mul(t64, t64)).item<double>();
+    }
+    return total;
+}
+
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
     EMBER_CHECK(max_norm > 0, "clip_grad_norm: max_norm must be positive, got ", max_norm);
     NoGradGuard no_grad;
-    double total_sq = 0;
-    for (const Tensor& p : params) {
-        Tensor g = p.grad();
-        if (!g.defined()) continue;
-        Tensor g64 = raw::to_dtype(g, DType::F64);
-        total_sq += raw::sum(raw::mul(g64, g64)).item<double>();
-    }
+    std::vector<Tensor> grads;
+    for (const Tensor& p : params)
+        if (p.grad().defined()) grads.push_back(p.grad());
+    const double total_sq = sum_of_squares(grads);
     const double total = std::sqrt(total_sq);
     const double coef = max_norm / (total + 1e-6);
     if (coef < 1) {

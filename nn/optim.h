@@ -100,6 +100,9 @@ public:
 // Scales every .grad by max_norm / total when the total L2 norm over all of them exceeds
 // max_norm (out of place: the scaled gradient replaces .grad). Returns the total norm before
 // clipping. Parameters without a .grad are ignored.
+// The sum of squares of every element of every tensor, in f64: on the GPU one fused reduction
+// over all of them and one host sync (tensor/cuda/reduce.cu), else one sum per tensor.
+double sum_of_squares(const std::vector<Tensor>& tensors);
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 
 // Two groups over the trainable parameters of `module`: {decayed, not decayed}. Biases, norm

@@ -363,6 +363,35 @@ SafetensorsFile load_safetensors(const std::string& path) {
 
 void save_safetensors(const std::string& path, const StateDict& tensors,
                       const std::map<std::string, std::string>& metadata) {
+    save_safetensors_with_bytes(path, tensors, {}, metadata);
+}
+
+void save_safetensors_with_bytes(const std::string& path, const StateDict& tensors,
+                                 const std::map<std::string, ByteTensor>& byte_tensors,
+                                 const std::map<std::string, std::string>& metadata) {
+    // One list of (name, dtype, shape, bytes) in name order, checked before anything is written.
+    struct Entry {
+        const char* dtype;
+        std::vector<int64_t> shape;
+        const Tensor* tensor = nullptr;           // or
+        const std::vector<uint8_t>* bytes = nullptr;
+    };
+    std::map<std::string, Entry> entries;
+    for (const auto& [name, t] : tensors) {
+        EMBER_CHECK(t.defined(), "save_safetensors: ", path, ": tensor '", name,
+                    "' is undefined; give it a value or leave it out of the state dict");
+        entries[name] = Entry{safetensors_dtype(t.dtype()), t.shape().vec(), &t, nullptr};
+    }
+    for (const auto& [name, b] : byte_tensors) {
+        EMBER_CHECK(!entries.count(name), "save_safetensors: ", path, ": '", name,
+                    "' is both a tensor and a byte tensor; give them different names");
+        int64_t n = 1;
+        for (int64_t d : b.shape) n *= d;
+        EMBER_CHECK(n == int64_t(b.bytes.size()), "save_safetensors: ", path, ": byte tensor '",
+                    name, "' has ", b.bytes.size(), " bytes but its shape ", shape_text(b.shape),
+                    " holds ", n);
+        entries[name] = Entry{"U8", b.shape, nullptr, &b.bytes};
+    }
     // The header first: it checks every tensor before the temporary file exists.
     json header = json::object();
     if (!metadata.empty()) {
@@ -371,16 +400,15 @@ void save_safetensors(const std::string& path, const StateDict& tensors,
         header["__metadata__"] = meta;
     }
     uint64_t offset = 0;
-    for (const auto& [name, t] : tensors) {
+    for (const auto& [name, e] : entries) {
         EMBER_CHECK(name != "__metadata__", "save_safetensors: ", path,
                     ": a tensor may not be named \"__metadata__\" (the format reserves it); "
                     "rename it");
-        EMBER_CHECK(t.defined(), "save_safetensors: ", path, ": tensor '", name,
-                    "' is undefined; give it a value or leave it out of the state dict");
-        uint64_t bytes = uint64_t(t.numel()) * dtype_size(t.dtype());
+        uint64_t bytes = e.tensor ? uint64_t(e.tensor->numel()) * dtype_size(e.tensor->dtype())
+                                  : uint64_t(e.bytes->size());
         json entry = json::object();
-        entry["dtype"] = safetensors_dtype(t.dtype());
-        entry["shape"] = t.shape().vec();
+        entry["dtype"] = e.dtype;
+        entry["shape"] = e.shape;
         entry["data_offsets"] = json::array({offset, offset + bytes});
         header[name] = entry;
         offset += bytes;
@@ -400,8 +428,12 @@ void save_safetensors(const std::string& path, const StateDict& tensors,
     for (int i = 0; i < 8; ++i) prefix[i] = uint8_t(uint64_t(text.size()) >> (8 * i));
     out.write(prefix, 8);
     out.write(text.data(), text.size());
-    for (const auto& [name, t] : tensors) {  // map order: the same order as the offsets above
-        Tensor c = t.detach().to(Device::cpu()).contiguous();
+    for (const auto& [name, e] : entries) {  // map order: the same order as the offsets above
+        if (e.bytes) {
+            if (!e.bytes->empty()) out.write(e.bytes->data(), e.bytes->size());
+            continue;
+        }
+        Tensor c = e.tensor->detach().to(Device::cpu()).contiguous();
         if (c.numel() > 0) out.write(c.raw_data(), size_t(c.numel()) * dtype_size(c.dtype()));
     }
     out.commit();

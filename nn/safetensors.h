@@ -34,6 +34,16 @@ struct SafetensorsFile {
 void save_safetensors(const std::string& path, const StateDict& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
+// The same, with byte tensors besides: data Ember has no element type for (bitsandbytes' packed
+// 4-bit codes), written with dtype U8. Names must not repeat across the two maps.
+struct ByteTensor {
+    std::vector<int64_t> shape;
+    std::vector<uint8_t> bytes;  // as many as the shape's product
+};
+void save_safetensors_with_bytes(const std::string& path, const StateDict& tensors,
+                                 const std::map<std::string, ByteTensor>& byte_tensors,
+                                 const std::map<std::string, std::string>& metadata = {});
+
 // Reads a whole file into CPU tensors. F32, F64, I32 and I64 load as themselves; F16 and BF16 are
 // widened to F32; other safetensors dtypes (U8, I16, ...) are refused with a clear message.
 SafetensorsFile load_safetensors(const std::string& path);

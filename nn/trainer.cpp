@@ -48,6 +48,11 @@ void Trainer::check_weights_finite(int64_t step) const {
                     " holds NaN or infinity after step ", step, "; not saving it. Lower the learning rate");
 }
 
+void Trainer::add_hooks(std::shared_ptr<TrainingHooks> hooks) {
+    if (hooks) hooks_.push_back(std::move(hooks));
+}
+
+// Hook i's tensors are stored as "<i>.<name>"; its generators follow the Trainer's own.
 void Trainer::save_checkpoint(int64_t step) const {
     if (options_.checkpoint.empty()) return;
     check_weights_finite(step);
@@ -56,17 +61,32 @@ void Trainer::save_checkpoint(int64_t step) const {
     s.optimizer = optimizer_->state();
     s.step = step;
     for (const auto& g : rngs_) s.rngs.push_back(*g);
+    for (size_t i = 0; i < hooks_.size(); ++i) {
+        for (auto& [name, t] : hooks_[i]->state_dict()) s.hooks[std::to_string(i) + "." + name] = t;
+        for (const auto& g : hooks_[i]->generators()) s.rngs.push_back(*g);
+    }
     s.extra = extra_;
     save_training_checkpoint(options_.checkpoint, s);
 }
 
 int64_t Trainer::load_checkpoint() {
     TrainingState s = load_training_checkpoint(options_.checkpoint);
-    EMBER_CHECK(s.rngs.size() == rngs_.size(), "Trainer: ", options_.checkpoint, " holds ", s.rngs.size(),
-                " generators but this model has ", rngs_.size(), "; was it written by another model?");
+    std::vector<std::shared_ptr<Generator>> all = rngs_;
+    for (const auto& h : hooks_)
+        for (const auto& g : h->generators()) all.push_back(g);
+    EMBER_CHECK(s.rngs.size() == all.size(), "Trainer: ", options_.checkpoint, " holds ", s.rngs.size(),
+                " generators but this run has ", all.size(), " (model and training hooks); was it written by "
+                "another model or with other PEFT controllers?");
     model_.load_state_dict(s.model);
     optimizer_->load_state(s.optimizer);
-    for (size_t i = 0; i < rngs_.size(); ++i) *rngs_[i] = s.rngs[i];
+    for (size_t i = 0; i < all.size(); ++i) *all[i] = s.rngs[i];
+    for (size_t i = 0; i < hooks_.size(); ++i) {
+        const std::string prefix = std::to_string(i) + ".";
+        StateDict mine;
+        for (auto& [name, t] : s.hooks)
+            if (name.compare(0, prefix.size(), prefix) == 0) mine[name.substr(prefix.size())] = t;
+        hooks_[i]->load_state_dict(mine);
+    }
     return s.step;
 }
 
@@ -94,6 +114,7 @@ int64_t Trainer::run(const std::function<MicroBatch(int64_t, int64_t)>& batch,
         ++step;
         double lr_factor = schedule_.factor(step);
         optimizer_->set_lr_factor(lr_factor);
+        for (const auto& h : hooks_) h->before_step(step);
         double loss_sum = 0;
         int64_t items = 0;
         bool finite = true;
@@ -105,6 +126,10 @@ int64_t Trainer::run(const std::function<MicroBatch(int64_t, int64_t)>& batch,
                 nonfinite(step, "loss", loss);
                 finite = false;
                 break;
+            }
+            for (const auto& h : hooks_) {
+                Tensor extra = h->loss_term();
+                if (extra.defined()) mb.loss = mb.loss + extra;
             }
             // Gradients add up across backward calls: scaling each micro-batch's loss by
             // 1/accumulate makes their sum the gradient of the mean.
@@ -120,7 +145,7 @@ int64_t Trainer::run(const std::function<MicroBatch(int64_t, int64_t)>& batch,
         }
         if (finite) {
             optimizer_->step();
-            if (after_optimizer_step) after_optimizer_step(step);
+            for (const auto& h : hooks_) h->after_optimizer_step(step);
         } else {
             ++skipped_;  // its gradients are dropped below; the weights stay as they were
         }

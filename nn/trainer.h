@@ -44,6 +44,24 @@ struct MicroBatch {
     int64_t items = 0;
 };
 
+// What steers a run from outside the model, e.g. a PEFT method's controller (DyLoRA's rank
+// sampler, AdaLoRA's rank allocator). The Trainer calls every hook in the order added:
+//   before_step(step)            before the step's first micro-batch
+//   loss_term()                  added to each micro-batch's loss before backward (undefined: none)
+//   after_optimizer_step(step)   after optimizer.step(), before zero_grad(): .grad is still there
+// state_dict() / load_state_dict() and generators() go in the training checkpoint, so a resumed
+// run continues the hook exactly where it stopped.
+class TrainingHooks {
+public:
+    virtual ~TrainingHooks() = default;
+    virtual void before_step(int64_t /*step*/) {}
+    virtual Tensor loss_term() { return Tensor(); }
+    virtual void after_optimizer_step(int64_t /*step*/) {}
+    virtual StateDict state_dict() const { return {}; }
+    virtual void load_state_dict(const StateDict& /*sd*/) {}
+    virtual std::vector<std::shared_ptr<Generator>> generators() const { return {}; }
+};
+
 class Trainer {
 public:
     // The optimizer is AdamW over `model`'s trainable parameters, with biases and norms in a
@@ -64,15 +82,14 @@ public:
     int64_t skipped_steps() const { return skipped_; }  // non-finite steps skipped (skip_nonfinite)
     AdamW& optimizer() { return *optimizer_; }
 
-    // Called with the step number after optimizer.step() and before zero_grad(), so parameters
-    // still hold their .grad: where controllers that read gradients go (AdaLoRA's
-    // RankAllocator::update_and_allocate, spec §3.3.4). Unset: nothing.
-    std::function<void(int64_t step)> after_optimizer_step;
+    // Adds hooks (null: ignored); add them before run() and before a resume loads the checkpoint.
+    void add_hooks(std::shared_ptr<TrainingHooks> hooks);
 
 private:
     Module& model_;
     TrainerOptions options_;
     std::vector<std::shared_ptr<Generator>> rngs_;
+    std::vector<std::shared_ptr<TrainingHooks>> hooks_;
     std::map<std::string, std::string> extra_;
     std::unique_ptr<AdamW> optimizer_;
     LRSchedule schedule_;

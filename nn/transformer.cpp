@@ -4,6 +4,18 @@
 namespace ember {
 namespace nn {
 
+const std::vector<std::string>& site_names() {
+    static const std::vector<std::string> names = {"adapter_attn_pre", "adapter_attn_post", "adapter_mlp_pre",
+                                                   "adapter_mlp_post", "adapter_mlp_parallel"};
+    return names;
+}
+
+Tensor call_site(const std::shared_ptr<Module>& site, const SiteInputs& in, const Tensor& value) {
+    if (!site) return value;
+    if (auto* s = dynamic_cast<SiteModule*>(site.get())) return s->forward_site(in);
+    return site->forward(value);
+}
+
 TransformerBlock::TransformerBlock(const BlockConfig& cfg, Generator& init_gen,
                                    std::shared_ptr<Generator> rng)
     : config(cfg), rng(std::move(rng)) {
@@ -51,17 +63,16 @@ Tensor TransformerBlock::forward(const Tensor& x_in, const AttentionInputs& in) 
     };
     Tensor x = x_in;  // (B, T, C)
 
-    Tensor h = ln1->forward(x);
-    if (adapter_attn_pre) h = adapter_attn_pre->forward(h);
-    Tensor a = residual_dropout(attn->forward(h, in));
-    if (adapter_attn_post) a = adapter_attn_post->forward(a);
-    x = x + a;
+    SiteInputs s{x, ln1->forward(x), Tensor()};
+    Tensor h = call_site(adapter_attn_pre, s, s.normed);
+    s.output = residual_dropout(attn->forward(h, in));
+    x = x + call_site(adapter_attn_post, s, s.output);
 
-    h = ln2->forward(x);
-    Tensor hm = adapter_mlp_pre ? adapter_mlp_pre->forward(h) : h;
-    Tensor m = residual_dropout(mlp->forward(hm));
-    if (adapter_mlp_post) m = adapter_mlp_post->forward(m);
-    if (adapter_mlp_parallel) m = m + adapter_mlp_parallel->forward(h);
+    s = {x, ln2->forward(x), Tensor()};
+    Tensor hm = call_site(adapter_mlp_pre, s, s.normed);
+    s.output = residual_dropout(mlp->forward(hm));
+    Tensor m = call_site(adapter_mlp_post, s, s.output);
+    if (adapter_mlp_parallel) m = m + call_site(adapter_mlp_parallel, s, s.normed);
     return x + m;
 }
 

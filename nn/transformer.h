@@ -16,15 +16,48 @@
 //
 // Sites are child slots typed std::shared_ptr<Module>, null (and skipped, and absent from the
 // parameter list) until a PEFT method sets them with replace_submodule("adapter_mlp_post", m).
+// A plain Module at a site is called with the tensor written above; a SiteModule gets every
+// tensor of the sublayer (SiteInputs) and returns the same thing, so each published adapter
+// placement can be written exactly (Houlsby and Pfeiffer read the sublayer output; AdaptFormer
+// reads the residual stream; a parallel adapter reads the normed input).
 #pragma once
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "nn/attention.h"
 
 namespace ember {
 namespace nn {
+
+// What a site sees of its sublayer (attention or MLP). residual: the stream entering the
+// sublayer (x); normed: its normed input (ln(x)); output: the sublayer's output after residual
+// dropout (undefined at a *_pre site, which runs before the sublayer).
+struct SiteInputs {
+    Tensor residual, normed, output;
+};
+
+// A module written for a site: forward_site returns what the site replaces -- the normed input at
+// a *_pre site, the sublayer output at a *_post site, the term added at a *_parallel site.
+class SiteModule : public Module {
+public:
+    virtual Tensor forward_site(const SiteInputs& in) = 0;
+};
+
+// The five site names, in block order.
+const std::vector<std::string>& site_names();
+// Calls the module at a site (null: `value` unchanged). A SiteModule gets `in`, another module
+// `value` (the tensor the site replaces, as in the diagram above).
+Tensor call_site(const std::shared_ptr<Module>& site, const SiteInputs& in, const Tensor& value);
+
+// Implemented by every module that has the five site slots (nn::TransformerBlock, ViT's layer),
+// so PEFT methods find blocks without knowing the model: dim is the residual stream's width.
+class HasAdapterSites {
+public:
+    virtual ~HasAdapterSites() = default;
+    virtual int64_t site_dim() const = 0;
+};
 
 enum class NormKind { LayerNorm, RMSNorm };
 enum class MlpKind { Mlp, SwiGLU };  // fc -> act -> proj (GPT-2, ViT), or LLaMA's gated SiLU
@@ -50,7 +83,7 @@ struct BlockConfig {
     uint64_t init_seed = 0;    // for the constructor without a generator
 };
 
-class TransformerBlock : public Module {
+class TransformerBlock : public Module, public HasAdapterSites {
 public:
     // rng drives residual and attention dropout (needed when either is > 0).
     TransformerBlock(const BlockConfig& config, Generator& init_gen,
@@ -61,6 +94,7 @@ public:
 
     Tensor forward(const Tensor& x, const AttentionInputs& in);  // (B, T, C) -> (B, T, C)
     Tensor forward(const Tensor& x) override { return forward(x, AttentionInputs{}); }
+    int64_t site_dim() const override { return config.attn.dim; }
 
     BlockConfig config;
     std::shared_ptr<Module> ln1, ln2, mlp;

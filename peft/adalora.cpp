@@ -9,6 +9,7 @@
 
 #include "nn/init.h"
 #include "peft/lora.h"
+#include "peft/methods.h"
 #include "peft/peft_model.h"
 #include "peft/targets.h"
 
@@ -68,7 +69,7 @@ AdaLoraConfig AdaLoraConfig::from_json(const std::string& text) {
 }
 
 void AdaLoraConfig::fill_defaults(const std::string& model_type) {
-    PeftConfig::fill_defaults(model_type);
+    if (!target_modules.is_set) target_modules = lora_default_targets(model_type);
     // peft's AdaLoraConfig.__post_init__.
     EMBER_CHECK(total_step > 0, "AdaLoraConfig: total_step must be set to the number of training steps (> 0), got ",
                 total_step, "; the budget schedule needs it");
@@ -78,6 +79,25 @@ void AdaLoraConfig::fill_defaults(const std::string& model_type) {
                 "(got ", init_r, ", ", target_r, ", ", deltaT, ")");
     EMBER_CHECK(beta1 > 0 && beta1 < 1 && beta2 > 0 && beta2 < 1, "AdaLoraConfig: beta1 and beta2 must lie in (0, 1), got ",
                 beta1, " and ", beta2);
+}
+
+std::shared_ptr<Controller> AdaLoraConfig::make_controller(PeftModel& pm, const std::string& adapter,
+                                                           uint64_t /*seed*/) const {
+    return std::make_shared<RankAllocator>(pm, adapter);
+}
+
+std::shared_ptr<PeftConfig> adalora_from_json(const std::string& text) {
+    return std::make_shared<AdaLoraConfig>(AdaLoraConfig::from_json(text));
+}
+
+// The examples' AdaLoRA: starts at rank 1.5 r and prunes to r on average; the budget falls
+// between 10% and 70% of the run, re-allocated every 10 steps.
+std::shared_ptr<PeftConfig> adalora_preset(const PresetOptions& o) {
+    auto c = std::make_shared<AdaLoraConfig>();
+    c->init_r = o.rank + o.rank / 2, c->target_r = o.rank, c->lora_alpha = 2.0 * double(o.rank);
+    c->total_step = o.steps, c->tinit = o.steps / 10, c->tfinal = o.steps * 3 / 10, c->deltaT = 10;
+    if (o.model_type == "vit") c->target_modules = ModuleSelector{"query", "value"};
+    return c;
 }
 
 std::shared_ptr<TunerLayer> AdaLoraConfig::make_layer(std::shared_ptr<nn::Linear> base) const {
@@ -92,26 +112,6 @@ static std::string pattern_module(const std::string& key) {
 }
 
 static int64_t count_kept(const std::vector<bool>& keep) { return int64_t(std::count(keep.begin(), keep.end(), true)); }
-
-void AdaLoraConfig::shape_state_dict(nn::StateDict& sd, const std::string& /*adapter*/) const {
-    for (const auto& [key, keep] : rank_pattern) {
-        const std::string prefix = "base_model.model." + pattern_module(key) + ".";
-        std::vector<int64_t> idx;
-        for (size_t i = 0; i < keep.size(); ++i)
-            if (keep[i]) idx.push_back(int64_t(i));
-        for (const char* part : {"lora_A", "lora_E", "lora_B"}) {
-            auto it = sd.find(prefix + part);
-            if (it == sd.end()) continue;
-            const int dim = std::string(part) == "lora_B" ? 1 : 0;
-            // Already that small (an adapter loaded from a file): nothing to cut.
-            if (it->second.shape()[dim] == int64_t(idx.size()) || it->second.shape()[dim] != int64_t(keep.size()))
-                continue;
-            NoGradGuard no_grad;
-            Tensor index = from_vector(idx, {int64_t(idx.size())}, it->second.device());
-            it->second = raw::index_select(it->second, dim, index);
-        }
-    }
-}
 
 // ---- the layer ----
 
@@ -132,7 +132,10 @@ void AdaLoraLayer::add_adapter(const std::string& name, const PeftConfig& config
     s.r = c->init_r;
     // An adapter read from a file with a rank_pattern holds only the kept singular values.
     for (const auto& [pkey, keep] : c->rank_pattern)
-        if (pattern_module(pkey) == key) s.r = count_kept(keep);
+        if (pattern_module(pkey) == key) {
+            s.r = count_kept(keep);
+            masks_[name] = keep;
+        }
     s.ranknum = double(c->init_r);  // CHOICE (adalora.h): init_r even for a loaded, smaller layer
     s.scaling = c->lora_alpha > 0 ? c->lora_alpha : double(c->init_r);
     s.dropout = c->lora_dropout;
@@ -144,7 +147,7 @@ void AdaLoraLayer::add_adapter(const std::string& name, const PeftConfig& config
     NoGradGuard no_grad;
     Tensor A = zeros({s.r, in}, dt, dev), E = zeros({s.r, 1}, dt, dev), B = zeros({out, s.r}, dt, dev);
     if (s.r > 0) {
-        nn::normal_(A, 0, 0.02, ctx.init_gen);  // spec §3.3.2: A, B ~ N(0, 0.02^2), E = 0
+        nn::normal_(A, 0, 0.02, ctx.init_gen);  // peft's reset_lora_parameters: A, B ~ N(0, 0.02^2), E = 0
         nn::normal_(B, 0, 0.02, ctx.init_gen);
     }
     lora_A->set(name, A);
@@ -161,6 +164,45 @@ void AdaLoraLayer::delete_adapter(const std::string& name) {
     lora_E = std::dynamic_pointer_cast<ParameterDict>(get_submodule("lora_E"));
     lora_B = std::dynamic_pointer_cast<ParameterDict>(get_submodule("lora_B"));
     settings_.erase(name);
+    masks_.erase(name);
+}
+
+void AdaLoraLayer::set_mask(const std::string& name, std::vector<bool> keep) {
+    EMBER_CHECK(has_adapter(name), "AdaLoraLinear.set_mask: no adapter named '", name, "'");
+    masks_[name] = std::move(keep);
+}
+
+const std::vector<bool>& AdaLoraLayer::mask(const std::string& name) const {
+    static const std::vector<bool> none;
+    auto it = masks_.find(name);
+    return it == masks_.end() ? none : it->second;
+}
+
+void AdaLoraLayer::add_to_state_dict(const std::string& adapter, const std::string& key, nn::StateDict& sd) const {
+    const std::string prefix = "base_model.model." + key + ".";
+    const std::vector<bool>& keep = mask(adapter);
+    const int64_t r = settings(adapter).r;
+    std::vector<int64_t> idx;
+    for (size_t i = 0; i < keep.size(); ++i)
+        if (keep[i]) idx.push_back(int64_t(i));
+    // Slice only a layer that still holds every singular value (a loaded one is already small).
+    const bool slice = !keep.empty() && int64_t(keep.size()) == r && int64_t(idx.size()) != r;
+    NoGradGuard no_grad;
+    const std::pair<const char*, const ParameterDict*> parts[3] = {
+        {"lora_A", lora_A.get()}, {"lora_E", lora_E.get()}, {"lora_B", lora_B.get()}};
+    for (const auto& [part, dict] : parts) {
+        Tensor t = dict->get(adapter).detach();
+        if (slice) {
+            const int dim = std::string(part) == "lora_B" ? 1 : 0;
+            t = raw::index_select(t, dim, from_vector(idx, {int64_t(idx.size())}, t.device()));
+        }
+        sd[prefix + part] = t;
+    }
+}
+
+void AdaLoraLayer::describe(const std::string& adapter, const std::string& key, PeftConfig& saved) const {
+    if (mask(adapter).empty()) return;
+    dynamic_cast<AdaLoraConfig&>(saved).rank_pattern[key + ".lora_E." + adapter] = mask(adapter);
 }
 
 const AdaLoraLayer::Settings& AdaLoraLayer::settings(const std::string& name) const {
@@ -322,6 +364,7 @@ std::map<std::string, std::vector<bool>> RankAllocator::mask_to_budget(int64_t b
         Tensor E = e.layer->lora_E->get(adapter_);
         Tensor mask = from_vector(m, {int64_t(m.size()), 1}, E.device());
         raw::copy_(E, raw::mul(E, raw::to_dtype(mask, E.dtype())));
+        e.layer->set_mask(adapter_, keep);  // peft keeps the latest mask in the config's rank_pattern
         pattern[pattern_name(e.module)] = keep;
     }
     return pattern;
@@ -340,15 +383,13 @@ void RankAllocator::mask_using_pattern() {
 
 void RankAllocator::update_and_allocate(int64_t step) {
     const int64_t final_step = cfg_->total_step - cfg_->tfinal;
-    auto& config = dynamic_cast<AdaLoraConfig&>(pm_.mutable_config(adapter_));
     if (step < final_step) {
         update_ipt();
         auto [b, mask] = budget(step);
-        if (mask) config.rank_pattern = mask_to_budget(b);  // peft keeps the latest mask in the config
+        if (mask) mask_to_budget(b);
     } else if (step == final_step) {
         update_ipt();
         rank_pattern_ = mask_to_budget(budget(step).first);  // = the target budget
-        config.rank_pattern = rank_pattern_;
         reset_ipt();
     } else {
         EMBER_CHECK(!rank_pattern_.empty(), "RankAllocator.update_and_allocate: step ", step,
@@ -358,15 +399,69 @@ void RankAllocator::update_and_allocate(int64_t step) {
     }
 }
 
-// From the latest mask (peft's rank_pattern in the config): before any mask, every rank.
+// From the latest mask: before any mask, every rank.
 std::map<std::string, int64_t> RankAllocator::rank_allocation() const {
-    const auto& pattern = dynamic_cast<const AdaLoraConfig&>(pm_.config(adapter_)).rank_pattern;
     std::map<std::string, int64_t> out;
     for (const Entry& e : entries_) {
-        auto it = pattern.find(pattern_name(e.module));
-        out[e.module] = it == pattern.end() ? e.layer->settings(adapter_).r : count_kept(it->second);
+        const std::vector<bool>& keep = e.layer->mask(adapter_);
+        out[e.module] = keep.empty() ? e.layer->settings(adapter_).r : count_kept(keep);
     }
     return out;
+}
+
+Tensor RankAllocator::loss_term() { return adalora_orth_regularization(pm_, adapter_); }
+
+// Per module: "<module>.ipt.<k>" / "<module>.unc.<k>" (k = 0, 1, 2 for A, E, B) once scored,
+// "<module>.mask" (the latest mask) and "<module>.final" (the final pattern) as 0/1 values.
+static Tensor flags_tensor(const std::vector<bool>& keep) {
+    std::vector<double> v(keep.begin(), keep.end());
+    return from_vector(v, {int64_t(v.size())});
+}
+
+static std::vector<bool> tensor_flags(const Tensor& t) {
+    std::vector<bool> out;
+    for (double v : t.to_vector<double>()) out.push_back(v != 0);
+    return out;
+}
+
+nn::StateDict RankAllocator::state_dict() const {
+    nn::StateDict sd;
+    for (const Entry& e : entries_) {
+        for (int k = 0; k < 3; ++k)
+            if (e.avg_ipt[k].defined()) {
+                sd[e.module + ".ipt." + std::to_string(k)] = e.avg_ipt[k];
+                sd[e.module + ".unc." + std::to_string(k)] = e.avg_unc[k];
+            }
+        if (!e.layer->mask(adapter_).empty()) sd[e.module + ".mask"] = flags_tensor(e.layer->mask(adapter_));
+        auto it = rank_pattern_.find(pattern_name(e.module));
+        if (it != rank_pattern_.end()) sd[e.module + ".final"] = flags_tensor(it->second);
+    }
+    return sd;
+}
+
+void RankAllocator::load_state_dict(const nn::StateDict& sd) {
+    rank_pattern_.clear();
+    for (Entry& e : entries_) {
+        const Tensor ps[3] = {e.layer->lora_A->get(adapter_), e.layer->lora_E->get(adapter_),
+                              e.layer->lora_B->get(adapter_)};
+        for (int k = 0; k < 3; ++k) {
+            auto ipt = sd.find(e.module + ".ipt." + std::to_string(k));
+            auto unc = sd.find(e.module + ".unc." + std::to_string(k));
+            e.avg_ipt[k] = ipt == sd.end() ? Tensor() : raw::to_device(raw::to_dtype(ipt->second, ps[k].dtype()), ps[k].device());
+            e.avg_unc[k] = unc == sd.end() ? Tensor() : raw::to_device(raw::to_dtype(unc->second, ps[k].dtype()), ps[k].device());
+        }
+        auto mask = sd.find(e.module + ".mask");
+        e.layer->set_mask(adapter_, mask == sd.end() ? std::vector<bool>() : tensor_flags(mask->second));
+        auto fin = sd.find(e.module + ".final");
+        if (fin != sd.end()) rank_pattern_[pattern_name(e.module)] = tensor_flags(fin->second);
+    }
+}
+
+void RankAllocator::report(std::ostream& out, const std::function<double()>& /*evaluate*/) {
+    out << "AdaLoRA kept " << total_rank() << " of " << initial_budget() << " singular values (target "
+        << target_budget() << "):";
+    for (const auto& [module, rank] : rank_allocation()) out << " " << module << "=" << rank;
+    out << "\n";
 }
 
 int64_t RankAllocator::total_rank() const {

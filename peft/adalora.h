@@ -1,22 +1,23 @@
-// AdaLoRA (Zhang et al., ICLR 2023) on a Linear: spec §3.3. LoRA in SVD form whose singular
-// values are pruned during training, so the rank budget goes where it matters most.
+// AdaLoRA (Zhang et al., ICLR 2023) on a Linear, as peft's tuners/adalora/. LoRA in SVD form
+// whose singular values are pruned during training, so the rank budget goes where it matters most.
 //
 // Tensors (peft's names; plain parameters, so saved without ".weight"):
 //   lora_A.<adapter> = Q (r, in),  lora_E.<adapter> = Lambda (r, 1),  lora_B.<adapter> = P (out, r)
 //   h = W0 x + b0 + dropout(x) (A * E)^T B^T * scaling / (ranknum + 1e-5)
 // scaling = lora_alpha if lora_alpha > 0 else r, ranknum = init_r: the scale stays alpha / init_r
-// after pruning (trap 9.3). Init: E = 0 (a no-op), A, B ~ N(0, 0.02^2). Merge: W <- W + B (A * E)
+// after pruning, not alpha / kept rank (peft's adalora/layer.py). Init: E = 0 (a no-op), A, B ~ N(0, 0.02^2). Merge: W <- W + B (A * E)
 // * scaling / (ranknum + 1e-5).
 //
-// Training needs two extra calls, both in peft's order (spec §3.3.4):
+// Training needs two extra calls, both in peft's order (AdaLoraModel.forward adds the penalty;
+// update_and_allocate runs after optimizer.step(), before zero_grad()):
 //   loss = task_loss + peft::adalora_orth_regularization(pm);   // orth_reg_weight * mean ||.||_F
 //   loss.backward(); optimizer.step();
 //   allocator.update_and_allocate(step);                        // needs .grad: before zero_grad
 //   optimizer.zero_grad();
-// With nn::Trainer: build the loss in the batch function, and set
-//   trainer.after_optimizer_step = [&](int64_t step) { allocator.update_and_allocate(step); };
-// (Trainer calls it between optimizer.step() and zero_grad(); without it AdaLoRA is silently
-// plain LoRA -- the most-asked issue of spec §3.3.8.)
+// The allocator is the adapter's controller, so a Trainer does both with
+//   trainer.add_hooks(pm.training_hooks());
+// and its checkpoints hold the allocator's state (a resumed run equals an uninterrupted one).
+// Without it AdaLoRA is silently plain LoRA, the most-asked AdaLoRA question in peft's issues.
 //
 // The allocator (peft's RankAllocator): sensitivity I = |w * grad| per entry of A, E, B, smoothed
 // I_bar = b1 I_bar + (1 - b1) I, uncertainty U_bar = b2 U_bar + (1 - b2) |I - I_bar|, score
@@ -29,8 +30,9 @@
 //
 // Files (peft's): adapter_config.json is LoRA's keys plus init_r, target_r, tinit, tfinal, deltaT,
 // beta1, beta2, orth_reg_weight, total_step and rank_pattern ({"<module>.lora_E.<adapter>":
-// [bool] * init_r}); with a rank_pattern the saved A, E, B hold only the kept rows / columns,
-// and loading makes each layer that small. A loaded layer keeps ranknum = init_r (from the
+// [bool] * init_r}, the latest mask, which each layer keeps and writes at save time); with a
+// rank_pattern the saved A, E, B hold only the kept rows / columns (peft's
+// resize_state_dict_by_rank_pattern), and loading makes each layer that small. A loaded layer keeps ranknum = init_r (from the
 // config), so it computes exactly what the trained model computed (peft's
 // resize_modules_by_rank_pattern copies ranknum back after update_layer for the same reason).
 #pragma once
@@ -41,6 +43,8 @@
 #include <utility>
 #include <vector>
 
+#include "peft/config.h"
+#include "peft/controller.h"
 #include "peft/tuner.h"
 
 namespace ember {
@@ -57,12 +61,12 @@ public:
     std::string layer_type() const override { return "AdaLoraLinear"; }
     // Default targets as LoRA's, and peft's __post_init__ checks (total_step > 0, a budgeting phase).
     void fill_defaults(const std::string& model_type) override;
-    // Slices A, E, B of modules with a rank_pattern to their kept rows / columns (peft's
-    // resize_state_dict_by_rank_pattern). Needs the framework hook PeftConfig::shape_state_dict.
-    void shape_state_dict(nn::StateDict& sd, const std::string& adapter) const override;
+    // The RankAllocator of the adapter (with the orthogonal penalty as its loss term).
+    std::shared_ptr<Controller> make_controller(PeftModel& pm, const std::string& adapter,
+                                                uint64_t seed) const override;
     static AdaLoraConfig from_json(const std::string& text);
 
-    // peft's AdaLoraConfig defaults (spec §3.3.6).
+    // peft's AdaLoraConfig defaults (tuners/adalora/config.py).
     int64_t init_r = 12, target_r = 8;
     int64_t tinit = 0, tfinal = 0, deltaT = 1;
     double beta1 = 0.85, beta2 = 0.85;
@@ -71,7 +75,8 @@ public:
     double lora_alpha = 8;   // inherited from LoraConfig in peft
     double lora_dropout = 0;
     int64_t r = 8;           // written for peft, ignored (init_r is the rank)
-    // Full parameter name "<module>.lora_E.<adapter>" -> kept flag per singular value.
+    // Full parameter name "<module>.lora_E.<adapter>" -> kept flag per singular value. Read from
+    // a file (the layers are then made that small); written at save time from the layers' masks.
     std::map<std::string, std::vector<bool>> rank_pattern;
 };
 
@@ -86,6 +91,14 @@ public:
 
     // B (A * E) * scaling / (ranknum + 1e-5), the change to W (out, in).
     Tensor delta_weight(const std::string& name) const;
+
+    // The latest mask over the init_r singular values (empty: none yet, every value kept). For an
+    // adapter loaded from a file it is that file's pattern, over the rows the layer never had.
+    void set_mask(const std::string& name, std::vector<bool> keep);
+    const std::vector<bool>& mask(const std::string& name) const;
+    // A, E, B sliced to the kept rows / columns when the layer still holds all init_r of them.
+    void add_to_state_dict(const std::string& adapter, const std::string& key, nn::StateDict& sd) const override;
+    void describe(const std::string& adapter, const std::string& key, PeftConfig& saved) const override;
 
     struct Settings {
         int64_t r = 0;         // rows of A here (init_r, or the kept rank of a loaded adapter)
@@ -104,17 +117,26 @@ protected:
 
 private:
     std::map<std::string, Settings> settings_;
+    std::map<std::string, std::vector<bool>> masks_;
 };
 
 // orth_reg_weight * the mean over every A and B of adapter `adapter` of ||A A^T - I||_F and
-// ||B^T B - I||_F: plain Frobenius norms, not squared (peft's AdaLoraModel.forward; trap 9.3).
+// ||B^T B - I||_F: plain Frobenius norms, not squared (peft's AdaLoraModel.forward).
 // Differentiable; add it to the loss. CHOICE: a weight of 0 (or no layers) gives a 0 scalar,
 // where peft's forward raises for orth_reg_weight <= 0 -- here the caller decides to add it.
 Tensor adalora_orth_regularization(const PeftModel& pm, const std::string& adapter = "default");
 
-class RankAllocator {
+// The adapter's controller: loss_term() is adalora_orth_regularization, after_optimizer_step()
+// is update_and_allocate(), and state_dict() holds the smoothed scores and the masks.
+class RankAllocator : public Controller {
 public:
     explicit RankAllocator(PeftModel& pm, const std::string& adapter = "default");
+
+    Tensor loss_term() override;
+    void after_optimizer_step(int64_t step) override { update_and_allocate(step); }
+    nn::StateDict state_dict() const override;
+    void load_state_dict(const nn::StateDict& sd) override;
+    void report(std::ostream& out, const std::function<double()>& evaluate) override;
 
     // peft's budget_schedule: (budget at `step`, whether this step masks).
     std::pair<int64_t, bool> budget(int64_t step) const;
@@ -126,7 +148,7 @@ public:
     // Kept singular values per module, by the latest mask (init_r each before any mask).
     std::map<std::string, int64_t> rank_allocation() const;
     int64_t total_rank() const;
-    // The final pattern (empty before step total_step - tfinal), also in the adapter's config.
+    // The final pattern (empty before step total_step - tfinal), also in the saved config.
     const std::map<std::string, std::vector<bool>>& rank_pattern() const { return rank_pattern_; }
     // The last triplet scores S_i by module (for study and tests).
     std::map<std::string, std::vector<double>> triplet_scores() const;
@@ -151,6 +173,11 @@ private:
     int64_t init_bgt_ = 0, target_bgt_ = 0;
     std::map<std::string, std::vector<bool>> rank_pattern_;
 };
+
+// The method table's row functions (peft/methods.h).
+struct PresetOptions;
+std::shared_ptr<PeftConfig> adalora_from_json(const std::string& text);
+std::shared_ptr<PeftConfig> adalora_preset(const PresetOptions& options);
 
 }  // namespace peft
 }  // namespace ember

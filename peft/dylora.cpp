@@ -13,7 +13,9 @@
 #include "nn/init.h"
 #include "nn/safetensors.h"
 #include "peft/lora.h"
+#include "peft/methods.h"
 #include "peft/peft_model.h"
+#include "peft/targets.h"
 
 namespace ember {
 namespace peft {
@@ -55,6 +57,27 @@ DyLoraConfig DyLoraConfig::from_json(const std::string& text) {
     return c;
 }
 
+void DyLoraConfig::fill_defaults(const std::string& model_type) {
+    if (!target_modules.is_set) target_modules = lora_default_targets(model_type);
+}
+
+std::shared_ptr<Controller> DyLoraConfig::make_controller(PeftModel& pm, const std::string& adapter,
+                                                          uint64_t seed) const {
+    return std::make_shared<DyLoraRankSampler>(pm, seed, adapter);
+}
+
+std::shared_ptr<PeftConfig> dylora_from_json(const std::string& text) {
+    return std::make_shared<DyLoraConfig>(DyLoraConfig::from_json(text));
+}
+
+// The examples' DyLoRA: r = --rank, alpha = 2 r; ViT: query and value.
+std::shared_ptr<PeftConfig> dylora_preset(const PresetOptions& o) {
+    auto c = std::make_shared<DyLoraConfig>();
+    c->r = o.rank, c->lora_alpha = 2.0 * double(o.rank);
+    if (o.model_type == "vit") c->target_modules = ModuleSelector{"query", "value"};
+    return c;
+}
+
 std::shared_ptr<TunerLayer> DyLoraConfig::make_layer(std::shared_ptr<nn::Linear> base) const {
     return std::make_shared<DyLoraLayer>(std::move(base));
 }
@@ -89,7 +112,7 @@ void DyLoraLayer::add_adapter(const std::string& name, const PeftConfig& config,
         m->to(base_layer->weight.dtype());
         m->to(base_layer->weight.device());
     }
-    nn::kaiming_uniform_(A->weight, std::sqrt(5.0), ctx.init_gen);  // as LoRA (spec §3.2.2)
+    nn::kaiming_uniform_(A->weight, std::sqrt(5.0), ctx.init_gen);  // as LoRA (the reference's reset_parameters)
     nn::zeros_(B->weight);
     lora_A->set(name, A);
     lora_B->set(name, B);
@@ -203,6 +226,14 @@ void save_dylora_as_lora(const PeftModel& pm, const std::string& dir, int64_t b,
 DyLoraRankSampler::DyLoraRankSampler(PeftModel& pm, uint64_t seed, const std::string& adapter)
     : pm_(pm), adapter_(adapter), gen_(std::make_shared<Generator>(seed)) {
     for (auto& l : dylora_layers(pm, adapter)) r_ = std::max(r_, l->max_rank(adapter));
+}
+
+void DyLoraRankSampler::report(std::ostream& out, const std::function<double()>& evaluate) {
+    for (int64_t b = 1; b < r_; b *= 2) {
+        set_dylora_rank(pm_, b, adapter_);
+        out << "DyLoRA evaluated at rank " << b << ": " << evaluate() << "\n";
+    }
+    set_dylora_rank(pm_, r_, adapter_);
 }
 
 int64_t DyLoraRankSampler::sample() {

@@ -1,5 +1,6 @@
-// DyLoRA (Valipour et al., EACL 2023) on a Linear: spec §3.2. One LoRA trained at every rank
-// at once, so any rank b <= r can be picked after training without a search.
+// DyLoRA (Valipour et al., EACL 2023) on a Linear, after the authors' huawei-noah/KD-NLP
+// DyLoRA code. One LoRA trained at every rank at once, so any rank b <= r can be picked after
+// training without a search.
 //
 // The layer holds LoRA's A (r, in) and B (out, r) at the largest rank r and uses their first b
 // rows / columns, with the scale alpha / b (eq. 7 of the paper; the reference code multiplies A
@@ -14,16 +15,13 @@
 // A and column b of B get a gradient; frozen = false trains every component < b as well.
 //
 //   peft::DyLoraConfig c;  c.r = 8;  c.target_modules = {"c_attn"};
-//   peft::PeftModel pm(gpt, c);
-//   peft::DyLoraRankSampler sampler(pm, /*seed*/ 1);
-//   nn::Trainer trainer(*gpt, opts, {sampler.generator()});   // the draws resume exactly
-//   trainer.run([&](int64_t step, int64_t micro) {
-//       if (micro == 0) sampler.sample();                   // one rank per optimizer step
-//       ... forward, loss ...
-//   });
+//   peft::PeftModel pm(gpt, c);          // its controller is a DyLoraRankSampler
+//   nn::Trainer trainer(*gpt, opts);
+//   trainer.add_hooks(pm.training_hooks());  // one rank drawn before each step; resumes exactly
+//   trainer.run(...);
 //   peft::set_dylora_rank(pm, 3);   // evaluate (or merge, or save) at rank 3
 //
-// Not in peft (request closed, spec §8.1), so its files follow LoRA's: tensors
+// Not in peft (its feature request was closed), so its files follow LoRA's: tensors
 // "<module>.lora_A.weight" (r, in) and "<module>.lora_B.weight" (out, r) at the full rank r, and
 // adapter_config.json with peft_type "DYLORA" and LoRA's keys (r, lora_alpha, lora_dropout, bias,
 // target_modules, ...) plus "frozen".
@@ -33,6 +31,8 @@
 #include <memory>
 #include <string>
 
+#include "peft/config.h"
+#include "peft/controller.h"
 #include "peft/tuner.h"
 
 namespace ember {
@@ -48,9 +48,13 @@ public:
     std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::Linear> base) const override;
     std::string layer_type() const override { return "DyLoraLinear"; }
     static DyLoraConfig from_json(const std::string& text);
+    void fill_defaults(const std::string& model_type) override;
+    // A DyLoraRankSampler seeded with `seed`.
+    std::shared_ptr<Controller> make_controller(PeftModel& pm, const std::string& adapter,
+                                                uint64_t seed) const override;
 
-    int64_t r = 8;            // the largest rank (r_max); spec §3.2.6: RoBERTa scripts use 8
-    double lora_alpha = 16;   // spec §3.2.6: the reference scripts' lora_alpha 16
+    int64_t r = 8;            // the largest rank (r_max); the reference RoBERTa scripts use 8
+    double lora_alpha = 16;   // the reference scripts' lora_alpha
     double lora_dropout = 0;
     bool frozen = true;       // the reference training callback's set_rank(b, frozen=True)
     std::string bias = "none";  // only "none": DyLoRA trains A and B alone
@@ -101,15 +105,20 @@ void set_dylora_rank(PeftModel& pm, int64_t b, const std::string& adapter = "def
 void save_dylora_as_lora(const PeftModel& pm, const std::string& dir, int64_t b,
                          const std::string& adapter = "default");
 
-// The training-time controller: sample() draws b uniform on {1, ..., r} from its own generator
-// and sets it on every layer (one rank for the whole model, as the reference).
-class DyLoraRankSampler {
+// The adapter's controller: sample() draws b uniform on {1, ..., r} from its own generator and
+// sets it on every layer (one rank for the whole model, as the reference), before every step.
+// Its generator goes in training checkpoints, so a resumed run draws the same ranks.
+class DyLoraRankSampler : public Controller {
 public:
     DyLoraRankSampler(PeftModel& pm, uint64_t seed, const std::string& adapter = "default");
     int64_t sample();  // returns the rank it set
     int64_t max_rank() const { return r_; }
-    // Give it to nn::Trainer's rngs so a resumed run draws the same ranks.
     std::shared_ptr<Generator> generator() const { return gen_; }
+
+    void before_step(int64_t /*step*/) override { sample(); }
+    std::vector<std::shared_ptr<Generator>> generators() const override { return {gen_}; }
+    // The metric at ranks 1, 2, 4, ... below r (one run serves them all); ends at rank r.
+    void report(std::ostream& out, const std::function<double()>& evaluate) override;
 
 private:
     PeftModel& pm_;
@@ -117,6 +126,11 @@ private:
     int64_t r_ = 0;
     std::shared_ptr<Generator> gen_;
 };
+
+// The method table's row functions (peft/methods.h).
+struct PresetOptions;
+std::shared_ptr<PeftConfig> dylora_from_json(const std::string& text);
+std::shared_ptr<PeftConfig> dylora_preset(const PresetOptions& options);
 
 }  // namespace peft
 }  // namespace ember

@@ -4,10 +4,82 @@
 #include "peft/regex.h"
 
 #include "nn/init.h"
-#include "peft/peft_model.h"
+#include "peft/config_json.h"
+#include "peft/methods.h"
 
 namespace ember {
 namespace peft {
+
+using json = nlohmann::json;
+
+// ---- config ----
+
+// peft's TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING and ..._FEEDFORWARD_MODULES_MAPPING
+// (utils/constants.py).
+static ModuleSelector default_targets(const std::string& model_type) {
+    if (model_type == "gpt2") return ModuleSelector{"c_attn", "mlp.c_proj"};
+    if (model_type == "llama") return ModuleSelector{"k_proj", "v_proj", "down_proj"};
+    return {};
+}
+
+static ModuleSelector default_feedforward(const std::string& model_type) {
+    if (model_type == "gpt2") return ModuleSelector{"mlp.c_proj"};
+    if (model_type == "llama") return ModuleSelector{"down_proj"};
+    return {};
+}
+
+void IA3Config::fill_defaults(const std::string& model_type) {
+    bool had_targets = target_modules.is_set;
+    if (!target_modules.is_set) target_modules = default_targets(model_type);
+    // peft takes both from its mappings when target_modules is None.
+    if (!feedforward_modules.is_set && !had_targets) feedforward_modules = default_feedforward(model_type);
+    // peft's __post_init__: with both given as lists, every feedforward entry must be a target.
+    if (feedforward_modules.is_set && !feedforward_modules.is_regex && target_modules.is_set &&
+        !target_modules.is_regex)
+        for (const std::string& f : feedforward_modules.names) {
+            bool in = false;
+            for (const std::string& t : target_modules.names) in = in || t == f;
+            EMBER_CHECK(in, "IA3Config: feedforward_modules should be a subset of target_modules; \"", f,
+                        "\" is not in ", target_modules.describe());
+        }
+}
+
+// ---- IA3 ----
+
+std::string IA3Config::to_json() const {
+    json j = common_json(*this);
+    j["feedforward_modules"] = selector_json(feedforward_modules);
+    j["init_ia3_weights"] = init_ia3_weights;
+    // peft's IA3Config has no layer selection: leave the keys out unless used.
+    if (layers_to_transform.empty()) j.erase("layers_to_transform");
+    if (layers_pattern.empty()) j.erase("layers_pattern");
+    return j.dump(2);
+}
+
+IA3Config IA3Config::from_json(const std::string& text) {
+    json j = parse_config(text, "IA3");
+    IA3Config c;
+    read_common(j, c);
+    if (j.contains("feedforward_modules")) c.feedforward_modules = selector_from(j["feedforward_modules"]);
+    c.init_ia3_weights = j.value("init_ia3_weights", true);
+    return c;
+}
+
+
+std::shared_ptr<PeftConfig> ia3_from_json(const std::string& text) {
+    return std::make_shared<IA3Config>(IA3Config::from_json(text));
+}
+
+// The examples' IA3: peft's defaults; on ViT (no peft default) keys, values and the MLP's output
+// matrix, which is the feedforward one.
+std::shared_ptr<PeftConfig> ia3_preset(const PresetOptions& o) {
+    auto c = std::make_shared<IA3Config>();
+    if (o.model_type == "vit") {
+        c->target_modules = ModuleSelector(R"(.*\.(key|value)|.*layer\.\d+\.output\.dense)");
+        c->feedforward_modules = ModuleSelector(R"(.*layer\.\d+\.output\.dense)");
+    }
+    return c;
+}
 
 std::shared_ptr<TunerLayer> IA3Config::make_layer(std::shared_ptr<nn::Linear> base) const {
     return std::make_shared<IA3Layer>(std::move(base));

@@ -4,11 +4,103 @@
 #include <cmath>
 
 #include "nn/init.h"
-#include "peft/peft_model.h"
+#include "peft/config_json.h"
+#include "peft/methods.h"
 #include "peft/targets.h"
 
 namespace ember {
 namespace peft {
+
+using json = nlohmann::json;
+
+// ---- config ----
+
+std::string LoraConfig::to_json() const {
+    json j = common_json(*this);
+    j["r"] = r;
+    j["lora_alpha"] = whole_or_real(lora_alpha);  // an int in peft's LoraConfig
+    j["lora_dropout"] = lora_dropout;
+    j["bias"] = bias;
+    j["use_rslora"] = use_rslora;
+    if (init_lora_weights == "true") j["init_lora_weights"] = true;
+    else if (init_lora_weights == "false") j["init_lora_weights"] = false;
+    else j["init_lora_weights"] = init_lora_weights;
+    j["rank_pattern"] = json(rank_pattern);
+    j["alpha_pattern"] = json(alpha_pattern);
+    j["use_dora"] = use_dora;
+    // peft's other LoraConfig keys, at their defaults (Ember does not implement these options).
+    for (const char* k : {"megatron_config", "trainable_token_indices", "loftq_config", "eva_config",
+                          "corda_config", "lora_ga_config", "velora_config", "alora_invocation_tokens",
+                          "monteclora_config", "layer_replication", "target_parameters",
+                          "arrow_config", "kasa_config"})
+        j[k] = nullptr;
+    j["loftq_config"] = json::object();
+    j["megatron_core"] = "megatron.core";
+    j["use_qalora"] = false;
+    j["qalora_group_size"] = 16;
+    j["lora_bias"] = false;
+    j["use_bdlora"] = nullptr;
+    j["ensure_weight_tying"] = false;
+    return j.dump(2);
+}
+
+LoraConfig LoraConfig::from_json(const std::string& text) {
+    json j = parse_config(text, "LORA");
+    LoraConfig c;
+    read_common(j, c);
+    c.r = j.value("r", int64_t(8));
+    c.lora_alpha = j.value("lora_alpha", 8.0);
+    c.lora_dropout = j.value("lora_dropout", 0.0);
+    c.bias = j.value("bias", std::string("none"));
+    c.use_rslora = j.value("use_rslora", false);
+    c.use_dora = j.value("use_dora", false);
+    if (j.contains("init_lora_weights")) {
+        const json& w = j["init_lora_weights"];
+        c.init_lora_weights = w.is_boolean() ? (w.get<bool>() ? "true" : "false") : w.get<std::string>();
+    }
+    if (j.contains("rank_pattern") && j["rank_pattern"].is_object())
+        c.rank_pattern = j["rank_pattern"].get<std::map<std::string, int64_t>>();
+    if (j.contains("alpha_pattern") && j["alpha_pattern"].is_object())
+        c.alpha_pattern = j["alpha_pattern"].get<std::map<std::string, double>>();
+    EMBER_CHECK(!j.value("lora_bias", false) && !j.value("use_qalora", false) &&
+                    (!j.contains("layer_replication") || j["layer_replication"].is_null()),
+                "adapter_config.json: this LoRA adapter uses lora_bias, use_qalora or layer_replication, "
+                "which Ember does not implement");
+    return c;
+}
+
+
+void LoraConfig::fill_defaults(const std::string& model_type) {
+    if (!target_modules.is_set) target_modules = lora_default_targets(model_type);
+}
+
+static bool is_bias(const std::string& name) {
+    return name == "bias" || (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0);
+}
+
+bool LoraConfig::trains_base_parameter(const std::string& name, const nn::Module& /*owner*/, bool in_target) const {
+    if (bias == "all") return is_bias(name);
+    if (bias == "lora_only") return in_target && is_bias(name);
+    return false;
+}
+
+std::shared_ptr<PeftConfig> lora_from_json(const std::string& text) {
+    return std::make_shared<LoraConfig>(LoraConfig::from_json(text));
+}
+
+// The examples' LoRA: alpha = 2 r; on ViT (peft has no default there) query and value.
+std::shared_ptr<PeftConfig> lora_preset(const PresetOptions& o) {
+    auto c = std::make_shared<LoraConfig>();
+    c->r = o.rank, c->lora_alpha = 2.0 * double(o.rank);
+    if (o.model_type == "vit") c->target_modules = ModuleSelector{"query", "value"};
+    return c;
+}
+
+std::shared_ptr<PeftConfig> dora_preset(const PresetOptions& o) {
+    auto c = std::static_pointer_cast<LoraConfig>(lora_preset(o));
+    c->use_dora = true;
+    return c;
+}
 
 std::shared_ptr<TunerLayer> LoraConfig::make_layer(std::shared_ptr<nn::Linear> base) const {
     return std::make_shared<LoraLayer>(std::move(base));

@@ -1,4 +1,4 @@
-// LoRA (Hu et al., 2021) and DoRA (Liu et al., 2024) on a Linear: spec §3.1 and §7.2.
+// LoRA (Hu et al., 2021) and DoRA (Liu et al., 2024) on a Linear, as peft's tuners/lora/layer.py.
 //
 // LoRA adds a low-rank change to the frozen weight W0 (out, in):
 //   h = W0 x + b + s * B A dropout(x),     A (r, in), B (out, r), s = alpha / r (alpha / sqrt(r)
@@ -23,10 +23,37 @@
 #include <memory>
 #include <string>
 
+#include "peft/config.h"
 #include "peft/tuner.h"
 
 namespace ember {
 namespace peft {
+
+// LoRA's options, peft's LoraConfig (tuners/lora/config.py); DoRA is use_dora.
+class LoraConfig : public PeftConfig {
+public:
+    std::string peft_type() const override { return "LORA"; }
+    std::shared_ptr<PeftConfig> clone() const override { return std::make_shared<LoraConfig>(*this); }
+    std::string to_json() const override;
+    std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::Linear> base) const override;
+    std::string layer_type() const override;
+    static LoraConfig from_json(const std::string& text);
+    void fill_defaults(const std::string& model_type) override;
+    // bias "all": every bias of the model trains; "lora_only": the biases of the wrapped Linears.
+    bool trains_base_parameter(const std::string& name, const nn::Module& owner, bool in_target) const override;
+
+    int64_t r = 8;
+    double lora_alpha = 8;
+    double lora_dropout = 0;
+    std::string bias = "none";  // "none", "all", "lora_only"
+    bool use_rslora = false;    // scale alpha / sqrt(r) instead of alpha / r
+    bool use_dora = false;
+    // true: A kaiming-uniform(a = sqrt 5), B zero; "gaussian": A ~ N(0, 1/r); false: B random too
+    // (not a no-op; for tests).
+    std::string init_lora_weights = "true";
+    std::map<std::string, int64_t> rank_pattern;   // regex-suffix key -> r
+    std::map<std::string, double> alpha_pattern;   // regex-suffix key -> alpha
+};
 
 class LoraLayer : public TunerLayer {
 public:
@@ -63,6 +90,12 @@ protected:
 private:
     std::map<std::string, Settings> settings_;
 };
+
+// The method table's row functions (peft/methods.h).
+struct PresetOptions;
+std::shared_ptr<PeftConfig> lora_from_json(const std::string& text);
+std::shared_ptr<PeftConfig> lora_preset(const PresetOptions& options);
+std::shared_ptr<PeftConfig> dora_preset(const PresetOptions& options);
 
 }  // namespace peft
 }  // namespace ember

@@ -11,7 +11,6 @@
 
 #include "nn/atomic_file.h"
 #include "nn/safetensors.h"
-#include "peft/lora.h"
 
 namespace ember {
 namespace peft {
@@ -69,62 +68,92 @@ void PeftModel::inject(const std::string& name, const PeftConfig& config_in) {
     std::shared_ptr<PeftConfig> cfg = config_in.clone();
     const std::string type = cfg->peft_type();
     cfg->fill_defaults(model_type_);
-    EMBER_CHECK(cfg->target_modules.is_set, "PeftModel: no default target_modules for ", type,
-                " on model type '", model_type_, "' (peft has none either); pass them, e.g. "
-                "target_modules = {\"query\", \"value\"} for ViT");
-    // Spec §9.1: GPT-2's projections are Conv1D (in, out) in its files. In memory they are Linear
-    // (out, in), so no arithmetic here depends on fan_in_fan_out; it is recorded as peft records it.
+    // GPT-2's projections are Conv1D (in, out) in its files. In memory they are Linear (out, in),
+    // so no arithmetic here depends on fan_in_fan_out; it is recorded as peft records it.
     if (model_type_ == "gpt2") cfg->fan_in_fan_out = true;
 
-    // Find the targets: Linear modules, or layers of this method already wrapping one.
-    std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>> targets;
-    std::vector<std::string> tuner_paths, linear_names;
-    for (auto& [key, m] : model_->named_modules()) {
-        bool inside = false;
-        for (const std::string& p : tuner_paths) inside = inside || key.rfind(p + ".", 0) == 0;
-        if (inside || key.empty()) continue;
-        auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
-        if (tl) tuner_paths.push_back(key);
-        if (!tl && !std::dynamic_pointer_cast<nn::Linear>(m)) continue;
-        linear_names.push_back(key);
-        std::string leaf = last_segment(key);
-        bool head = leaf == "lm_head" || leaf == "classifier" || leaf == "score";
-        if (is_target(*cfg, key, true, head)) targets.emplace_back(key, m);
-    }
-    if (targets.empty()) {
-        std::string some;
-        for (size_t i = 0; i < linear_names.size() && i < 6; ++i) some += (i ? ", " : "") + linear_names[i];
-        throw Error(make_message("PeftModel: no module matched target_modules ", cfg->target_modules.describe(),
-                                 (cfg->layers_to_transform.empty() ? "" : " in layers_to_transform"),
-                                 "; Linear modules of this model include: ", some,
-                                 linear_names.size() > 6 ? ", ..." : "",
-                                 " (a list entry matches a full name or its last parts, a string is a regex)"));
-    }
-    // Check every target before changing anything, so a refused config leaves the model as it was.
     const std::string layer_type = cfg->layer_type();
-    std::vector<std::shared_ptr<nn::Linear>> bases;
-    for (auto& [key, m] : targets) {
-        auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
-        EMBER_CHECK(!tl || tl->type_name() == layer_type, "PeftModel: ", key, " already holds a ", tl->type_name(),
-                    " adapter; a ", type, " adapter cannot be stacked on it (target other modules)");
-        bases.push_back(tl ? tl->base_layer : std::dynamic_pointer_cast<nn::Linear>(m));
-    }
-    std::map<std::string, Tensor> shared;
-    AdapterContext ctx{init_gen_, rng_, shared};
-    cfg->prepare_shared(bases, ctx);
-    for (auto& [key, m] : targets) {
-        auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
-        if (!tl) {
-            tl = cfg->make_layer(std::dynamic_pointer_cast<nn::Linear>(m));
-            model_->replace_submodule(key, tl);
+    if (!layer_type.empty()) {  // a weight tuner
+        EMBER_CHECK(cfg->target_modules.is_set, "PeftModel: no default target_modules for ", type,
+                    " on model type '", model_type_, "' (peft has none either); pass them, e.g. "
+                    "target_modules = {\"query\", \"value\"} for ViT");
+        // Find the targets: Linear modules, or layers of this method already wrapping one.
+        std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>> targets;
+        std::vector<std::string> tuner_paths, linear_names;
+        for (auto& [key, m] : model_->named_modules()) {
+            bool inside = false;
+            for (const std::string& p : tuner_paths) inside = inside || key.rfind(p + ".", 0) == 0;
+            if (inside || key.empty()) continue;
+            auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
+            if (tl) tuner_paths.push_back(key);
+            if (!tl && !std::dynamic_pointer_cast<nn::Linear>(m)) continue;
+            linear_names.push_back(key);
+            std::string leaf = last_segment(key);
+            bool head = leaf == "lm_head" || leaf == "classifier" || leaf == "score";
+            if (is_target(*cfg, key, true, head)) targets.emplace_back(key, m);
         }
-        tl->set_disabled(disabled_);
-        tl->add_adapter(name, *cfg, key, ctx);
+        if (targets.empty()) {
+            std::string some;
+            for (size_t i = 0; i < linear_names.size() && i < 6; ++i) some += (i ? ", " : "") + linear_names[i];
+            throw Error(make_message("PeftModel: no module matched target_modules ", cfg->target_modules.describe(),
+                                     (cfg->layers_to_transform.empty() ? "" : " in layers_to_transform"),
+                                     "; Linear modules of this model include: ", some,
+                                     linear_names.size() > 6 ? ", ..." : "",
+                                     " (a list entry matches a full name or its last parts, a string is a regex)"));
+        }
+        // Check every target before changing anything, so a refused config leaves the model as it was.
+        AdapterContext ctx{init_gen_, rng_, {}, {}};
+        for (auto& [key, m] : targets) {
+            auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
+            EMBER_CHECK(!tl || tl->type_name() == layer_type, "PeftModel: ", key, " already holds a ", tl->type_name(),
+                        " adapter; a ", type, " adapter cannot be stacked on it (target other modules)");
+            ctx.targets.push_back(tl ? tl->base_layer : std::dynamic_pointer_cast<nn::Linear>(m));
+        }
+        for (auto& [key, m] : targets) {
+            auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
+            if (!tl) {
+                tl = cfg->make_layer(std::dynamic_pointer_cast<nn::Linear>(m));
+                model_->replace_submodule(key, tl);
+            }
+            tl->set_disabled(disabled_);
+            tl->add_adapter(name, *cfg, key, ctx);
+        }
     }
-    if (!shared.empty()) shared_[name] = shared;
+    attach_sites(name, *cfg);
     configs_[name] = cfg;
     order_.push_back(name);
     setup_modules_to_save(name, *cfg);
+    if (auto c = cfg->make_controller(*this, name, init_gen_.seed() + order_.size())) controllers_[name] = c;
+}
+
+// Site modules: every block (a module with the five site slots) gets the config's module at each
+// site it asks for, inside that site's SiteAdapters.
+void PeftModel::attach_sites(const std::string& name, const PeftConfig& cfg) {
+    std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>> blocks;
+    for (auto& [key, m] : model_->named_modules())
+        if (dynamic_cast<nn::HasAdapterSites*>(m.get())) blocks.emplace_back(key, m);
+    std::map<std::string, std::shared_ptr<SiteAdapters>> existing;
+    for (auto& [key, sa] : site_adapters()) existing[key] = sa;
+    for (auto& [block, module] : blocks) {
+        const int64_t dim = dynamic_cast<nn::HasAdapterSites*>(module.get())->site_dim();
+        auto sample = module->named_parameters();
+        for (const std::string& site : nn::site_names()) {
+            std::shared_ptr<nn::SiteModule> m = cfg.make_site_module(site, dim, init_gen_);
+            if (!m) continue;
+            if (!sample.empty()) {  // the block's dtype and device
+                m->to(sample.front().second.dtype());
+                m->to(sample.front().second.device());
+            }
+            const std::string key = block.empty() ? site : block + "." + site;
+            auto& sa = existing[key];
+            if (!sa) {
+                sa = std::make_shared<SiteAdapters>(site);
+                sa->set_disabled(disabled_);
+                model_->replace_submodule(key, sa);
+            }
+            sa->set(name, m);
+        }
+    }
 }
 
 void PeftModel::add_adapter(const std::string& name, const PeftConfig& config) {
@@ -138,6 +167,7 @@ void PeftModel::set_adapters(const std::vector<std::string>& names) {
         EMBER_CHECK(configs_.count(n), "PeftModel.set_adapter: no adapter named '", n, "'");
     active_ = names;
     for (auto& [key, tl] : tuner_layers()) tl->set_active(names);
+    for (auto& [key, sa] : site_adapters()) sa->set_active(names);
     apply_modules_to_save();
     update_trainable();
 }
@@ -150,10 +180,130 @@ const PeftConfig& PeftModel::config(const std::string& name) const {
     return *it->second;
 }
 
-PeftConfig& PeftModel::mutable_config(const std::string& name) {
-    auto it = configs_.find(name);
-    EMBER_CHECK(it != configs_.end(), "PeftModel: no adapter named '", name, "'");
-    return *it->second;
+std::shared_ptr<PeftConfig> PeftModel::saved_config(const std::string& name) const {
+    std::shared_ptr<PeftConfig> c = config(name).clone();
+    for (auto& [key, tl] : tuner_layers())
+        if (tl->has_adapter(name)) tl->describe(name, key, *c);
+    return c;
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<SiteAdapters>>> PeftModel::site_adapters() const {
+    std::vector<std::pair<std::string, std::shared_ptr<SiteAdapters>>> out;
+    for (auto& [name, m] : model_->named_modules())
+        if (auto sa = std::dynamic_pointer_cast<SiteAdapters>(m)) out.emplace_back(name, sa);
+    return out;
+}
+
+// Parameters of the base model: every parameter except adapter tensors and modules_to_save
+// slots, with the module that owns it.
+struct BaseParam {
+    std::string name;
+    Tensor tensor;
+    std::shared_ptr<nn::Module> owner;
+};
+
+static std::vector<BaseParam> base_parameters(nn::Module& model, const std::set<std::string>& skip_names) {
+    std::vector<BaseParam> out;
+    std::map<std::string, std::shared_ptr<nn::Module>> modules;
+    std::vector<std::string> adapter_prefixes;  // subtrees that hold adapters, not base weights
+    for (auto& [name, m] : model.named_modules()) {
+        modules[name] = m;
+        if (std::dynamic_pointer_cast<SiteAdapters>(m)) adapter_prefixes.push_back(name + ".");
+        else if (std::dynamic_pointer_cast<TunerLayer>(m))
+            for (auto& [child, c] : m->named_children())
+                if (child != "base_layer") adapter_prefixes.push_back(name + "." + child + ".");
+    }
+    for (auto& [name, t] : model.named_parameters()) {
+        if (skip_names.count(name)) continue;
+        bool adapter = false;
+        for (const std::string& p : adapter_prefixes) adapter = adapter || name.rfind(p, 0) == 0;
+        if (adapter) continue;
+        size_t dot = name.rfind('.');
+        auto it = modules.find(dot == std::string::npos ? std::string() : name.substr(0, dot));
+        out.push_back({name, t, it == modules.end() ? nullptr : it->second});
+    }
+    return out;
+}
+
+std::vector<std::string> PeftModel::tuned_base_parameters(const std::string& adapter) const {
+    const PeftConfig& cfg = config(adapter);
+    std::set<std::string> skip;
+    for (auto& [pname, sp] : saved_params_) skip.insert(pname);
+    std::vector<std::string> target_prefixes;
+    for (auto& [key, tl] : tuner_layers())
+        if (tl->has_adapter(adapter)) target_prefixes.push_back(key + ".base_layer.");
+    std::vector<std::string> out;
+    for (const BaseParam& p : base_parameters(*model_, skip)) {
+        bool in_target = false;
+        for (const std::string& t : target_prefixes) in_target = in_target || p.name.rfind(t, 0) == 0;
+        if (p.owner && cfg.trains_base_parameter(p.name, *p.owner, in_target)) out.push_back(p.name);
+    }
+    return out;
+}
+
+// ---- training ----
+
+namespace {
+// The active adapters' controllers as one nn::TrainingHooks; controller a's state is "<a>.<name>".
+class ControllerHooks : public nn::TrainingHooks {
+public:
+    std::vector<std::pair<std::string, std::shared_ptr<Controller>>> controllers;
+
+    void before_step(int64_t step) override {
+        for (auto& [a, c] : controllers) c->before_step(step);
+    }
+    Tensor loss_term() override {
+        Tensor total;
+        for (auto& [a, c] : controllers) {
+            Tensor t = c->loss_term();
+            if (t.defined()) total = total.defined() ? total + t : t;
+        }
+        return total;
+    }
+    void after_optimizer_step(int64_t step) override {
+        for (auto& [a, c] : controllers) c->after_optimizer_step(step);
+    }
+    nn::StateDict state_dict() const override {
+        nn::StateDict sd;
+        for (auto& [a, c] : controllers)
+            for (auto& [n, t] : c->state_dict()) sd[a + "." + n] = t;
+        return sd;
+    }
+    void load_state_dict(const nn::StateDict& sd) override {
+        for (auto& [a, c] : controllers) {
+            nn::StateDict mine;
+            for (auto& [n, t] : sd)
+                if (n.rfind(a + ".", 0) == 0) mine[n.substr(a.size() + 1)] = t;
+            c->load_state_dict(mine);
+        }
+    }
+    std::vector<std::shared_ptr<Generator>> generators() const override {
+        std::vector<std::shared_ptr<Generator>> out;
+        for (auto& [a, c] : controllers)
+            for (auto& g : c->generators()) out.push_back(g);
+        return out;
+    }
+};
+}  // namespace
+
+std::shared_ptr<nn::TrainingHooks> PeftModel::training_hooks() const {
+    auto hooks = std::make_shared<ControllerHooks>();
+    for (const std::string& a : active_) {
+        auto it = controllers_.find(a);
+        if (it != controllers_.end() && !configs_.at(a)->inference_mode) hooks->controllers.emplace_back(a, it->second);
+    }
+    if (hooks->controllers.empty()) return nullptr;
+    return hooks;
+}
+
+std::shared_ptr<Controller> PeftModel::controller(const std::string& adapter) const {
+    auto it = controllers_.find(adapter);
+    return it == controllers_.end() ? nullptr : it->second;
+}
+
+void PeftModel::report_training(std::ostream& out, const std::function<double()>& evaluate) const {
+    for (const std::string& a : active_)
+        if (auto c = controller(a)) c->report(out, evaluate);
 }
 
 void PeftModel::update_trainable() {
@@ -161,22 +311,21 @@ void PeftModel::update_trainable() {
         return std::find(active_.begin(), active_.end(), a) != active_.end() &&
                !configs_.at(a)->inference_mode;
     };
-    for (auto& [key, tl] : tuner_layers()) {
+    for (auto& [key, tl] : tuner_layers())
         for (const std::string& a : tl->adapter_names())
             for (auto& [local, t] : tl->adapter_tensors(a)) t.set_requires_grad(trains(a));
-        bool bias_on = false;
-        for (const std::string& a : tl->adapter_names()) {
-            const auto* lc = dynamic_cast<const LoraConfig*>(configs_.at(a).get());
-            bias_on = bias_on || (trains(a) && lc && lc->bias == "lora_only");
-        }
-        if (bias_on && tl->base_layer->bias.defined()) tl->base_layer->bias.set_requires_grad(true);
-    }
-    for (const std::string& a : active_) {
-        const auto* lc = dynamic_cast<const LoraConfig*>(configs_.at(a).get());
-        if (trains(a) && lc && lc->bias == "all")
-            for (auto& [n, t] : model_->named_parameters())
-                if (ends_with(n, "bias")) t.set_requires_grad(true);
-    }
+    for (auto& [key, sa] : site_adapters())
+        for (const std::string& a : sa->adapter_names())
+            for (auto& [local, t] : sa->get(a)->named_parameters()) t.set_requires_grad(trains(a));
+    // Parameter tuners: a base parameter trains while an active adapter tunes it.
+    std::set<std::string> tuned;
+    for (const std::string& a : active_)
+        if (trains(a))
+            for (const std::string& n : tuned_base_parameters(a)) tuned.insert(n);
+    std::set<std::string> skip;
+    for (auto& [pname, sp] : saved_params_) skip.insert(pname);
+    for (const BaseParam& p : base_parameters(*model_, skip))
+        model_->parameter(p.name).set_requires_grad(tuned.count(p.name) > 0);
     for (auto& [pname, sp] : saved_params_)
         for (auto& [a, copy] : sp.copies) copy.set_requires_grad(trains(a));
 }
@@ -185,6 +334,7 @@ void PeftModel::disable_adapters(bool on) {
     check_usable();
     disabled_ = on;
     for (auto& [key, tl] : tuner_layers()) tl->set_disabled(on);
+    for (auto& [key, sa] : site_adapters()) sa->set_disabled(on);
     apply_modules_to_save();
 }
 
@@ -193,12 +343,6 @@ std::vector<std::string> PeftModel::targeted_modules(const std::string& adapter)
     for (auto& [key, tl] : tuner_layers())
         if (tl->has_adapter(adapter)) out.push_back(key);
     return out;
-}
-
-const std::map<std::string, Tensor>& PeftModel::shared_tensors(const std::string& adapter) const {
-    static const std::map<std::string, Tensor> none;
-    auto it = shared_.find(adapter);
-    return it == shared_.end() ? none : it->second;
 }
 
 std::shared_ptr<TunerLayer> PeftModel::tuner_layer(const std::string& module_name) const {
@@ -218,6 +362,10 @@ void PeftModel::delete_adapter(const std::string& name) {
             model_->replace_submodule(key, tl->base_layer);
         }
     }
+    for (auto& [key, sa] : site_adapters()) {
+        sa->set(name, nullptr);
+        if (sa->empty()) model_->replace_submodule(key, nullptr);
+    }
     for (auto it = saved_params_.begin(); it != saved_params_.end();) {
         it->second.copies.erase(name);
         if (it->second.copies.empty()) {
@@ -228,7 +376,7 @@ void PeftModel::delete_adapter(const std::string& name) {
         }
     }
     configs_.erase(name);
-    shared_.erase(name);
+    controllers_.erase(name);
     order_.erase(std::find(order_.begin(), order_.end(), name));
     std::vector<std::string> active;
     for (const std::string& a : active_)
@@ -239,10 +387,20 @@ void PeftModel::delete_adapter(const std::string& name) {
 
 // ---- merging ----
 
+// Site modules are nonlinear side branches: nothing to fold into a weight.
+void PeftModel::check_mergeable(const std::vector<std::string>& names) const {
+    for (const std::string& n : names.empty() ? active_ : names) {
+        EMBER_CHECK(configs_.count(n), "PeftModel.merge_adapter: no adapter named '", n, "'");
+        for (auto& [key, sa] : site_adapters())
+            EMBER_CHECK(!sa->get(n), "PeftModel.merge_adapter: adapter '", n, "' (", configs_.at(n)->peft_type(),
+                        ") puts a nonlinear module at ", key, ", which cannot be merged into the weights; "
+                        "keep the PeftModel for inference, or save the adapter");
+    }
+}
+
 void PeftModel::merge_adapter(const std::vector<std::string>& names, bool safe_merge) {
     check_usable();
-    for (const std::string& n : names)
-        EMBER_CHECK(configs_.count(n), "PeftModel.merge_adapter: no adapter named '", n, "'");
+    check_mergeable(names);
     for (auto& [key, tl] : tuner_layers()) {
         std::vector<std::string> here;
         for (const std::string& n : names.empty() ? active_ : names)
@@ -257,6 +415,8 @@ void PeftModel::unmerge_adapter() {
 }
 
 std::shared_ptr<nn::Module> PeftModel::merge_and_unload(const std::vector<std::string>& names, bool safe_merge) {
+    check_usable();
+    check_mergeable(names);
     disable_adapters(false);
     merge_adapter(names, safe_merge);
     for (auto& [key, tl] : tuner_layers()) model_->replace_submodule(key, tl->base_layer);
@@ -271,6 +431,7 @@ std::shared_ptr<nn::Module> PeftModel::unload() {
         tl->unmerge();
         model_->replace_submodule(key, tl->base_layer);
     }
+    for (auto& [key, sa] : site_adapters()) model_->replace_submodule(key, nullptr);
     for (auto& [pname, sp] : saved_params_) model_->parameter(pname) = sp.original;
     saved_params_.clear();
     spent_ = true;
@@ -357,40 +518,31 @@ void PeftModel::print_trainable_parameters() const { std::cout << trainable_para
 // ---- adapter files ----
 
 nn::StateDict PeftModel::adapter_state_dict(const std::string& adapter) const {
-    const PeftConfig& cfg = config(adapter);
+    config(adapter);  // checks the name
     nn::StateDict sd;
     const std::string prefix = "base_model.model.";
-    for (auto& [key, tl] : tuner_layers()) {
-        if (!tl->has_adapter(adapter)) continue;
-        for (auto& [local, t] : tl->adapter_tensors(adapter)) sd[prefix + key + "." + local] = t.detach();
-        const auto* lc = dynamic_cast<const LoraConfig*>(&cfg);
-        if (lc && lc->bias == "lora_only" && tl->base_layer->bias.defined())
-            sd[prefix + key + ".base_layer.bias"] = tl->base_layer->bias.detach();
-    }
-    const auto* lc = dynamic_cast<const LoraConfig*>(&cfg);
-    if (lc && lc->bias == "all")
-        for (auto& [n, t] : model_->named_parameters())
-            if (ends_with(n, "bias")) sd[prefix + n] = t.detach();
-    auto sh = shared_.find(adapter);
-    if (sh != shared_.end() && cfg.save_shared())
-        for (auto& [n, t] : sh->second) sd["base_model." + n] = t.detach();  // VeRA's projections
+    for (auto& [key, tl] : tuner_layers())
+        if (tl->has_adapter(adapter)) tl->add_to_state_dict(adapter, key, sd);
+    for (auto& [key, sa] : site_adapters())
+        if (auto m = sa->get(adapter))
+            for (auto& [local, t] : m->named_parameters()) sd[prefix + key + "." + local] = t.detach();
+    for (const std::string& n : tuned_base_parameters(adapter)) sd[prefix + n] = model_->parameter(n).detach();
     for (auto& [pname, sp] : saved_params_) {
         auto it = sp.copies.find(adapter);
         if (it != sp.copies.end()) sd[prefix + pname] = it->second.detach();  // as the original's name
     }
-    cfg.shape_state_dict(sd, adapter);
     return sd;
 }
 
 void PeftModel::save_adapter(const std::string& dir, const std::string& adapter) const {
     check_usable();
-    const PeftConfig& cfg = config(adapter);
+    config(adapter);  // checks the name
     std::error_code ec;
     fs::create_directories(dir, ec);
     EMBER_CHECK(!ec, "save_pretrained: cannot create ", dir, ": ", ec.message());
     nn::save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), adapter_state_dict(adapter),
                          {{"format", "pt"}});
-    std::shared_ptr<PeftConfig> c = cfg.clone();
+    std::shared_ptr<PeftConfig> c = saved_config(adapter);
     c->inference_mode = true;  // as peft's save_pretrained writes it
     nn::write_file_atomically((fs::path(dir) / "adapter_config.json").string(), c->to_json() + "\n");
 }

@@ -7,11 +7,22 @@
 //   ... train gpt as usual (its parameters() now include the adapters) ...
 //   pm.save_pretrained("out/");           // adapter_model.safetensors + adapter_config.json
 //
-// The model is changed in place (as get_peft_model does): each targeted Linear slot now holds the
-// method's TunerLayer, with the Linear as its base_layer, and every parameter not belonging to an
+// The model is changed in place (as get_peft_model does) and every parameter not belonging to an
 // active adapter or to modules_to_save is frozen. Call the model itself for forward passes.
 //
-// modules_to_save (spec §8.4), a simple faithful version: peft wraps the module and keeps the
+// A method attaches through the kinds its config declares (peft/config.h); PeftModel knows how to
+// attach, freeze, count, save, load, merge and remove each kind and never names a method:
+//   weight tuner     each targeted Linear slot holds the method's TunerLayer, with the Linear as
+//                    its base_layer (LoRA, DoRA, DyLoRA, AdaLoRA, VeRA, IA3); mergeable
+//   site module      a block's adapter site (nn/transformer.h) holds a SiteAdapters with the
+//                    method's module per adapter (Houlsby, Pfeiffer); not mergeable
+//   parameter tuner  chosen parameters of the base train in place, without copies (BitFit's
+//                    biases, Houlsby's LayerNorms, LoRA's bias option); saved under their own
+//                    names. Disabling or deleting the adapter does not undo what they learned.
+//   controller       step hooks, a loss term and checkpointed state (DyLoRA, AdaLoRA), driven
+//                    through training_hooks()
+//
+// modules_to_save (peft's utils/other.py ModulesToSaveWrapper), a simple faithful version: peft wraps the module and keeps the
 // frozen original plus a trainable copy per adapter. Here the module stays where it is; for each
 // of its parameters PeftModel keeps the frozen original tensor and one trainable copy per adapter,
 // and puts the active adapter's copy in the parameter slot (the original when adapters are
@@ -19,14 +30,15 @@
 //
 // Placement: call model->to(device / dtype) before making the PeftModel. Adapter tensors are
 // created on the base weight's device and dtype; the tensors PeftModel keeps outside the module
-// tree (modules_to_save originals and inactive copies, VeRA's shared projections) are not
-// converted by a later Module::to.
+// tree (modules_to_save originals and inactive copies) are not converted by a later Module::to.
 //
 // Names: in memory the base model's names are used ("transformer.h.0.attn.c_attn.lora_A.default
 // .weight"); saved keys get peft's "base_model.model." prefix and lose the adapter name.
 #pragma once
 
+#include <functional>
 #include <map>
+#include <ostream>
 #include <memory>
 #include <set>
 #include <string>
@@ -34,19 +46,13 @@
 
 #include "nn/module.h"
 #include "peft/config.h"
+#include "peft/controller.h"
+#include "peft/sites.h"
 #include "peft/targets.h"
 #include "peft/tuner.h"
 
 namespace ember {
 namespace peft {
-
-// What add_adapter needs beyond the config: random streams and tensors an adapter shares across
-// layers (VeRA's vera_A / vera_B).
-struct AdapterContext {
-    Generator& init_gen;                 // initial values of new adapter tensors
-    std::shared_ptr<Generator> rng;      // dropout draws in training
-    std::map<std::string, Tensor>& shared;  // per adapter: "vera_A", "vera_B"
-};
 
 class PeftModel {
 public:
@@ -72,8 +78,9 @@ public:
     const std::vector<std::string>& active_adapters() const { return active_; }
     std::vector<std::string> adapter_names() const;  // in the order added
     const PeftConfig& config(const std::string& name = "default") const;
-    // For methods whose training changes their config (AdaLoRA writes rank_pattern into it).
-    PeftConfig& mutable_config(const std::string& name = "default");
+    // The config as save_pretrained writes it: config() plus what training taught the layers
+    // (AdaLoRA's rank_pattern).
+    std::shared_ptr<PeftConfig> saved_config(const std::string& name = "default") const;
     void delete_adapter(const std::string& name);
     // While disabled the model computes the base alone (peft's `with model.disable_adapter()`).
     void disable_adapters(bool on = true);
@@ -84,8 +91,18 @@ public:
     std::shared_ptr<TunerLayer> tuner_layer(const std::string& module_name) const;
     // Every wrapped layer with its full module name, depth-first (for methods' training hooks).
     std::vector<std::pair<std::string, std::shared_ptr<TunerLayer>>> tuner_layers() const;
-    // Tensors an adapter shares across layers (VeRA's vera_A / vera_B), by name.
-    const std::map<std::string, Tensor>& shared_tensors(const std::string& adapter) const;
+    // Every block site holding site modules, by full module name ("transformer.h.0.adapter_attn_post").
+    std::vector<std::pair<std::string, std::shared_ptr<SiteAdapters>>> site_adapters() const;
+    // Names of the base model's parameters adapter `adapter` trains in place (parameter tuners).
+    std::vector<std::string> tuned_base_parameters(const std::string& adapter = "default") const;
+
+    // ---- training ----
+    // The controllers of the active, trainable adapters as one set of hooks for nn::Trainer (or any
+    // loop that calls them); null when no active adapter has a controller.
+    std::shared_ptr<nn::TrainingHooks> training_hooks() const;
+    std::shared_ptr<Controller> controller(const std::string& adapter = "default") const;  // null if none
+    // Each active controller's report after training (peft/controller.h).
+    void report_training(std::ostream& out, const std::function<double()>& evaluate) const;
 
     // ---- merging ----
     void merge_adapter(const std::vector<std::string>& names = {}, bool safe_merge = false);
@@ -106,7 +123,7 @@ public:
     std::string trainable_parameters_line() const;
     void print_trainable_parameters() const;  // to stdout
 
-    // ---- saving and loading just the adapter (spec §8.5) ----
+    // ---- saving and loading just the adapter (peft's save_pretrained, utils/save_and_load.py) ----
     // peft's get_peft_model_state_dict: keys "base_model.model.<module>.lora_A.weight", ...
     nn::StateDict adapter_state_dict(const std::string& adapter = "default") const;
     // Writes dir/adapter_model.safetensors and dir/adapter_config.json (a non-default adapter
@@ -129,6 +146,8 @@ private:
     void setup_modules_to_save(const std::string& name, const PeftConfig& config);
     void apply_modules_to_save();  // put the right copy in each slot
     void update_trainable();       // freeze all, then unfreeze what the active adapters train
+    void attach_sites(const std::string& name, const PeftConfig& config);
+    void check_mergeable(const std::vector<std::string>& names) const;
     void check_usable() const;
 
     std::shared_ptr<nn::Module> model_;
@@ -140,7 +159,7 @@ private:
     bool spent_ = false;  // after merge_and_unload / unload
     Generator init_gen_;
     std::shared_ptr<Generator> rng_;
-    std::map<std::string, std::map<std::string, Tensor>> shared_;  // adapter -> shared tensors
+    std::map<std::string, std::shared_ptr<Controller>> controllers_;
 
     // modules_to_save: parameter name -> original tensor, and adapter -> copy.
     struct SavedParam {

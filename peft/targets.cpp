@@ -75,22 +75,10 @@ std::string pattern_key_of(const std::vector<std::string>& keys, const std::stri
     return "";
 }
 
-ModuleSelector default_target_modules(const std::string& peft_type, const std::string& model_type) {
-    if (peft_type == "IA3") {
-        if (model_type == "gpt2") return ModuleSelector{"c_attn", "mlp.c_proj"};
-        if (model_type == "llama") return ModuleSelector{"k_proj", "v_proj", "down_proj"};
-        return {};
-    }
-    // LoRA's mapping; VeRA and the LoRA family reuse it.
+ModuleSelector lora_default_targets(const std::string& model_type) {
     if (model_type == "gpt2") return ModuleSelector{"c_attn"};
     if (model_type == "llama") return ModuleSelector{"q_proj", "v_proj"};
     return {};  // peft has no default for vit: pass {"query", "value"}
-}
-
-ModuleSelector default_feedforward_modules(const std::string& model_type) {
-    if (model_type == "gpt2") return ModuleSelector{"mlp.c_proj"};
-    if (model_type == "llama") return ModuleSelector{"down_proj"};
-    return {};
 }
 
 std::string ModuleSelector::describe() const {

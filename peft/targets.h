@@ -1,5 +1,6 @@
-// Which modules a PEFT config adapts: Hugging Face peft's matching rules (spec §8.3), on full
-// dotted module names such as "transformer.h.3.attn.c_attn".
+// Which modules a PEFT config adapts: Hugging Face peft's matching rules (tuners_utils.py
+// check_target_module_exists, utils/other.py get_pattern_key), on full dotted module names such
+// as "transformer.h.3.attn.c_attn".
 //
 //   exclude_modules  first: a string is a full regex match, a list an exact name or ".name" suffix
 //   modules_to_save  a module named by it (or inside one) is never a target
@@ -45,10 +46,11 @@ std::string pattern_key(const std::map<std::string, V>& patterns, const std::str
     return pattern_key_of(keys, name);
 }
 
-// Default targets of peft's mappings (utils/constants.py) for a model type and a method
-// ("LORA", "VERA", "IA3"); unset when peft has none (e.g. LoRA on "vit").
-ModuleSelector default_target_modules(const std::string& peft_type, const std::string& model_type);
-ModuleSelector default_feedforward_modules(const std::string& model_type);  // IA3
+// Default targets of peft's LoRA mapping (utils/constants.py
+// TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING), which the LoRA family (DoRA, DyLoRA,
+// AdaLoRA, VeRA) shares; unset when peft has none (e.g. "vit"). Other methods keep their own
+// mappings in their own files.
+ModuleSelector lora_default_targets(const std::string& model_type);
 
 }  // namespace peft
 }  // namespace ember

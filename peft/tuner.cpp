@@ -53,6 +53,28 @@ std::shared_ptr<ParameterDict> ParameterDict::erased(const std::string& name) co
     return out;
 }
 
+void BufferDict::set(const std::string& name, const Tensor& value) {
+    auto it = slots_.find(name);
+    if (it == slots_.end()) {
+        it = slots_.emplace(name, value).first;
+        register_buffer(name, it->second);
+    } else {
+        it->second = value;
+    }
+}
+
+Tensor BufferDict::get(const std::string& name) const {
+    auto it = slots_.find(name);
+    return it == slots_.end() ? Tensor() : it->second;
+}
+
+std::shared_ptr<BufferDict> BufferDict::erased(const std::string& name) const {
+    auto out = std::make_shared<BufferDict>();
+    for (const auto& [n, t] : slots_)
+        if (n != name) out->set(n, t);
+    return out;
+}
+
 // ---- TunerLayer ----
 
 TunerLayer::TunerLayer(std::shared_ptr<nn::Linear> base) : base_layer(std::move(base)) {
@@ -82,6 +104,7 @@ void TunerLayer::delete_adapter(const std::string& name) {
     for (auto& [child, m] : named_children()) {
         if (auto md = std::dynamic_pointer_cast<ModuleDict>(m)) md->erase(name);
         else if (auto pd = std::dynamic_pointer_cast<ParameterDict>(m)) replace_submodule(child, pd->erased(name));
+        else if (auto bd = std::dynamic_pointer_cast<BufferDict>(m)) replace_submodule(child, bd->erased(name));
     }
     names_.erase(std::find(names_.begin(), names_.end(), name));
     active_.erase(std::remove(active_.begin(), active_.end(), name), active_.end());
@@ -150,6 +173,10 @@ std::map<std::string, Tensor> TunerLayer::adapter_tensors(const std::string& nam
         out[full.substr(0, dot) + (dot2 == std::string::npos ? "" : full.substr(dot2))] = t;
     }
     return out;
+}
+
+void TunerLayer::add_to_state_dict(const std::string& adapter, const std::string& key, nn::StateDict& sd) const {
+    for (auto& [local, t] : adapter_tensors(adapter)) sd["base_model.model." + key + "." + local] = t.detach();
 }
 
 }  // namespace peft

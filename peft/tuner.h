@@ -58,7 +58,29 @@ private:
     std::map<std::string, Tensor> slots_;  // map nodes never move
 };
 
-struct AdapterContext;  // peft_model.h: generators and shared tensors for add_adapter
+// Persistent buffers by name (peft's BufferDict): frozen tensors an adapter needs, in the module
+// tree so that Module::to and state_dict() see them. Several layers may hold the same tensor
+// (VeRA's shared projections); Module::to keeps such slots tied.
+class BufferDict : public nn::Module {
+public:
+    std::string type_name() const override { return "BufferDict"; }
+    void set(const std::string& name, const Tensor& value);  // registers value as a buffer
+    Tensor get(const std::string& name) const;               // undefined if absent
+    std::shared_ptr<BufferDict> erased(const std::string& name) const;
+
+private:
+    std::map<std::string, Tensor> slots_;  // map nodes never move
+};
+
+// What add_adapter gets beyond the config, while one adapter is being attached.
+struct AdapterContext {
+    Generator& init_gen;             // initial values of new adapter tensors
+    std::shared_ptr<Generator> rng;  // dropout draws in training
+    // Every Linear this adapter targets, and a scratch map that lives while the adapter is
+    // attached: methods sharing tensors across layers (VeRA) make them on the first layer.
+    std::vector<std::shared_ptr<nn::Linear>> targets;
+    std::map<std::string, Tensor> shared;
+};
 
 class TunerLayer : public nn::Module {
 public:
@@ -90,8 +112,16 @@ public:
     bool merged() const { return !merged_.empty(); }
     const std::vector<std::string>& merged_adapters() const { return merged_; }
 
-    // The tensors of one adapter by their saved (peft) local names: "lora_A.weight" -> tensor.
+    // The trainable tensors of one adapter by their saved (peft) local names: "lora_A.weight" ->
+    // tensor (parameters only; buffers are frozen).
     std::map<std::string, Tensor> adapter_tensors(const std::string& name) const;
+    // What the adapter file holds for this layer, under the full saved keys ("base_model.model."
+    // + key + "." + local name). By default adapter_tensors(); a method that saves more or less
+    // (VeRA's shared projections, AdaLoRA's kept ranks) says so here. Loading copies the file
+    // into these tensors, so they share data with the layer's where they are loaded.
+    virtual void add_to_state_dict(const std::string& adapter, const std::string& key, nn::StateDict& sd) const;
+    // Writes into the saved config what training taught this layer (AdaLoRA's rank_pattern).
+    virtual void describe(const std::string& /*adapter*/, const std::string& /*key*/, PeftConfig& /*saved*/) const {}
 
     std::shared_ptr<nn::Linear> base_layer;
 

@@ -1,4 +1,4 @@
-// VeRA (Kopiczko et al., ICLR 2024) on a Linear: spec §3.7, as Hugging Face peft does it.
+// VeRA (Kopiczko et al., ICLR 2024) on a Linear, as peft's tuners/vera/layer.py.
 //
 // One pair of frozen random matrices is shared by every adapted layer of an adapter:
 //   vera_A (r, in_max), vera_B (out_max, r)   in_max / out_max: the largest in / out over the targets
@@ -19,10 +19,30 @@
 #include <memory>
 #include <string>
 
+#include "peft/config.h"
 #include "peft/tuner.h"
 
 namespace ember {
 namespace peft {
+
+// VeRA's options, peft's VeraConfig (tuners/vera/config.py).
+class VeraConfig : public PeftConfig {
+public:
+    std::string peft_type() const override { return "VERA"; }
+    std::shared_ptr<PeftConfig> clone() const override { return std::make_shared<VeraConfig>(*this); }
+    std::string to_json() const override;
+    std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::Linear> base) const override;
+    std::string layer_type() const override;
+    static VeraConfig from_json(const std::string& text);
+
+    int64_t r = 256;
+    double vera_dropout = 0;
+    double d_initial = 0.1;
+    uint64_t projection_prng_key = 0;
+    bool save_projection = true;
+    std::string bias = "none";
+    void fill_defaults(const std::string& model_type) override;
+};
 
 class VeraLayer : public TunerLayer {
 public:
@@ -38,7 +58,12 @@ public:
     Tensor sliced_B(const std::string& name) const;
     Tensor delta_weight(const std::string& name) const;  // diag(b) B_s diag(d) A_s (out, in)
 
+    void add_to_state_dict(const std::string& adapter, const std::string& key, nn::StateDict& sd) const override;
+
     std::shared_ptr<ParameterDict> vera_lambda_b, vera_lambda_d;
+    // The adapter's whole shared projections (frozen buffers; every layer of the adapter holds
+    // the same two tensors).
+    std::shared_ptr<BufferDict> vera_A, vera_B;
     std::shared_ptr<Generator> rng;
 
 protected:
@@ -46,12 +71,17 @@ protected:
     void merge_into(const std::string& name, Tensor& W, Tensor& b) const override;
 
 private:
-    struct Shared {
-        Tensor A, B;  // the adapter's whole shared matrices (frozen)
+    struct Settings {
         double dropout = 0;
+        bool save_projection = true;
     };
-    std::map<std::string, Shared> shared_;
+    std::map<std::string, Settings> settings_;
 };
+
+// The method table's row functions (peft/methods.h).
+struct PresetOptions;
+std::shared_ptr<PeftConfig> vera_from_json(const std::string& text);
+std::shared_ptr<PeftConfig> vera_preset(const PresetOptions& options);
 
 }  // namespace peft
 }  // namespace ember

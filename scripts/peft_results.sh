@@ -10,7 +10,8 @@ set -e
 BUILD=${1:-build}
 RUNS=${RUNS:-runs}
 OUT=${OUT:-docs/PEFT-RESULTS.md}
-METHODS=${METHODS:-"full lora dylora adalora dora ia3 vera"}
+# Every method of the PEFT method table (peft/methods.cpp), then full fine-tuning.
+METHODS=${METHODS:-$("$BUILD/gpt" methods | tr '\n' ' ')}
 GPT_STEPS=${GPT_STEPS:-200}
 VIT_STEPS=${VIT_STEPS:-300}
 CSV="$RUNS/peft-results.csv"

@@ -73,6 +73,11 @@ Tensor softmax(const Tensor& x, int dim);
 Tensor log_softmax(const Tensor& x, int dim);
 Tensor softmax_backward(const Tensor& y, const Tensor& grad, int dim);      // y = softmax(x)
 Tensor log_softmax_backward(const Tensor& y, const Tensor& grad, int dim);  // y = log_softmax(x)
+// Attention's softmax over the last dim of scores x (..., Tq, Tk) with the scale and, when causal,
+// the mask folded in: y = softmax(masked ? -1e30 : scale * x), key j masked for query i when
+// j > i + (Tk - Tq); masked positions get no gradient (tensor/ops_scaled_softmax.cpp).
+Tensor scaled_softmax(const Tensor& x, double scale, bool causal);
+Tensor scaled_softmax_backward(const Tensor& y, const Tensor& grad, double scale, bool causal);
 
 // ---- matrix products (tensor/ops_matmul.cpp) ----
 // (..., M, K) @ (..., K, N) -> (..., M, N); batch dims broadcast; both operands at least 2-D.

@@ -58,17 +58,18 @@ Tensor cross_entropy_backward(const Tensor& grad, const CrossEntropyOutput& save
     check_smoothing(op, label_smoothing);
     EMBER_CHECK(grad.numel() == 1, op, ": the upstream gradient of a scalar loss must have one "
                 "element, got shape ", grad.shape());
-    const double g = grad.item<double>();
     Tensor log_probs = contiguous(saved.log_probs);
     Tensor dlogits = empty_like(log_probs);
     switch (log_probs.device().type) {
         case DeviceType::CPU:
-            cpu::cross_entropy_backward(g, log_probs, targets, ignore_index, label_smoothing,
-                                        saved.counted, dlogits);
+            cpu::cross_entropy_backward(grad.item<double>(), log_probs, targets, ignore_index,
+                                        label_smoothing, saved.counted, dlogits);
             break;
-        case DeviceType::CUDA:
-            ON_CUDA(op, cuda::cross_entropy_backward(g, log_probs, targets, ignore_index,
-                                                     label_smoothing, saved.counted, dlogits));
+        case DeviceType::CUDA:  // the gradient stays on the GPU: no host sync to read it
+            ON_CUDA(op, cuda::cross_entropy_backward(
+                            to_device(to_dtype(grad, log_probs.dtype()), log_probs.device()),
+                            log_probs, targets, ignore_index, label_smoothing, saved.counted,
+                            dlogits));
             break;
     }
     return dlogits;

@@ -58,20 +58,21 @@ RowsView as_rows(const Tensor& x, const std::vector<int>& dims, bool keepdim) {
     return {reshape(contiguous(permute(x, order)), {rows, n}), out_shape};
 }
 
-// A sum or mean over the leading dims of a contiguous float tensor on the CPU reduces the columns
-// of x viewed as (rows, n) in place: no permuted copy (a bias gradient is this).
+// A sum or mean over the leading dims of a contiguous float tensor (a bias gradient: (B, T, C) ->
+// (C)) reduces the columns of x viewed as (rows, cols), with no transposing copy, on either device.
+// False when the reduction is not of that form (or is empty: the row path gives 0 and NaN means).
 bool leading_dims(const Tensor& x, const std::vector<int>& dims) {
-    if (dims.empty() || int(dims.size()) == x.dim()) return false;
+    if (dims.empty() || int(dims.size()) == x.dim() || !x.is_contiguous() || x.numel() == 0) return false;
     for (size_t i = 0; i < dims.size(); ++i)
         if (dims[i] != int(i)) return false;
-    return x.is_contiguous() && x.device().is_cpu() &&
-           (x.dtype() == DType::F32 || x.dtype() == DType::F64);
+    return x.dtype() == DType::F32 || x.dtype() == DType::F64;
 }
 
 Tensor reduce(cpu::ReduceOp op, const char* name, const Tensor& x, const std::vector<int>& dims_in,
               bool keepdim, DType out_dtype) {
     std::vector<int> dims = reduced_dims(dims_in, x.dim(), name);
-    if ((op == cpu::ReduceOp::Sum || op == cpu::ReduceOp::Mean) && leading_dims(x, dims)) {
+    if ((op == cpu::ReduceOp::Sum || op == cpu::ReduceOp::Mean) && leading_dims(x, dims) && out_dtype == x.dtype()) {
+        const bool mean = op == cpu::ReduceOp::Mean;
         Shape out_shape;
         int64_t rows = 1;
         for (int d = 0; d < x.dim(); ++d) {
@@ -83,7 +84,11 @@ Tensor reduce(cpu::ReduceOp op, const char* name, const Tensor& x, const std::ve
             }
         }
         Tensor out = make_tensor(out_shape, out_dtype, x.device());
-        if (out.numel() > 0) cpu::sum_columns(reshape(x, {rows, out.numel()}), out, op == cpu::ReduceOp::Mean);
+        Tensor columns = reshape(x, {rows, out.numel()}), flat = reshape(out, {out.numel()});
+        switch (x.device().type) {
+            case DeviceType::CPU: cpu::sum_columns(columns, flat, mean); break;
+            case DeviceType::CUDA: ON_CUDA(name, cuda::reduce_cols(mean, columns, flat)); break;
+        }
         return out;
     }
     RowsView view = as_rows(x, dims, keepdim);

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "nn/layers.h"
+#include "nn/transformer.h"
 
 namespace ember {
 namespace testing {
@@ -20,17 +21,22 @@ struct ShapeNode : nn::Module {
     std::map<std::string, ShapeNode*> nodes;
     std::string type_name() const override { return "ShapeNode"; }
 
-    ShapeNode& at(const std::string& dotted) {
+    // The node at a dotted path, made (as `fresh` for the last part, if given) when missing.
+    ShapeNode& at(const std::string& dotted, std::shared_ptr<ShapeNode> fresh = nullptr) {
         size_t dot = dotted.find('.');
         std::string head = dotted.substr(0, dot);
         auto it = nodes.find(head);
         if (it == nodes.end()) {
-            auto n = std::make_shared<ShapeNode>();
+            auto n = dot == std::string::npos && fresh ? fresh : std::make_shared<ShapeNode>();
             it = nodes.emplace(head, n.get()).first;
             kids.push_back(n);
             register_module(head, kids.back());
         }
-        return dot == std::string::npos ? *it->second : it->second->at(dotted.substr(dot + 1));
+        return dot == std::string::npos ? *it->second : it->second->at(dotted.substr(dot + 1), fresh);
+    }
+    void child(const std::string& name, std::shared_ptr<nn::Module> m) {
+        kids.push_back(std::move(m));
+        register_module(name, kids.back());
     }
     void param(const std::string& name, const Shape& shape) {
         params.push_back(empty(shape));
@@ -52,6 +58,17 @@ struct ShapeNode : nn::Module {
     }
 };
 
+// A transformer block's twin: the five adapter sites of nn::TransformerBlock (empty slots), so
+// site methods (bottleneck adapters) attach to twins as to the real models.
+struct BlockTwin : ShapeNode, nn::HasAdapterSites {
+    int64_t dim;
+    std::shared_ptr<nn::Module> sites[5];
+    explicit BlockTwin(int64_t d) : dim(d) {
+        for (size_t i = 0; i < 5; ++i) register_module(nn::site_names()[i], sites[i]);
+    }
+    int64_t site_dim() const override { return dim; }
+};
+
 // Splits "a.b.c" into ("a.b", "c").
 inline std::pair<std::string, std::string> parent_leaf(const std::string& dotted) {
     size_t dot = dotted.rfind('.');
@@ -64,9 +81,12 @@ inline void linear_at(ShapeNode& root, const std::string& dotted, int64_t in, in
     root.at(parent).linear(leaf, in, out);
 }
 
+// A real nn::LayerNorm (2 d values), so methods that train LayerNorms find them.
 inline void layernorm_at(ShapeNode& root, const std::string& dotted, int64_t d) {
-    root.at(dotted).param("weight", {d});
-    root.at(dotted).param("bias", {d});
+    auto ln = std::make_shared<nn::LayerNorm>(d);
+    if (dotted.find('.') == std::string::npos) return root.child(dotted, ln);
+    auto [parent, leaf] = parent_leaf(dotted);
+    root.at(parent).child(leaf, ln);
 }
 
 // GPT2LMHeadModel's tree (lm_head tied, so not a module of its own).
@@ -76,6 +96,7 @@ inline std::shared_ptr<ShapeNode> gpt2_twin(int64_t V, int64_t P, int64_t d, int
     root->at("transformer.wpe").param("weight", {P, d});
     for (int64_t i = 0; i < L; ++i) {
         std::string h = "transformer.h." + std::to_string(i) + ".";
+        root->at(h.substr(0, h.size() - 1), std::make_shared<BlockTwin>(d));
         layernorm_at(*root, h + "ln_1", d);
         linear_at(*root, h + "attn.c_attn", d, 3 * d);
         linear_at(*root, h + "attn.c_proj", d, d);
@@ -97,6 +118,7 @@ inline std::shared_ptr<ShapeNode> vit_twin(int64_t image, int64_t patch, int64_t
     root->at("vit.embeddings.patch_embeddings.projection").param("bias", {d});
     for (int64_t i = 0; i < L; ++i) {
         std::string l = "vit.encoder.layer." + std::to_string(i) + ".";
+        root->at(l.substr(0, l.size() - 1), std::make_shared<BlockTwin>(d));
         for (const char* q : {"query", "key", "value"}) linear_at(*root, l + "attention.attention." + q, d, d);
         linear_at(*root, l + "attention.output.dense", d, d);
         linear_at(*root, l + "intermediate.dense", d, 4 * d);

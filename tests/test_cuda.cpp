@@ -10,9 +10,12 @@
 // with a clear message.
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <sstream>
 
+#include "nn/optim.h"
 #include "tensor/cuda/cuda.h"
+#include "tests/op_table.h"
 #include "tests/raw_test_helpers.h"
 #ifdef EMBER_WITH_CUDA
 #include "tensor/cuda/kernels.h"
@@ -36,15 +39,7 @@ const Device GPU = Device::cpu();
 #else
 const Device GPU = Device::cuda();
 #endif
-using Inputs = const std::vector<Tensor>&;
-using OpFn = std::function<Tensor(Inputs)>;
-
-struct OpCase {
-    std::string name;
-    std::vector<Tensor> inputs;  // on the CPU; every floating one gets a gradient
-    OpFn fn;
-    double tol = 0;  // 0: the dtype's default
-};
+using Inputs = OpInputs;
 
 Tensor normal(const Shape& shape, uint64_t seed, DType dtype = DType::F32) {
     Generator gen(seed);
@@ -68,87 +63,11 @@ Tensor ids(const Shape& shape, int64_t high, uint64_t seed, DType dtype = DType:
     return randint(0, high, shape, gen, dtype);
 }
 
-// Where two tensors differ beyond |a - b| <= tol * (scale + |a|) + floor, scale being the largest
-// finite |a| of the CPU tensor; NaN must meet NaN and infinities must match.
-struct Diff {
-    double max_abs = 0, max_rel = 0;
-    int64_t first_bad = -1;
-    double cpu_value = 0, gpu_value = 0;
-};
-
-Diff compare(const Tensor& cpu, const Tensor& gpu, double tol) {
-    std::vector<double> a = cpu.to_vector<double>(), b = gpu.to_vector<double>();
-    double scale = 0;
-    for (double v : a)
-        if (std::isfinite(v)) scale = std::max(scale, std::fabs(v));
-    const double floor = cpu.dtype() == DType::F64 ? 1e-13 : 1e-7;
-    Diff d;
-    for (size_t i = 0; i < a.size(); ++i) {
-        bool ok;
-        if (std::isnan(a[i]) || std::isnan(b[i])) {
-            ok = std::isnan(a[i]) && std::isnan(b[i]);
-        } else if (std::isinf(a[i]) || std::isinf(b[i])) {
-            ok = a[i] == b[i];
-        } else {
-            const double err = std::fabs(a[i] - b[i]);
-            d.max_abs = std::max(d.max_abs, err);
-            if (a[i] != 0) d.max_rel = std::max(d.max_rel, err / std::fabs(a[i]));
-            ok = err <= tol * (scale + std::fabs(a[i])) + floor;
-        }
-        if (!ok && d.first_bad < 0) {
-            d.first_bad = int64_t(i);
-            d.cpu_value = a[i];
-            d.gpu_value = b[i];
-        }
-    }
-    return d;
-}
-
+// For the cases outside the table: a CHECK that names the first bad element.
 void check_same(const std::string& what, const Tensor& cpu, const Tensor& gpu, double tol) {
-    INFO(what);
-    REQUIRE(cpu.defined() == gpu.defined());
-    if (!cpu.defined()) return;
-    CHECK(gpu.device() == GPU);
-    REQUIRE(cpu.shape() == gpu.shape());
-    REQUIRE(cpu.dtype() == gpu.dtype());
-    Diff d = compare(cpu, gpu, tol);
-    std::ostringstream os;
-    os << what << ": shape " << cpu.shape() << " " << cpu.dtype() << ", max abs error "
-       << d.max_abs << ", max rel error " << d.max_rel;
-    if (d.first_bad >= 0)
-        os << "; first bad element (row-major) " << d.first_bad << ": cpu " << d.cpu_value
-           << ", gpu " << d.gpu_value;
-    INFO(os.str());
-    CHECK(d.first_bad < 0);
-}
-
-// Runs the case on both devices, compares the outputs and, when the output has a gradient, the
-// gradients of every input after backward with the same upstream gradient.
-void run_case(const OpCase& c) {
-    std::vector<Tensor> cpu_in, gpu_in;
-    for (const Tensor& x : c.inputs) {
-        Tensor a = raw::clone(x), b = raw::to_device(x, GPU);
-        if (is_floating(x.dtype())) {
-            a.set_requires_grad();
-            b.set_requires_grad();
-        }
-        cpu_in.push_back(a);
-        gpu_in.push_back(b);
-    }
-    Tensor y_cpu = c.fn(cpu_in), y_gpu = c.fn(gpu_in);
-    const double tol = c.tol > 0 ? c.tol : (y_cpu.dtype() == DType::F64 ? 1e-10 : 1e-5);
-    check_same(c.name + " (forward)", y_cpu, y_gpu, tol);
-    if (!y_cpu.requires_grad()) return;
-    REQUIRE(y_gpu.requires_grad());
-    Generator gen(99);
-    Tensor upstream = randn(y_cpu.shape(), gen, y_cpu.dtype());
-    y_cpu.backward(upstream);
-    y_gpu.backward(raw::to_device(upstream, GPU));
-    for (size_t i = 0; i < cpu_in.size(); ++i) {
-        if (!cpu_in[i].requires_grad()) continue;
-        check_same(c.name + " (gradient of input " + std::to_string(i) + ")", cpu_in[i].grad(),
-                   gpu_in[i].grad(), tol);
-    }
+    CaseReport r;
+    compare_into(r, what, cpu, gpu, GPU, tol);
+    CHECK_MESSAGE(r.ok(), failure_list({r}));
 }
 
 // ---------------------------------------------------------------- the table
@@ -272,6 +191,35 @@ std::vector<OpCase> op_cases() {
         [](Inputs v) { return raw::add(raw::sum(v[0], {1}), raw::max(v[0], {1})); });
     add("sum f64 (1025, 7)", {normal({1025, 7}, 173, F64)},
         [](Inputs v) { return sum(v[0], {0}); });
+    // split rows: few long rows are cut into chunks across blocks, then the chunks combined
+    add("sum of all (300000): split row", {normal({300000}, 174)}, [](Inputs v) { return sum(v[0]); });
+    add("mean of all f64 (3, 50001): split row", {normal({3, 50001}, 175, F64)},
+        [](Inputs v) { return mean(v[0]); });
+    add("max and min of long rows (2, 100003): split rows", {normal({2, 100003}, 176)},
+        [](Inputs v) { return max(v[0], {1}) + min(v[0], {1}) * 3.0; });
+    add("argmax of long rows with ties (3, 70000): split rows", {ties({3, 70000}, 177)},
+        [](Inputs v) { return argmax(v[0], 1); });
+    add("integer sum of a long row (i64): split row", {ids({2, 40000}, 1000, 178)},
+        [](Inputs v) { return raw::sum(v[0], {1}); });
+    // column sums: the reduced dims lead (a bias gradient), no transposing copy
+    add("sum over leading dims (4, 127, 33) -> (33)", {normal({4, 127, 33}, 179)},
+        [](Inputs v) { return sum(v[0], {0, 1}); });
+    add("mean over dim 0 keepdim (70000, 5)", {normal({70000, 5}, 1790)},
+        [](Inputs v) { return mean(v[0], {0}, true); });
+    add("column sums f64 and i64 (1025, 7, 3)", {normal({1025, 7, 3}, 1791, F64),
+                                                ids({1025, 7}, 50, 1792)},
+        [](Inputs v) { return sum(v[0], {0}) + raw::to_dtype(raw::sum(v[1], {0}), DType::F64).reshape({7, 1}); });
+    add("bias gradient of a linear layer (3, 127, 9) + (9)", {normal({3, 127, 9}, 1793), normal({9}, 1794)},
+        [](Inputs v) { return v[0] + v[1]; });
+    // the fused sum of squares behind clip_grad_norm: mixed dtypes, a transpose, many chunks
+    add("sum of squares over many tensors (clip_grad_norm)",
+        {normal({1025}, 1795), normal({7, 127}, 1796, F64), normal({127, 9}, 1797),
+         normal({40000}, 1798)},
+        [](Inputs v) {
+            NoGradGuard no_grad;
+            const double s = nn::sum_of_squares({v[0], v[1], v[2].t(), v[3]});
+            return full({}, s, F64, v[0].device());
+        }, 1e-12);
 
     // ---- softmax ----
     add("softmax of 70000 rows", {normal({70000, 3}, 180)},
@@ -284,6 +232,17 @@ std::vector<OpCase> op_cases() {
         [](Inputs v) { return log_softmax(v[0], -1); });
     add("log_softmax f64 of a transpose", {normal({7, 127}, 185, F64)},
         [](Inputs v) { return log_softmax(v[0].t(), 1); });
+    // attention's softmax, scale and causal mask folded in
+    add("scaled causal softmax (2, 3, 7, 7)", {normal({2, 3, 7, 7}, 186)},
+        [](Inputs v) { return scaled_softmax(v[0], 0.3, true); });
+    add("scaled causal softmax, fewer queries than keys (1, 2, 5, 1025)", {normal({1, 2, 5, 1025}, 187)},
+        [](Inputs v) { return scaled_softmax(v[0], 0.125, true); });
+    add("scaled causal softmax, fully masked rows (1, 1, 9, 4)", {normal({1, 1, 9, 4}, 188)},
+        [](Inputs v) { return scaled_softmax(v[0], 2.0, true); });
+    add("scaled softmax without mask, transposed (127, 70)", {normal({70, 127}, 189)},
+        [](Inputs v) { return scaled_softmax(v[0].t(), 0.5, false); });
+    add("scaled causal softmax f64 (3, 127, 127)", {normal({3, 127, 127}, 1890, F64)},
+        [](Inputs v) { return scaled_softmax(v[0], 0.0883883, true); });
 
     // ---- matmul ----
     add("matmul 2-D (7, 127) @ (127, 1025)", {normal({7, 127}, 190), normal({127, 1025}, 191)},
@@ -380,10 +339,52 @@ std::vector<OpCase> op_cases() {
 
 TEST_CASE("cuda: every op matches the CPU, forward and backward" *
           doctest::skip(NO_GPU)) {
-    for (const OpCase& c : op_cases()) {
-        CAPTURE(c.name);
-        run_case(c);
-    }
+    const std::vector<CaseReport> reports = run_op_table(op_cases(), GPU);
+    CHECK_MESSAGE(failure_list(reports).empty(), failure_list(reports));
+}
+
+// The harness itself, on any machine: the "device" is the CPU again, and two cases are broken on
+// their second run (the device's): one gives a wrong element, one throws. Both must be reported by
+// name with what went wrong, and the case after them must still run.
+TEST_CASE("op table harness: every failing case is reported by name and the table runs on") {
+    auto second_run = [](std::function<Tensor(Inputs, bool)> f) {
+        auto calls = std::make_shared<int>(0);
+        return [f, calls](Inputs v) { return f(v, ++*calls % 2 == 0); };
+    };
+    std::vector<OpCase> cases;
+    cases.push_back({"healthy exp", {normal({7}, 1)}, [](Inputs v) { return exp(v[0]); }});
+    cases.push_back({"broken softmax", {normal({3, 5}, 2)}, second_run([](Inputs v, bool dev) {
+                         Tensor y = softmax(v[0], 1);
+                         return dev ? y + raw::mul_scalar(one_hot(full({1}, 7, DType::I64),
+                                                                  15).reshape({3, 5}), 0.5)
+                                    : y;
+                     })});
+    cases.push_back({"throwing matmul", {normal({2, 3}, 3), normal({3, 4}, 4)},
+                     second_run([](Inputs v, bool dev) {
+                         if (dev) throw Error("matmul: a planted failure");
+                         return matmul(v[0], v[1]);
+                     })});
+    cases.push_back({"slightly wrong tanh", {normal({4}, 5)}, second_run([](Inputs v, bool dev) {
+                         return dev ? tanh(v[0] * 1.0001) : tanh(v[0]);
+                     })});
+    cases.push_back({"healthy last case", {normal({5}, 6)}, [](Inputs v) { return v[0] * 2.0; }});
+
+    std::ostringstream log;
+    const std::vector<CaseReport> reports = run_op_table(cases, Device::cpu(), log);
+    INFO(log.str());
+    REQUIRE(reports.size() == 5);
+    CHECK(reports[0].ok());
+    CHECK(reports[4].ok());
+    REQUIRE(reports[1].problems.size() == 1);
+    CHECK(contains(reports[1].problems[0], "forward: first bad element (row-major) 7"));
+    REQUIRE(reports[2].problems.size() == 1);
+    CHECK(contains(reports[2].problems[0], "forward on the device: matmul: a planted failure"));
+    CHECK_FALSE(reports[3].ok());
+    CHECK(contains(log.str(), "FAIL broken softmax"));
+    CHECK(contains(log.str(), "FAIL throwing matmul"));
+    CHECK(contains(log.str(), "PASS healthy last case"));
+    CHECK(contains(log.str(), "op table: 2 of 5 cases passed, 3 failed"));
+    CHECK(contains(failure_list(reports), "throwing matmul: threw"));
 }
 
 TEST_CASE("cuda: rand and randn give the CPU's numbers; dropout masks are identical" *

@@ -106,6 +106,12 @@ TEST_CASE("gradcheck: softmax and log_softmax over every dim") {
     expect_gradcheck([](Inputs x) { return softmax(x[0].transpose(0, 2), 1); }, {a});
 }
 
+TEST_CASE("gradcheck: attention's scaled softmax, causal (Tq < Tk, Tq > Tk) and unmasked") {
+    expect_gradcheck([](Inputs x) { return scaled_softmax(x[0], 0.7, true); }, {leaf({2, 3, 5}, 41)});
+    expect_gradcheck([](Inputs x) { return scaled_softmax(x[0], 1.3, true); }, {leaf({1, 5, 3}, 42)});
+    expect_gradcheck([](Inputs x) { return scaled_softmax(x[0].t(), 0.5, false); }, {leaf({4, 3}, 43)});
+}
+
 TEST_CASE("gradcheck: matmul, 2-D, batched, broadcast and transposed") {
     Tensor a = leaf({3, 4}, 1), b = leaf({4, 5}, 2);
     expect_gradcheck([](Inputs x) { return matmul(x[0], x[1]); }, {a, b});

@@ -1,5 +1,5 @@
-// DoRA (LoRA with use_dora): magnitude = W0's per-output-channel norms (peft's orientation, spec
-// §7.2 / trap 9.1), a no-op at init up to rounding, float64 gradchecks with the norm detached (as
+// DoRA (LoRA with use_dora): magnitude = W0's per-output-channel norms (peft's orientation:
+// torch.linalg.norm(W, dim=1) of the (out, in) weight, after GPT-2's Conv1D transpose), a no-op at init up to rounding, float64 gradchecks with the norm detached (as
 // peft) and not, merge == unmerged, saved as lora_magnitude_vector.
 #include <cmath>
 
@@ -34,7 +34,7 @@ struct DoraFixture {
         lin->to(dt);
         lin->requires_grad_(false);
         layer = std::make_shared<peft::LoraLayer>(lin);
-        peft::AdapterContext ctx{gen, std::make_shared<Generator>(1), shared};
+        peft::AdapterContext ctx{gen, std::make_shared<Generator>(1), {}, shared};
         LoraConfig c = dora();
         if (random_B) c.init_lora_weights = "false";
         layer->add_adapter("default", c, "x", ctx);
@@ -57,7 +57,7 @@ TEST_CASE("DoRA: magnitude starts at the per-output-channel norms of W0 (HF Conv
         CHECK(m[size_t(o)] == doctest::Approx(std::sqrt(s)).epsilon(1e-12));
     }
     // On GPT-2 the magnitude has c_attn's out size and equals the column norms of the (in, out)
-    // weight in the Hugging Face file (spec §9.1: the norm is per output feature after transposing).
+    // weight in the Hugging Face file (peft: the norm is per output feature after transposing).
     auto gpt = tiny_gpt2();
     Tensor hf_w = gpt->hf_state_dict().at("transformer.h.0.attn.c_attn.weight");  // (16, 48)
     LoraConfig c = dora();
@@ -69,7 +69,7 @@ TEST_CASE("DoRA: magnitude starts at the per-output-channel norms of W0 (HF Conv
     CHECK(all_close(mag, col_norms, 1e-6));
 }
 
-// The spec allows rounding here (peft's m / ||W|| is 1 only up to rounding). In Ember m and the
+// peft only promises a no-op up to rounding here (its m / ||W|| is 1 only up to rounding). In Ember m and the
 // forward's norm are computed by the same operations on the same W0 (B = 0 adds exact zeros), so
 // m / n is exactly 1 and the output is bit-identical; the test holds it to that.
 TEST_CASE("DoRA: a no-op at init, bit for bit") {

@@ -1,5 +1,6 @@
 // (IA)^3: peft's default targets on GPT-2 (c_attn and mlp.c_proj, the latter feedforward), the
-// vector shapes (out, 1) / (1, in) (trap 9.1), q scaled too through the fused c_attn (trap 9.12),
+// vector shapes (out, 1) / (1, in) whatever GPT-2's Conv1D file layout, q scaled too through
+// the fused c_attn (peft targets c_attn whole, where the paper scales k and v only),
 // a no-op at init, a float64 gradcheck, merges, a frozen base, files, and the full-size count.
 #include <filesystem>
 
@@ -29,7 +30,7 @@ void randomize_ia3(nn::Module& m, uint64_t seed = 4) {
 
 }  // namespace
 
-TEST_CASE("IA3: peft's GPT-2 defaults, vector shapes per side (trap 9.1), ones at init (a no-op)") {
+TEST_CASE("IA3: peft's GPT-2 defaults, vector shapes per side in the (out, in) layout, ones at init (a no-op)") {
     auto gpt = tiny_gpt2();
     Tensor ids = tiny_ids();
     Tensor base = gpt->forward_ids(ids);
@@ -54,7 +55,7 @@ TEST_CASE("IA3: the layer scales outputs (with the bias) or inputs (before the b
     Generator gen(5);
     auto lin = std::make_shared<nn::Linear>(6, 4, true, gen);
     std::map<std::string, Tensor> shared;
-    peft::AdapterContext ctx{gen, std::make_shared<Generator>(1), shared};
+    peft::AdapterContext ctx{gen, std::make_shared<Generator>(1), {}, shared};
     IA3Config c;
     c.target_modules = {"x", "ff"};
     c.feedforward_modules = {"ff"};
@@ -78,7 +79,7 @@ TEST_CASE("IA3: the layer scales outputs (with the bias) or inputs (before the b
     CHECK_FALSE(peft::is_feedforward_module(peft::ModuleSelector(".*fc"), "transformer.h.0.mlp.c_proj"));
 }
 
-TEST_CASE("Trap 9.12: IA3 on GPT-2's fused c_attn scales q as well as k and v") {
+TEST_CASE("IA3: on GPT-2's fused c_attn peft's defaults scale q as well as k and v") {
     auto gpt = tiny_gpt2(1);
     Tensor ids = tiny_ids();
     PeftModel pm(gpt, IA3Config());

@@ -1,6 +1,7 @@
 // LoRA and DoRA through PeftModel on tiny GPT-2 / ViT models: no-op at init, float64
 // gradchecks, merge == unmerged and exact unmerge, a frozen base through training, several
-// adapters, adapter files that round-trip, modules_to_save, and the Conv1D trap (spec §9.1).
+// adapters, adapter files that round-trip, modules_to_save, and GPT-2's Conv1D layout
+// (peft's fan_in_fan_out).
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nn/safetensors.h"
+#include "peft/ia3.h"
 #include "peft/lora.h"
 #include "tests/test_peft_helpers.h"
 
@@ -79,7 +81,7 @@ TEST_CASE("LoRA: the layer computes W0 x + b + s B A x (against the merged weigh
     auto layer = std::make_shared<peft::LoraLayer>(lin);
     std::map<std::string, Tensor> shared;
     auto rng = std::make_shared<Generator>(9);
-    peft::AdapterContext ctx{gen, rng, shared};
+    peft::AdapterContext ctx{gen, rng, {}, shared};
     LoraConfig c = lora(3, 6, {"x"});
     c.init_lora_weights = "false";  // B random too
     layer->add_adapter("default", c, "x", ctx);
@@ -241,7 +243,7 @@ TEST_CASE("LoRA: trainable-parameter report and errors naming the available modu
     auto c = pm.count_parameters();
     CHECK(c.trainable == lora_n);
     CHECK(c.all == all + lora_n);
-    // 37*16 + 16*16 + 2 * 3280 + 32 = 7440 (spec Appendix A's formula at this size).
+    // 37*16 + 16*16 + 2 * 3280 + 32 = 7440 (the GPT-2 count formula at this size).
     CHECK(all == 7440);
     CHECK(pm.trainable_parameters_line() == "trainable params: 512 || all params: 7,952 || trainable%: 6.4386");
     std::string err = error_of([&] { PeftModel bad(tiny_gpt2(), lora(4, 8, {"q_proj"})); });
@@ -350,7 +352,7 @@ TEST_CASE("LoRA: modules_to_save keeps the original and trains a copy (ViT class
     CHECK(vit->classifier->weight.same_storage(original_w));
 }
 
-TEST_CASE("Trap 9.1 (Conv1D): merges land transposed in GPT-2's (in, out) file layout") {
+TEST_CASE("LoRA on GPT-2's Conv1D: merges land transposed in the (in, out) file layout") {
     auto gpt = tiny_gpt2();
     nn::StateDict hf_before = gpt->hf_state_dict();
     PeftModel pm(gpt, lora(4, 8, {"c_attn"}));

@@ -1,8 +1,9 @@
-// Target selection as peft does it (spec §8.3): lists match a full name or a ".name" suffix,
+// Target selection as peft does it (tuners_utils.py check_target_module_exists): lists match a full name or a ".name" suffix,
 // strings are full regex matches, all-linear skips the output head, exclude_modules wins,
 // modules_to_save are never targets, layers_to_transform / layers_pattern, rank and alpha patterns.
 #include "peft/lora.h"
 #include "peft/targets.h"
+#include "peft/ia3.h"
 #include "tests/test_peft_helpers.h"
 
 using namespace ember;
@@ -116,11 +117,13 @@ TEST_CASE("PEFT targets: rank_pattern and alpha_pattern override per module by r
 }
 
 TEST_CASE("PEFT targets: default targets per model type, as peft's mappings") {
-    CHECK(peft::default_target_modules("LORA", "gpt2").names == std::vector<std::string>{"c_attn"});
-    CHECK(peft::default_target_modules("LORA", "llama").names == std::vector<std::string>{"q_proj", "v_proj"});
-    CHECK_FALSE(peft::default_target_modules("LORA", "vit").is_set);
-    CHECK(peft::default_target_modules("IA3", "gpt2").names == std::vector<std::string>{"c_attn", "mlp.c_proj"});
-    CHECK(peft::default_feedforward_modules("gpt2").names == std::vector<std::string>{"mlp.c_proj"});
+    CHECK(peft::lora_default_targets("gpt2").names == std::vector<std::string>{"c_attn"});
+    CHECK(peft::lora_default_targets("llama").names == std::vector<std::string>{"q_proj", "v_proj"});
+    CHECK_FALSE(peft::lora_default_targets("vit").is_set);
+    peft::IA3Config ia3;
+    ia3.fill_defaults("gpt2");
+    CHECK(ia3.target_modules.names == std::vector<std::string>{"c_attn", "mlp.c_proj"});
+    CHECK(ia3.feedforward_modules.names == std::vector<std::string>{"mlp.c_proj"});
     auto gpt = tiny_gpt2();
     PeftModel pm(gpt, LoraConfig());  // no targets given: the gpt2 default
     CHECK(pm.model_type() == "gpt2");

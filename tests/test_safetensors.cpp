@@ -143,8 +143,9 @@ TEST_CASE("safetensors: non-contiguous tensors are written as their row-major va
     CHECK(f.metadata.empty());
 }
 
-TEST_CASE("safetensors: CUDA tensors are copied to the host when saved") {
-    if (!cuda_is_available()) return;  // skips itself without a GPU
+// Named "cuda: ..." so that the GPU runs (-tc=cuda*) pick it up.
+TEST_CASE("cuda: safetensors copies CUDA tensors to the host when saving" *
+          doctest::skip(!cuda_is_available())) {
     TempDir dir;
     Generator gen(11);
     Tensor host = randn({5, 7}, gen);

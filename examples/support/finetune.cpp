@@ -8,62 +8,37 @@
 
 #include "examples/support/train_log.h"
 #include "nn/atomic_file.h"
-#include "peft/adalora.h"
-#include "peft/dylora.h"
+#include "peft/methods.h"
 #include "peft/peft_model.h"
 
 #include "tensor/check.h"
 
 namespace ember::examples {
 
-const std::vector<std::string>& finetune_methods() {
-    static const std::vector<std::string> methods = {"lora", "dylora", "adalora", "dora", "ia3", "vera", "full"};
-    return methods;
+std::vector<std::string> finetune_methods() {
+    std::vector<std::string> out;
+    for (const peft::Method& m : peft::method_table()) out.push_back(m.name);
+    out.push_back("full");
+    return out;
 }
+
+std::string finetune_methods_help() { return peft::method_names() + " or full"; }
 
 FinetuneMethod finetune_method(const std::string& method, int64_t rank, const std::string& model_type,
                                const std::vector<std::string>& modules_to_save, int64_t steps) {
     FinetuneMethod m;
     m.name = method;
-    if (method == "lora" || method == "dora") {
-        auto c = std::make_shared<peft::LoraConfig>();
-        c->r = rank, c->lora_alpha = 2.0 * double(rank);
-        c->use_dora = method == "dora";
-        m.config = c, m.default_lr = 3e-3;
-    } else if (method == "dylora") {
-        auto c = std::make_shared<peft::DyLoraConfig>();
-        c->r = rank, c->lora_alpha = 2.0 * double(rank);
-        m.config = c, m.default_lr = 3e-3;
-    } else if (method == "adalora") {
-        // Starts at rank 1.5 r and prunes to r on average: budget falls between 10% and 70% of
-        // the run, re-allocated every 10 steps.
-        auto c = std::make_shared<peft::AdaLoraConfig>();
-        c->init_r = rank + rank / 2, c->target_r = rank, c->lora_alpha = 2.0 * double(rank);
-        c->total_step = steps, c->tinit = steps / 10, c->tfinal = steps * 3 / 10, c->deltaT = 10;
-        m.config = c, m.default_lr = 1e-2;  // E starts at zero and A, B small: a higher rate
-    } else if (method == "ia3") {
-        m.config = std::make_shared<peft::IA3Config>(), m.default_lr = 1e-2;
-    } else if (method == "vera") {
-        auto c = std::make_shared<peft::VeraConfig>();
-        if (rank > 0 && rank != 8) c->r = rank;
-        m.config = c, m.default_lr = 1e-2;
-    } else if (method == "full") {
+    if (method == "full") {
         m.default_lr = 5e-4;
-    } else {
-        std::string known;
-        for (const auto& name : finetune_methods()) known += " " + name;
-        throw Error(make_message("finetune: unknown --method '", method, "'; choose one of:", known));
+        return m;
     }
-    if (m.config) m.config->modules_to_save = modules_to_save;
-    if (m.config && model_type == "vit") {
-        if (method == "ia3") {
-            auto& c = static_cast<peft::IA3Config&>(*m.config);
-            c.target_modules = peft::ModuleSelector(R"(.*\.(key|value)|.*layer\.\d+\.output\.dense)");
-            c.feedforward_modules = peft::ModuleSelector(R"(.*layer\.\d+\.output\.dense)");
-        } else {
-            m.config->target_modules = peft::ModuleSelector{"query", "value"};
-        }
-    }
+    const peft::Method* row = nullptr;
+    for (const peft::Method& r : peft::method_table())
+        if (r.name == method) row = &r;
+    EMBER_CHECK(row, "finetune: unknown --method '", method, "'; choose one of: ", finetune_methods_help());
+    m.config = row->preset({rank, model_type, steps});
+    m.config->modules_to_save = modules_to_save;
+    m.default_lr = row->preset_lr;
     return m;
 }
 
@@ -85,55 +60,22 @@ FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::Micr
         std::cout << "full fine-tuning: all " << r.all << " parameters train\n";
     }
 
-    // The two methods that steer their own training: DyLoRA draws a rank per step; AdaLoRA adds
-    // its orthogonality penalty to the loss and re-allocates ranks after each optimizer step.
-    std::unique_ptr<peft::DyLoraRankSampler> dylora;
-    std::unique_ptr<peft::RankAllocator> adalora;
-    std::vector<std::shared_ptr<Generator>> rngs = job.rngs;
-    std::function<nn::MicroBatch(int64_t, int64_t)> step_batch = batch;
-    if (job.method == "dylora") {
-        dylora = std::make_unique<peft::DyLoraRankSampler>(*peft_model, job.seed);
-        rngs.push_back(dylora->generator());
-        step_batch = [&](int64_t step, int64_t micro) {
-            if (micro == 0) dylora->sample();
-            return batch(step, micro);
-        };
-    } else if (job.method == "adalora") {
-        adalora = std::make_unique<peft::RankAllocator>(*peft_model);
-        step_batch = [&](int64_t step, int64_t micro) {
-            nn::MicroBatch mb = batch(step, micro);
-            mb.loss = mb.loss + peft::adalora_orth_regularization(*peft_model);
-            return mb;
-        };
-    }
-
     nn::TrainerOptions o;
     o.steps = job.steps, o.lr = job.lr > 0 ? job.lr : m.default_lr, o.warmup = job.steps / 10;
     o.weight_decay = 0;
-    nn::Trainer trainer(*job.model, o, rngs);
-    if (adalora) trainer.after_optimizer_step = [&](int64_t step) { adalora->update_and_allocate(step); };
+    nn::Trainer trainer(*job.model, o, job.rngs);
+    // A method that steers its own training (DyLoRA's rank draws, AdaLoRA's budget) does so
+    // through its controller.
+    if (peft_model) trainer.add_hooks(peft_model->training_hooks());
     std::filesystem::create_directories(job.out);
     TrainLog log(job.out + "/metrics.csv", job.steps, job.unit, false);
     memory_mark(job.on_cuda);
     auto start = std::chrono::steady_clock::now();
-    trainer.run(step_batch, nullptr, [&](int64_t step, double loss, int64_t items, double lr) { log.step(step, loss, items, lr); });
+    trainer.run(batch, nullptr, [&](int64_t step, double loss, int64_t items, double lr) { log.step(step, loss, items, lr); });
     log.finish();
     r.ms_per_step = 1000 * std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / double(job.steps);
     r.train_memory_mb = memory_peak_above_mark_mb(job.on_cuda);
-    if (dylora) {
-        // One training run serves every rank up to r.
-        for (int64_t b = 1; b < dylora->max_rank(); b *= 2) {
-            peft::set_dylora_rank(*peft_model, b);
-            std::cout << "DyLoRA evaluated at rank " << b << ": " << evaluate() << "\n";
-        }
-        peft::set_dylora_rank(*peft_model, dylora->max_rank());
-    }
-    if (adalora) {
-        std::cout << "AdaLoRA kept " << adalora->total_rank() << " of " << adalora->initial_budget()
-                  << " singular values (target " << adalora->target_budget() << "):";
-        for (const auto& [module, rank] : adalora->rank_allocation()) std::cout << " " << module << "=" << rank;
-        std::cout << "\n";
-    }
+    if (peft_model) peft_model->report_training(std::cout, evaluate);
     r.after = evaluate();
 
     if (peft_model) {

@@ -12,8 +12,11 @@
 
 namespace ember::examples {
 
-// The methods `gpt finetune` and `vit finetune` offer; "full" trains every weight.
-const std::vector<std::string>& finetune_methods();
+// The methods `gpt finetune` and `vit finetune` offer: every row of the PEFT method table
+// (peft/methods.h), then "full", which trains every weight.
+std::vector<std::string> finetune_methods();
+// "lora, dora, ... or full", for --help.
+std::string finetune_methods_help();
 
 struct FinetuneMethod {
     std::string name;
@@ -21,11 +24,9 @@ struct FinetuneMethod {
     double default_lr = 1e-3;
 };
 
-// `rank` is r for the low-rank methods (VeRA keeps its own default of 256 when rank <= 0).
+// The table row's preset (peft/methods.h): `rank` is r of the low-rank methods; model_type picks
+// targets where peft has no default (ViT); steps is the run's length (AdaLoRA's schedule).
 // modules_to_save lists modules trained in full beside the adapter (ViT's new classifier).
-// model_type "gpt2"/"llama" use peft's default targets; "vit", for which peft has none, targets
-// query and value (keys, values and the MLP's output for IA3).
-// steps is the run's length, which AdaLoRA's budget schedule needs.
 FinetuneMethod finetune_method(const std::string& method, int64_t rank, const std::string& model_type,
                                const std::vector<std::string>& modules_to_save, int64_t steps);
 

@@ -41,7 +41,7 @@ void ensure_context();
 
 // The allocator behind allocate()/release() (tensor/cuda/allocator.cu).
 void* allocator_malloc(size_t bytes);
-void allocator_free(void* ptr, size_t bytes);
+void allocator_free(void* ptr, size_t bytes) noexcept;
 
 constexpr int THREADS = 256;  // threads per block of the elementwise kernels
 

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace ember {
 
@@ -14,10 +15,10 @@ class Tensor;
 namespace cuda {
 
 // ---- the caching allocator (tensor/cuda/allocator.cu) ----
-// Requests are rounded up to a size class: multiples of 512 B up to 1 MiB, multiples of 2 MiB
-// above. A freed block goes to its class's free list and serves the next request of that class
-// without cudaMalloc; cudaFree happens only in empty_cache() (and on out-of-memory, once, before
-// the retry).
+// Requests are rounded up to a size class (four per doubling up to 1 MiB, multiples of 2 MiB
+// above; tensor/cuda/block_cache.h). A freed block is cached and serves a later request of its
+// class, or of a class up to half its size, without cudaMalloc; cudaFree happens only in
+// empty_cache() (and on out-of-memory, once, before the retry).
 struct AllocatorStats {
     size_t bytes_in_use = 0;       // live blocks, rounded sizes
     size_t bytes_cached = 0;       // free blocks held for reuse
@@ -29,6 +30,18 @@ AllocatorStats allocator_stats();
 std::string allocator_stats_string(const AllocatorStats& s);  // one readable line
 void empty_cache();  // cudaFree every cached block (none in use is touched)
 void reset_peak();   // peak_bytes_in_use = bytes_in_use
+
+// Exact mode, for compute-sanitizer runs: each request is a cudaMalloc of exactly its bytes and
+// each release synchronizes and cudaFrees, so an access past a tensor's end or after its release
+// reaches memory that is not allocated. Also switched on by EMBER_CUDA_EXACT_ALLOC=1 in the
+// environment. Switching it on empties the cache first.
+void set_exact_allocations(bool exact);
+bool exact_allocations();
+
+// ---- the sum of squares over many tensors (clip_grad_norm's gradient norm) ----
+// sum over every tensor of sum(x^2), in double: one reduction over all of them and one host
+// synchronization, the same result run to run. Tensors: contiguous f32 or f64 on the GPU.
+double sum_of_squares(const std::vector<Tensor>& tensors);
 
 // ---- matmul precision ----
 // TF32 tensor cores for f32 matmuls: about 8x faster on Ampere and later, with 10-bit mantissas

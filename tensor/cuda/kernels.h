@@ -29,10 +29,19 @@ void scale(const Tensor& x, double s);                     // x *= s, in place
 // ---- reduce.cpp ---- over the last dim of a contiguous (rows, n) tensor
 enum class ReduceOp { Sum, Mean, Max, Min, ArgMax, LogSumExp };
 void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& out);  // x (rows, n) -> out (rows)
+// out (cols) = sum (mean: / rows) over the rows of a contiguous x (rows, cols): a bias gradient
+void reduce_cols(bool mean, const Tensor& x, const Tensor& out);
 
 // ---- softmax.cpp ---- over the last dim of contiguous (rows, n) tensors
 void softmax(const Tensor& x, const Tensor& out, bool log);
 void softmax_backward(const Tensor& y, const Tensor& grad, const Tensor& out, bool log);
+// Attention's softmax with its scale and causal mask folded in: x, y (rows, n), row r the query
+// r % tq of tq; key j is masked for query i when j > i + (n - tq) (tq = 0: nothing masked).
+//   y = softmax_j(masked ? MASKED_SCORE : scale * x_j)   dx = masked ? 0 : scale * y (g - sum(g y))
+constexpr double MASKED_SCORE = -1e30;  // as nn/attention.cpp's masked_fill: a fully masked row is uniform
+void scaled_softmax(const Tensor& x, const Tensor& y, double scale, int64_t tq);
+void scaled_softmax_backward(const Tensor& y, const Tensor& grad, const Tensor& dx, double scale,
+                             int64_t tq);
 
 // ---- matmul.cpp ----
 // out (batch, M, N) = a (batch, M, K) @ b (batch, K, N). a and b may have any strides (batch
@@ -62,7 +71,8 @@ void rmsnorm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight,
 void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                            double label_smoothing, const Tensor& log_probs, const Tensor& loss,
                            int64_t* counted);
-void cross_entropy_backward(double grad, const Tensor& log_probs, const Tensor& targets,
+// grad: the loss's upstream gradient, one element on the GPU (read there: no host sync)
+void cross_entropy_backward(const Tensor& grad, const Tensor& log_probs, const Tensor& targets,
                             int64_t ignore_index, double label_smoothing, int64_t counted,
                             const Tensor& dlogits);
 

@@ -6,11 +6,15 @@
 //   dlogits  = grad / counted * (softmax - ((1 - eps) * onehot + eps / C)), 0 on ignored rows
 //
 // Forward: one warp or block per row writes the row's log-probs and its loss; then one block adds
-// the row losses in a fixed order (reproducible, no atomics) into the mean, and the count of
-// counted rows is copied back to the host (the front-end returns it). A target out of range is
-// recorded on the device and thrown on the host, naming the row.
+// the row losses in a fixed order (reproducible, no atomics) into the mean. The count of counted
+// rows (the front-end returns it) and any target out of range (thrown on the host, naming the
+// row) come back together in one copy: one host synchronization per forward.
+//
+// Backward: one warp or block per row again, the row's target read once, the upstream gradient
+// read on the device, no division per element.
 #include "tensor/cuda/kernels.h"
 #include "tensor/cuda/rows.cuh"
+#include "tensor/cuda/runtime.h"
 
 namespace ember {
 namespace cuda {
@@ -52,11 +56,16 @@ __global__ void ce_rows_kernel(const T* x, const I* targets, int64_t target_stri
     }
 }
 
-// loss[0] = mean of row_loss over the counted rows; counted[0] = their number. One block.
-template <typename I>
+// What the host reads back after the forward, in one copy.
+struct CeResult {
+    IndexError error;
+    long long counted;
+};
+
+// loss[0] = mean of row_loss over the counted rows; result->counted = their number. One block.
+template <typename T, typename I>
 __global__ void ce_mean_kernel(const double* row_loss, const I* targets, int64_t target_stride,
-                               int64_t N, long long ignore_index, double* total_out,
-                               long long* counted) {
+                               int64_t N, long long ignore_index, T* loss, CeResult* result) {
     __shared__ double scratch_d[32];
     __shared__ long long scratch_n[32];
     double s = 0;
@@ -69,34 +78,32 @@ __global__ void ce_mean_kernel(const double* row_loss, const I* targets, int64_t
     s = block_reduce(s, SumOp{}, 0.0, scratch_d);
     n = block_reduce(n, SumOp{}, 0ll, scratch_n);
     if (threadIdx.x == 0) {
-        *total_out = s;
-        *counted = n;
+        loss[0] = n > 0 ? T(s / double(n)) : T(0);
+        result->counted = n;
     }
 }
 
-template <typename T>
-__global__ void ce_finish_kernel(const double* total, const long long* counted, T* loss) {
-    if (threadIdx.x == 0 && blockIdx.x == 0)
-        loss[0] = *counted > 0 ? T(*total / double(*counted)) : T(0);
-}
-
-template <typename T, typename I>
-__global__ void ce_backward_kernel(const T* log_probs, const I* targets, int64_t target_stride,
-                                   T* dlogits, int64_t N, int64_t C, long long ignore_index,
-                                   T scale, T on, T off, long long counted, IndexError* error) {
-    GRID_STRIDE_LOOP(e, N * C) {
-        const int64_t r = e / C, c = e % C;
-        const long long t = (long long)targets[r * target_stride];
-        if (t == ignore_index || counted == 0) {
-            dlogits[e] = T(0);
+// dlogits = grad / counted * (softmax - ((1 - eps) * onehot + eps / C)), 0 on ignored rows.
+template <typename T, typename I, bool WARP>
+__global__ void ce_backward_kernel(const T* grad, const T* log_probs, const I* targets,
+                                   int64_t target_stride, T* dlogits, int64_t N, int64_t C,
+                                   long long ignore_index, double smoothing, long long counted,
+                                   IndexError* error) {  // log_probs, dlogits (N, C)
+    RowGroup<WARP> g;
+    const T off = T(smoothing / double(C)), on = T(1 - smoothing) + off;
+    const T scale = counted > 0 ? T(double(grad[0]) / double(counted)) : T(0);
+    FOR_EACH_ROW(g, row, N) {
+        const T* lr = log_probs + row * C;
+        T* dr = dlogits + row * C;
+        const long long t = (long long)targets[row * target_stride];
+        const bool bad = t != ignore_index && (t < 0 || t >= C);
+        if (bad && g.lane() == 0) report_bad_index(error, t, C, row);
+        if (t == ignore_index || counted == 0 || bad) {
+            for (int64_t j = g.lane(); j < C; j += g.size()) dr[j] = T(0);
             continue;
         }
-        if (t < 0 || t >= C) {
-            report_bad_index(error, t, C, r);
-            dlogits[e] = T(0);
-            continue;
-        }
-        dlogits[e] = scale * (exp(log_probs[e]) - (c == t ? on : off));
+        for (int64_t j = g.lane(); j < C; j += g.size())
+            dr[j] = scale * (exp(lr[j]) - (j == t ? on : off));
     }
 }
 
@@ -106,11 +113,12 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t 
                            double label_smoothing, const Tensor& log_probs, const Tensor& loss,
                            int64_t* counted) {
     const int64_t N = logits.size(0), C = logits.size(1);
-    Tensor row_loss = make_tensor({N + 2}, DType::F64, Device::cuda());  // + total and count
-    double* rl = row_loss.data<double>();
-    double* total = rl + N;
-    long long* count = reinterpret_cast<long long*>(rl + N + 1);
-    begin_index_check();
+    // The row losses (N doubles), then the CeResult the host reads back.
+    const int64_t result_doubles = (int64_t(sizeof(CeResult)) + 7) / 8;
+    Tensor buffer = make_tensor({N + result_doubles}, DType::F64, Device::cuda());
+    double* rl = buffer.data<double>();
+    auto* result = reinterpret_cast<CeResult*>(rl + N);
+    CUDA_CHECK(cudaMemsetAsync(result, 0, sizeof(CeResult), stream()));
     dispatch_float(logits.dtype(), "cross_entropy", [&](auto tag) {
         using T = typename decltype(tag)::type;
         dispatch_index(targets.dtype(), "cross_entropy", [&](auto index_tag) {
@@ -119,28 +127,25 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t 
                 launch_rows(N, C, [&](auto warp, unsigned grid, int threads) {
                     ce_rows_kernel<T, I, decltype(warp)::value><<<grid, threads, 0, stream()>>>(
                         logits.data<T>(), targets.data<I>(), targets.stride(0), log_probs.data<T>(),
-                        rl, N, C, (long long)ignore_index, label_smoothing, index_error_slot());
+                        rl, N, C, (long long)ignore_index, label_smoothing, &result->error);
                 });
             else if (N > 0)
                 CUDA_CHECK(cudaMemsetAsync(rl, 0, size_t(N) * sizeof(double), stream()));
-            ce_mean_kernel<I><<<1, 1024, 0, stream()>>>(rl, targets.data<I>(), targets.stride(0),
-                                                        N, (long long)ignore_index, total, count);
-            CUDA_LAUNCHED();
-            ce_finish_kernel<T><<<1, 32, 0, stream()>>>(total, count, loss.data<T>());
+            ce_mean_kernel<T, I><<<1, 1024, 0, stream()>>>(rl, targets.data<I>(), targets.stride(0),
+                                                           N, (long long)ignore_index,
+                                                           loss.data<T>(), result);
             CUDA_LAUNCHED();
         });
     });
-    IndexError err;
-    const bool bad = end_index_check(&err);  // synchronizes the stream
-    EMBER_CHECK(!bad, "cross_entropy: target ", err.value, " in row ", err.where,
-                " is out of range for ", err.limit, " classes (and is not ignore_index ",
-                ignore_index, ")");
-    long long host_count = 0;
-    CUDA_CHECK(cudaMemcpy(&host_count, count, sizeof host_count, cudaMemcpyDeviceToHost));
-    *counted = int64_t(host_count);
+    CeResult host{};
+    copy_to_host(&host, result, sizeof host);  // the one synchronization
+    EMBER_CHECK(host.error.flag == 0, "cross_entropy: target ", host.error.value, " in row ",
+                host.error.where, " is out of range for ", host.error.limit,
+                " classes (and is not ignore_index ", ignore_index, ")");
+    *counted = int64_t(host.counted);
 }
 
-void cross_entropy_backward(double grad, const Tensor& log_probs, const Tensor& targets,
+void cross_entropy_backward(const Tensor& grad, const Tensor& log_probs, const Tensor& targets,
                             int64_t ignore_index, double label_smoothing, int64_t counted,
                             const Tensor& dlogits) {
     const int64_t N = log_probs.size(0), C = log_probs.size(1);
@@ -148,17 +153,21 @@ void cross_entropy_backward(double grad, const Tensor& log_probs, const Tensor& 
     begin_index_check();
     dispatch_float(log_probs.dtype(), "cross_entropy_backward", [&](auto tag) {
         using T = typename decltype(tag)::type;
+        EMBER_CHECK(grad.dtype() == log_probs.dtype() && grad.numel() == 1 && grad.device().is_cuda(),
+                    "cuda::cross_entropy_backward: the upstream gradient must be one ",
+                    log_probs.dtype(), " element on the GPU, got ", grad.dtype(), " ", grad.shape(),
+                    " on ", grad.device());
         dispatch_index(targets.dtype(), "cross_entropy_backward", [&](auto index_tag) {
             using I = typename decltype(index_tag)::type;
-            const T scale = counted > 0 ? T(grad / double(counted)) : T(0);
-            const T on = T(1 - label_smoothing + label_smoothing / double(C));
-            const T off = T(label_smoothing / double(C));
-            ce_backward_kernel<T, I><<<grid_for(N * C), THREADS, 0, stream()>>>(
-                log_probs.data<T>(), targets.data<I>(), targets.stride(0), dlogits.data<T>(), N, C,
-                (long long)ignore_index, scale, on, off, (long long)counted, index_error_slot());
-            CUDA_LAUNCHED();
+            launch_rows(N, C, [&](auto warp, unsigned grid, int threads) {
+                ce_backward_kernel<T, I, decltype(warp)::value><<<grid, threads, 0, stream()>>>(
+                    grad.data<T>(), log_probs.data<T>(), targets.data<I>(), targets.stride(0),
+                    dlogits.data<T>(), N, C, (long long)ignore_index, label_smoothing,
+                    (long long)counted, index_error_slot());
+            });
         });
     });
+    // A target the forward accepted is in range here too; the check is for direct callers.
     IndexError err;
     EMBER_CHECK(!end_index_check(&err), "cross_entropy_backward: target ", err.value, " in row ",
                 err.where, " is out of range for ", err.limit, " classes");

@@ -32,10 +32,14 @@ std::string allocator_stats_string(const AllocatorStats&) {
 }
 void empty_cache() {}
 void reset_peak() {}
+void set_exact_allocations(bool) {}
+bool exact_allocations() { return false; }
 
 static bool tf32_allowed = false;
 void set_allow_tf32(bool allow) { tf32_allowed = allow; }
 bool allow_tf32() { return tf32_allowed; }
+
+double sum_of_squares(const std::vector<Tensor>&) { no_cuda("cuda::sum_of_squares"); }
 
 void curand_normal_fill(const Tensor&, uint64_t, double, double) {
     no_cuda("cuda::curand_normal_fill");

@@ -1,0 +1,92 @@
+// The frozen 4-bit Linear: its autograd node maps dy to dx = dy dequant(W) with the quantized
+// product, so the backward pass builds no f32 weight either.
+#include "nn/quant_linear.h"
+
+namespace ember {
+namespace nn {
+
+QuantizedWeight quantize(const Tensor& weight, const QuantConfig& config) {
+    if (config.format == QuantFormat::INT4) return quantize_int4(weight, config.group_size);
+    return quantize_nf4(weight, config.double_quant, config.blocksize);
+}
+
+Tensor quant_linear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias) {
+    EMBER_CHECK(x.defined() && x.dim() >= 1 && x.size(-1) == w.cols, "quant_linear: input of "
+                "shape ", x.defined() ? make_message(x.shape()) : std::string("(undefined)"),
+                " does not fit ", w.describe(), "; the last dim must be ", w.cols);
+    Shape out_shape = x.shape();
+    out_shape[out_shape.rank - 1] = w.rows;
+    Tensor x2 = x.reshape({-1, w.cols});  // (N, in)
+    Tensor y = raw::quant_matmul(x2, w);  // (N, out)
+    if (needs_graph({x2})) {
+        record("quant_linear", y, {x2}, [w](const Tensor& g, const Needs&) {
+            return Grads{raw::quant_matmul_t(g, w)};  // (N, out) -> (N, in)
+        });
+    }
+    // An f64 input (a gradient check) meets the f32 bias in f64.
+    if (bias.defined()) y = y + (bias.dtype() == y.dtype() ? bias : bias.to(y.dtype()));
+    return y.reshape(out_shape);
+}
+
+QuantLinear::QuantLinear(QuantizedWeight w, Tensor b)
+    : weight(std::move(w)), bias(std::move(b)), in_features(weight.cols), out_features(weight.rows) {
+    register_weight_buffers();
+    if (bias.defined()) {
+        EMBER_CHECK(bias.dim() == 1 && bias.size(0) == out_features, "QuantLinear: bias of shape ",
+                    bias.shape(), " does not fit ", weight.describe(), "; it must be (", out_features, ")");
+        bias = bias.detach();
+        register_parameter("bias", bias);
+        bias.set_requires_grad(false);
+    }
+}
+
+void QuantLinear::register_weight_buffers() {
+    register_buffer("weight_codes", weight.codes.words, false);
+    if (weight.absmax_codes.words.defined()) register_buffer("weight_absmax_codes", weight.absmax_codes.words, false);
+    if (weight.absmax.defined()) register_buffer("weight_absmax", weight.absmax, false);
+    if (weight.nested_absmax.defined()) register_buffer("weight_nested_absmax", weight.nested_absmax, false);
+    if (weight.nested_code.defined()) register_buffer("weight_nested_quant_map", weight.nested_code, false);
+    if (weight.scales.defined()) register_buffer("weight_scales", weight.scales, false);
+    if (weight.zeros.defined()) register_buffer("weight_zeros", weight.zeros, false);
+}
+
+void QuantLinear::set_weight(QuantizedWeight w) {
+    EMBER_CHECK(w.rows == weight.rows && w.cols == weight.cols && w.format == weight.format &&
+                    w.double_quant == weight.double_quant,
+                "QuantLinear::set_weight: ", w.describe(), " does not replace ", weight.describe(),
+                "; quantize the model with the same settings as the checkpoint");
+    const Device device = weight.device();
+    // The registry points at the slots, so the slots stay and only their contents change.
+    QuantizedWeight moved = w.to(device);
+    weight.codes = moved.codes;
+    weight.absmax_codes = moved.absmax_codes;
+    weight.absmax = moved.absmax;
+    weight.nested_absmax = moved.nested_absmax;
+    weight.nested_code = moved.nested_code;
+    weight.absmax_offset = moved.absmax_offset;
+    weight.nested_blocksize = moved.nested_blocksize;
+    weight.blocksize = moved.blocksize;
+    weight.scales = moved.scales;
+    weight.zeros = moved.zeros;
+}
+
+std::shared_ptr<QuantLinear> QuantLinear::from_linear(const Linear& linear, const QuantConfig& config) {
+    return std::make_shared<QuantLinear>(quantize(linear.weight, config), linear.bias);
+}
+
+int quantize_linears(Module& root, const QuantConfig& config,
+                     const std::function<bool(const std::string&)>& keep) {
+    std::vector<std::pair<std::string, std::shared_ptr<Linear>>> targets;
+    for (auto& [name, m] : root.named_modules()) {
+        auto linear = std::dynamic_pointer_cast<Linear>(m);
+        if (linear && !name.empty() && !(keep && keep(name))) targets.emplace_back(name, linear);
+    }
+    for (auto& [name, linear] : targets) {
+        NoGradGuard no_grad;
+        root.replace_submodule(name, QuantLinear::from_linear(*linear, config));
+    }
+    return int(targets.size());
+}
+
+}  // namespace nn
+}  // namespace ember

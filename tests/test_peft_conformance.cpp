@@ -1,0 +1,265 @@
+// The PEFT conformance table: one row per method of peft/methods.h, each checked for every
+// invariant that applies to it (the acceptance checks published PEFT code suggests):
+//   no-op at init      the model computes the base exactly, where the method starts as a no-op
+//   gradcheck          float64 gradients of the forward w.r.t. every trainable tensor
+//   merge              merged == unmerged (f32, rtol 1e-5) and unmerge restores the weights bit
+//                      for bit, where the method is mergeable; refused with a clear error where not
+//   frozen base        after 10 AdamW steps every frozen tensor is bit-identical and has no .grad
+//   save -> load       the adapter files load into a fresh base with bit-identical logits
+//   resume             10 steps + checkpoint + 10 resumed steps == 20 steps, bit for bit, with
+//                      the method's controller (DyLoRA's draws, AdaLoRA's scores and masks)
+//   counts             trainable parameters on the GPT-2 small / ViT-B/16 shape twins
+// A method of the table without a row fails the first test.
+#include <filesystem>
+#include <functional>
+
+#include <unistd.h>
+
+#include "autograd/gradcheck.h"
+#include "nn/trainer.h"
+#include "peft/adalora.h"
+#include "peft/bitfit.h"
+#include "peft/dylora.h"
+#include "peft/houlsby.h"
+#include "peft/ia3.h"
+#include "peft/lora.h"
+#include "peft/methods.h"
+#include "peft/vera.h"
+#include "tests/shape_twins.h"
+#include "tests/test_peft_helpers.h"
+
+using namespace ember;
+using namespace ember::testing;
+using peft::PeftConfig;
+using peft::PeftModel;
+
+namespace {
+
+using ConfigFn = std::function<std::shared_ptr<PeftConfig>()>;
+
+struct Count {
+    std::string twin;  // "gpt2" (GPT-2 small) or "vit" (ViT-B/16, 101 labels)
+    ConfigFn config;
+    int64_t trainable;
+};
+
+struct Row {
+    std::string method;  // the table's name
+    ConfigFn tiny;       // a config for tests' tiny GPT-2 (dim 16)
+    bool noop_at_init;   // bit-exact
+    bool mergeable;
+    std::vector<Count> counts;
+    // Before the gradcheck: switches a deliberate gradient shortcut off, so that the check is of
+    // the forward's true derivative (DoRA's detached norm).
+    std::function<void(PeftModel&)> exact_gradients = nullptr;
+};
+
+template <class C>
+std::shared_ptr<C> with_targets(std::shared_ptr<C> c, peft::ModuleSelector t) {
+    c->target_modules = std::move(t);
+    return c;
+}
+
+std::shared_ptr<peft::LoraConfig> lora(int64_t r, peft::ModuleSelector t, bool dora = false) {
+    auto c = std::make_shared<peft::LoraConfig>();
+    c->r = r, c->lora_alpha = 2.0 * double(r), c->use_dora = dora;
+    return with_targets(c, std::move(t));
+}
+
+std::shared_ptr<peft::AdaLoraConfig> adalora(int64_t init_r, peft::ModuleSelector t, int64_t total) {
+    auto c = std::make_shared<peft::AdaLoraConfig>();
+    c->init_r = init_r, c->target_r = init_r > 1 ? init_r / 2 : 1, c->total_step = total;
+    c->tinit = 2, c->tfinal = total / 4, c->deltaT = 2;
+    c->orth_reg_weight = 0.1;
+    return with_targets(c, std::move(t));
+}
+
+std::shared_ptr<peft::DyLoraConfig> dylora(int64_t r, peft::ModuleSelector t) {
+    auto c = std::make_shared<peft::DyLoraConfig>();
+    c->r = r;
+    return with_targets(c, std::move(t));
+}
+
+std::shared_ptr<peft::VeraConfig> vera(int64_t r, peft::ModuleSelector t) {
+    auto c = std::make_shared<peft::VeraConfig>();
+    c->r = r;
+    return with_targets(c, std::move(t));
+}
+
+// m = 64, LayerNorms frozen: the adapters alone.
+std::shared_ptr<peft::HoulsbyConfig> houlsby_counted() {
+    auto c = std::make_shared<peft::HoulsbyConfig>();
+    c->train_layernorms = false;
+    return c;
+}
+
+const std::vector<Row>& rows() {
+    static const std::vector<Row> table = {
+        {"lora", [] { return lora(2, {"c_attn", "mlp.c_proj"}); }, true, true,
+         {{"gpt2", [] { return lora(8, {"c_attn"}); }, 294912},
+          {"vit", [] { return lora(8, {"query", "value"}); }, 294912}}},
+        {"dora", [] { return lora(2, {"c_attn"}, true); }, true, true,
+         {{"gpt2", [] { return lora(8, {"c_attn"}, true); }, 322560}},
+         [](PeftModel& pm) {  // peft takes no gradient through the norm; the true one flows through it
+             for (auto& [key, tl] : pm.tuner_layers()) std::dynamic_pointer_cast<peft::LoraLayer>(tl)->dora_detach_norm = false;
+         }},
+        // DyLoRA holds LoRA's A and B at the largest rank: LoRA's count.
+        {"dylora", [] { return dylora(3, {"c_attn", "c_fc"}); }, true, true,
+         {{"gpt2", [] { return dylora(8, {"c_attn"}); }, 294912}}},
+        {"adalora", [] { return adalora(3, {"c_attn", "c_fc"}, 20); }, true, true,
+         {{"gpt2", [] { return adalora(12, {"c_attn"}, 100); }, 442512},
+          {"vit", [] { return adalora(12, {"query", "value"}, 100); }, 442656}}},
+        {"ia3", [] { return std::make_shared<peft::IA3Config>(); }, true, true,
+         {{"gpt2", [] { return std::make_shared<peft::IA3Config>(); }, 64512}}},
+        {"vera", [] { return vera(4, {"c_attn", "mlp.c_proj"}); }, true, true,
+         {{"gpt2", [] { return vera(256, {"c_attn"}); }, 30720}}},
+        // Merging BitFit is the identity: the biases are the model's own.
+        {"bitfit", [] { return std::make_shared<peft::BitFitConfig>(); }, true, true,
+         {{"gpt2", [] { return std::make_shared<peft::BitFitConfig>(); }, 102144},
+          {"vit", [] {
+               auto c = std::make_shared<peft::BitFitConfig>();
+               c->exclude_modules = peft::ModuleSelector{"classifier"};  // the task head's bias
+               return c;
+           }, 102912}}},
+        // Near the identity at init (W ~ N(0, 1e-3^2)), not exactly; nonlinear, so not mergeable.
+        {"houlsby", [] {
+             auto c = std::make_shared<peft::HoulsbyConfig>();
+             c->adapter_size = 4;
+             return c;
+         }, false, false,
+         {{"gpt2", [] { return houlsby_counted(); }, 2379264}, {"vit", [] { return houlsby_counted(); }, 2379264}}},
+    };
+    return table;
+}
+
+// Moves every trainable tensor off its initial value (small noise), so that an adapter which
+// starts as a no-op (LoRA's B = 0, AdaLoRA's E = 0, VeRA's lambda_b = 0) has an effect to check.
+void perturb(nn::Module& m, uint64_t seed = 5) {
+    Generator gen(seed);
+    NoGradGuard no_grad;
+    for (Tensor& t : trainable(m))
+        raw::copy_(t, raw::add(t, raw::mul_scalar(randn(t.shape(), gen, t.dtype(), t.device()), 0.1)));
+}
+
+std::string tmp_dir(const std::string& name) {
+    return (std::filesystem::temp_directory_path() /
+            ("ember_conformance_" + name + "_" + std::to_string(::getpid())))
+        .string();
+}
+
+// A 20-step Trainer run (or its first / second half), with the method's controller hooked in.
+std::map<std::string, Tensor> trainer_run(const Row& row, int64_t stop_at, bool resume, const std::string& ckpt) {
+    auto gpt = tiny_gpt2();
+    PeftModel pm(gpt, *row.tiny(), "default", 3);
+    nn::TrainerOptions o;
+    o.steps = 20, o.stop_at = stop_at, o.lr = 1e-2, o.checkpoint = ckpt, o.resume = resume, o.save_every = 10;
+    nn::Trainer trainer(*gpt, o, {gpt->rng});
+    trainer.add_hooks(pm.training_hooks());
+    Tensor seq = tiny_ids(11, 2, 7);
+    Tensor inp = seq.slice(1, 0, 6).contiguous(), tgt = seq.slice(1, 1, 7).contiguous();
+    trainer.run([&](int64_t, int64_t) { return nn::MicroBatch{cross_entropy(gpt->forward_ids(inp), tgt), 12}; });
+    return snapshot(*gpt);
+}
+
+std::shared_ptr<nn::Module> twin(const std::string& which) {
+    if (which == "gpt2") return gpt2_twin(50257, 1024, 768, 12);
+    return vit_twin(224, 16, 3, 768, 12, 101);
+}
+
+}  // namespace
+
+TEST_CASE("PEFT conformance: every method of the table has a row, and every row a method") {
+    std::set<std::string> have;
+    for (const Row& r : rows()) have.insert(r.method);
+    for (const peft::Method& m : peft::method_table()) CHECK_MESSAGE(have.count(m.name), m.name, " has no conformance row");
+    for (const Row& r : rows()) CHECK_NOTHROW(peft::find_method(r.method));
+}
+
+TEST_CASE("PEFT conformance: no-op at init, merge, frozen base, save -> load") {
+    for (const Row& row : rows()) {
+        CAPTURE(row.method);
+        auto gpt = tiny_gpt2();
+        Tensor ids = tiny_ids();
+        Tensor base = gpt->forward_ids(ids);
+        auto frozen = snapshot(*gpt);
+        PeftModel pm(gpt, *row.tiny(), "default", 3);
+        CHECK(pm.count_parameters().trainable > 0);
+        if (row.noop_at_init) CHECK(bit_equal(gpt->forward_ids(ids), base));
+
+        // The frozen base: 10 AdamW steps change no frozen tensor and give none a .grad; every
+        // trainable tensor moves.
+        std::set<const TensorImpl*> trains;
+        for (const Tensor& t : trainable(*gpt)) trains.insert(t.impl_ptr().get());
+        auto start = snapshot(*gpt);
+        train_gpt_steps(*gpt, 10);
+        for (auto& [n, t] : gpt->named_parameters()) {
+            CAPTURE(n);
+            if (trains.count(t.impl_ptr().get())) {
+                CHECK_FALSE(bit_equal(t, start.at(n)));
+                continue;
+            }
+            if (frozen.count(n)) CHECK(bit_equal(t, frozen.at(n)));
+            CHECK_FALSE(t.grad().defined());
+        }
+
+        gpt->eval();
+        Tensor trained = gpt->forward_ids(ids);
+        auto weights = snapshot(*gpt);
+        if (row.mergeable) {
+            pm.merge_adapter();
+            CHECK(all_close(gpt->forward_ids(ids), trained, 1e-5, 1e-6));
+            pm.unmerge_adapter();
+            for (auto& [n, t] : gpt->named_parameters()) CHECK_MESSAGE(bit_equal(t, weights.at(n)), n);
+        } else {
+            CHECK(error_of([&] { pm.merge_adapter(); }).find("cannot be merged") != std::string::npos);
+        }
+        CHECK(bit_equal(gpt->forward_ids(ids), trained));
+
+        std::string dir = tmp_dir(row.method);
+        pm.save_pretrained(dir);
+        auto fresh = tiny_gpt2();
+        auto loaded = PeftModel::from_pretrained(fresh, dir);
+        fresh->eval();
+        CHECK(bit_equal(fresh->forward_ids(ids), trained));
+        CHECK(loaded->count_parameters().trainable == 0);  // loaded for inference: frozen
+        std::filesystem::remove_all(dir);
+    }
+}
+
+TEST_CASE("PEFT conformance: float64 gradcheck of the forward w.r.t. every trainable tensor") {
+    for (const Row& row : rows()) {
+        CAPTURE(row.method);
+        auto gpt = tiny_gpt2(1);
+        gpt->to(DType::F64);
+        PeftModel pm(gpt, *row.tiny(), "default", 3);
+        perturb(*gpt);
+        if (row.exact_gradients) row.exact_gradients(pm);
+        gpt->eval();
+        std::vector<Tensor> params = trainable(*gpt);
+        REQUIRE_FALSE(params.empty());
+        Tensor ids = from_vector(std::vector<int64_t>{1, 5, 2, 6}, {1, 4});
+        expect_gradcheck([&](const std::vector<Tensor>&) { return gpt->forward_ids(ids); }, params);
+    }
+}
+
+TEST_CASE("PEFT conformance: 10 steps + checkpoint + 10 resumed steps == 20 steps, bit for bit") {
+    for (const Row& row : rows()) {
+        CAPTURE(row.method);
+        std::string ckpt = tmp_dir(row.method) + ".ckpt";
+        auto whole = trainer_run(row, 0, false, "");
+        trainer_run(row, 10, false, ckpt);
+        auto resumed = trainer_run(row, 0, true, ckpt);
+        for (auto& [n, t] : whole) CHECK_MESSAGE(bit_equal(resumed.at(n), t), n);
+        std::filesystem::remove(ckpt);
+    }
+}
+
+TEST_CASE("PEFT conformance: parameter counts on the GPT-2 small and ViT-B/16 shape twins") {
+    for (const Row& row : rows())
+        for (const Count& c : row.counts) {
+            CAPTURE(row.method);
+            CAPTURE(c.twin);
+            PeftModel pm(twin(c.twin), *c.config(), "default", 0, c.twin);
+            CHECK(pm.count_parameters().trainable == c.trainable);
+        }
+}
