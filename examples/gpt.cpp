@@ -377,7 +377,7 @@ int main(int argc, char** argv) {
         }
         const char* usage = "usage: gpt train|eval|sample|finetune|methods [flags]   (gpt <command> --help lists the flags)\n";
         if (command == "--help" || command == "-h") return std::cout << usage, 0;
-        std::cerr << "gpt: unknown command '" << command << "'; the commands are train, eval, sample, finetune, and methods\n"
+        std::cerr << "gpt: unknown command '" << command << "'; the commands are train, eval, sample, finetune and methods\n"
                   << usage;
         return 2;
     } catch (const std::exception& e) {

@@ -268,7 +268,7 @@ int main(int argc, char** argv) {
         }
         const char* usage = "usage: vit train|eval|finetune|methods [flags]   (vit <command> --help lists the flags)\n";
         if (command == "--help" || command == "-h") return std::cout << usage, 0;
-        std::cerr << "vit: unknown command '" << command << "'; the commands are train, eval, finetune, and methods\n"
+        std::cerr << "vit: unknown command '" << command << "'; the commands are train, eval, finetune and methods\n"
                   << usage;
         return 2;
     } catch (const std::exception& e) {

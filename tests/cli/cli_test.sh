@@ -148,7 +148,7 @@ expect "--overwrite a finished folder" 0 "--overwrite: starting over in run" "$G
 check "--overwrite restarted metrics.csv" test "$(grep -c train_loss run/metrics.csv)" = 2
 
 # ---- messages ----
-expect "unknown subcommand" 2 "unknown command 'trian'; the commands are train, eval, sample and finetune" "$GPT" trian
+expect "unknown subcommand" 2 "unknown command 'trian'; the commands are train, eval, sample, finetune and methods" "$GPT" trian
 expect "vit unknown subcommand" 2 "unknown command 'evl'" "$VIT" evl
 echo '{"model_type": "gpt2", "n_embd": ' > cfg/config.json
 expect "invalid JSON names the file" 1 "cfg/config.json: GPTConfig::from_hf_json: not valid JSON" "$GPT" eval --data text.txt --out cfg --device cpu
