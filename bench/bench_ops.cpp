@@ -18,6 +18,7 @@
 #include "models/gpt.h"
 #include "nn/loss.h"
 #include "nn/optim.h"
+#include "peft/lora.h"
 #include "peft/peft_model.h"
 #include "tensor/ops.h"
 #include "tensor/parallel.h"
