@@ -23,25 +23,9 @@
 #include "tensor/ops.h"
 #include "tensor/parallel.h"
 
-using namespace ember;
+#include "bench/timing.h"
 
-// Median seconds per call of fn over enough repetitions to fill about `budget` seconds.
-template <typename Fn>
-static double median_seconds(Fn&& fn, double budget = 0.5) {
-    using clock = std::chrono::steady_clock;
-    fn();  // warm-up
-    std::vector<double> times;
-    double spent = 0;
-    while ((spent < budget && times.size() < 50) || times.size() < 3) {
-        auto t0 = clock::now();
-        fn();
-        double s = std::chrono::duration<double>(clock::now() - t0).count();
-        times.push_back(s);
-        spent += s;
-    }
-    std::sort(times.begin(), times.end());
-    return times[times.size() / 2];
-}
+using namespace ember;
 
 static void bench_gemm() {
     std::printf("CPU matmul, f32, square (GFLOP/s, median)\n");

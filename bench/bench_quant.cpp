@@ -23,31 +23,9 @@
 #include "tensor/parallel.h"
 #include "tensor/quant.h"
 
+#include "bench/timing.h"
+
 using namespace ember;
-
-template <typename Fn>
-static double median_seconds(Fn&& fn, double budget = 1.0) {
-    using clock = std::chrono::steady_clock;
-    fn();  // warm-up
-    std::vector<double> times;
-    double spent = 0;
-    while ((spent < budget && times.size() < 100) || times.size() < 5) {
-        auto t0 = clock::now();
-        fn();
-        double s = std::chrono::duration<double>(clock::now() - t0).count();
-        times.push_back(s);
-        spent += s;
-    }
-    std::sort(times.begin(), times.end());
-    return times[times.size() / 2];
-}
-
-static std::string load_average() {
-    std::ifstream f("/proc/loadavg");
-    std::string one, five, fifteen;
-    f >> one >> five >> fifteen;
-    return one + " " + five + " " + fifteen;
-}
 
 // y = W x with W (rows, cols) f32 row-major: eight running sums per row, rows split over threads.
 static void f32_gemv(const float* w, const float* x, float* y, int64_t rows, int64_t cols) {
