@@ -1,7 +1,6 @@
 #include "models/vit.h"
 
 #include <cmath>
-#include <deque>
 #include <nlohmann/json.hpp>
 
 #include "models/config_json.h"
@@ -80,86 +79,25 @@ std::string ViTConfig::to_hf_json() const {
     return j.dump(2);
 }
 
-// A container that registers, under Hugging Face's names, child slots that a layer owns. It
-// adds nesting to the names and nothing to the computation.
-class ViTLayer::Part : public nn::Module {
-public:
-    std::string type_name() const override { return "ViTPart"; }
-    void add(const std::string& name, std::shared_ptr<nn::Module>& slot) { register_module(name, slot); }
-    std::shared_ptr<Part>& add_part(const std::string& name) {
-        parts_.push_back(std::make_shared<Part>());
-        register_module(name, parts_.back());
-        return parts_.back();
-    }
-
-private:
-    std::deque<std::shared_ptr<Part>> parts_;
-};
-
 // ---- one layer ----
 
-ViTLayer::ViTLayer(const ViTConfig& c, Generator& init_gen, std::shared_ptr<Generator> rng)
-    : heads(c.heads), dim(c.dim), dropout_p(c.dropout), rng(std::move(rng)) {
-    auto linear = [&](int64_t in, int64_t out) { return std::make_shared<nn::Linear>(in, out, true, init_gen); };
-    query = linear(c.dim, c.dim), key = linear(c.dim, c.dim), value = linear(c.dim, c.dim);
-    attn_out = linear(c.dim, c.dim);
-    fc_in = linear(c.dim, c.mlp_hidden()), fc_out = linear(c.mlp_hidden(), c.dim);
-    layernorm_before = std::make_shared<nn::LayerNorm>(c.dim, c.norm_eps);
-    layernorm_after = std::make_shared<nn::LayerNorm>(c.dim, c.norm_eps);
-
-    // Registration order is Hugging Face's module order.
-    attention = std::make_shared<Part>();
-    auto& self_attention = attention->add_part("attention");
-    self_attention->add("query", query);
-    self_attention->add("key", key);
-    self_attention->add("value", value);
-    attention->add_part("output")->add("dense", attn_out);
-    intermediate = std::make_shared<Part>();
-    intermediate->add("dense", fc_in);
-    output = std::make_shared<Part>();
-    output->add("dense", fc_out);
-    register_module("attention", attention);
-    register_module("intermediate", intermediate);
-    register_module("output", output);
-    register_module("layernorm_before", layernorm_before);
-    register_module("layernorm_after", layernorm_after);
-    register_module("adapter_attn_pre", adapter_attn_pre);
-    register_module("adapter_attn_post", adapter_attn_post);
-    register_module("adapter_mlp_pre", adapter_mlp_pre);
-    register_module("adapter_mlp_post", adapter_mlp_post);
-    register_module("adapter_mlp_parallel", adapter_mlp_parallel);
-}
-
-Tensor ViTLayer::forward(const Tensor& x, const Tensor& prefix_k, const Tensor& prefix_v) {
-    auto residual_dropout = [&](const Tensor& t) {
-        return dropout_p > 0 ? dropout(t, dropout_p, *rng, is_training()) : t;
-    };
-
-    nn::SiteInputs s{x, layernorm_before->forward(x), Tensor()};
-    Tensor h = nn::call_site(adapter_attn_pre, s, s.normed);
-    Tensor q = nn::split_heads(query->forward(h), heads);
-    Tensor k = nn::split_heads(key->forward(h), heads);
-    Tensor v = nn::split_heads(value->forward(h), heads);
-    if (prefix_k.defined()) {  // [prefix | patches]
-        const int64_t B = k.size(0);
-        EMBER_CHECK(prefix_k.dim() == 4 && prefix_v.defined() && prefix_v.shape() == prefix_k.shape() &&
-                        prefix_k.size(1) == heads && prefix_k.size(3) == k.size(3),
-                    "ViTLayer: prefix keys and values must both be (B or 1, ", heads, ", P, ", k.size(3), "), got ",
-                    prefix_k.shape());
-        k = cat({prefix_k.expand({B, -1, -1, -1}), k}, 2);
-        v = cat({prefix_v.expand({B, -1, -1, -1}), v}, 2);
-    }
-    nn::AttentionMask bidirectional;  // every patch sees every patch (and every prefix slot)
-    Tensor a = nn::scaled_dot_product_attention(q, k, v, bidirectional, dropout_p, rng.get(), is_training());
-    s.output = residual_dropout(attn_out->forward(nn::merge_heads(a)));
-    Tensor x1 = x + nn::call_site(adapter_attn_post, s, s.output);
-
-    s = {x1, layernorm_after->forward(x1), Tensor()};
-    Tensor hm = nn::call_site(adapter_mlp_pre, s, s.normed);
-    s.output = residual_dropout(fc_out->forward(gelu(fc_in->forward(hm), GeluApprox::None)));
-    Tensor m = nn::call_site(adapter_mlp_post, s, s.output);
-    if (adapter_mlp_parallel) m = m + nn::call_site(adapter_mlp_parallel, s, s.normed);
-    return x1 + m;
+nn::BlockConfig vit_block_config(const ViTConfig& c) {
+    nn::BlockConfig b;
+    b.norm = nn::NormKind::LayerNorm;
+    b.norm_eps = c.norm_eps;
+    b.attn.dim = c.dim, b.attn.heads = c.heads;
+    b.attn.fused_qkv = false, b.attn.bias = true, b.attn.causal = false;
+    b.attn.dropout = c.dropout;  // attention_probs_dropout_prob
+    b.attn.names.q = "attention.query", b.attn.names.k = "attention.key", b.attn.names.v = "attention.value";
+    b.attn.names.out = "output.dense";
+    b.mlp = nn::MlpKind::Mlp;
+    b.hidden = c.mlp_hidden();
+    b.act = nn::Activation::GeluErf;  // hidden_act "gelu" is the exact GELU
+    b.dropout = c.dropout;            // hidden_dropout_prob, after attention and after the MLP
+    b.names.ln1 = "layernorm_before", b.names.attn = "attention", b.names.ln2 = "layernorm_after";
+    b.names.mlp = "";  // inlined: Hugging Face's MLP Linears sit beside the attention, not under a module
+    b.mlp_names.fc = "intermediate.dense", b.mlp_names.proj = "output.dense";
+    return b;
 }
 
 // ---- the model ----
@@ -207,13 +145,13 @@ public:
 
 class ViT::Encoder : public nn::Module {
 public:
-    explicit Encoder(std::shared_ptr<nn::ModuleList<ViTLayer>>& layers) { register_module("layer", layers); }
+    explicit Encoder(std::shared_ptr<nn::ModuleList<nn::TransformerBlock>>& layers) { register_module("layer", layers); }
     std::string type_name() const override { return "ViTEncoder"; }
 };
 
 class ViT::Body : public nn::Module {
 public:
-    Body(const ViTConfig& c, std::shared_ptr<nn::ModuleList<ViTLayer>>& layers)
+    Body(const ViTConfig& c, std::shared_ptr<nn::ModuleList<nn::TransformerBlock>>& layers)
         : embeddings(std::make_shared<Embeddings>(c)), encoder(std::make_shared<Encoder>(layers)),
           layernorm(std::make_shared<nn::LayerNorm>(c.dim, c.norm_eps)) {
         register_module("embeddings", embeddings);
@@ -232,8 +170,10 @@ ViT::ViT(const ViTConfig& c, uint64_t seed) : config(c), rng(std::make_shared<Ge
                                       c.parameter_count(), " f32 parameters, which"),
                          4 * c.parameter_count(), "Use fewer layers or a smaller width");
     Generator init_gen(seed);
-    layers = std::make_shared<nn::ModuleList<ViTLayer>>();
-    for (int64_t i = 0; i < c.layers; ++i) layers->push_back(std::make_shared<ViTLayer>(c, init_gen, rng));
+    layers = std::make_shared<nn::ModuleList<nn::TransformerBlock>>();
+    const nn::BlockConfig block = vit_block_config(c);
+    for (int64_t i = 0; i < c.layers; ++i)
+        layers->push_back(std::make_shared<nn::TransformerBlock>(block, init_gen, rng));
     body = std::make_shared<Body>(c, layers);
     classifier = std::make_shared<nn::Linear>(c.dim, c.num_labels, true, init_gen);
     register_module("vit", body);
@@ -279,8 +219,9 @@ Tensor ViT::features(const Tensor& images) {
     EMBER_CHECK(ctx.layer_prefixes.empty() || ctx.layer_prefixes.size() == num_layers(), "ViT: ",
                 ctx.layer_prefixes.size(), " layer prefixes for ", num_layers(), " layers");
     for (size_t i = 0; i < num_layers(); ++i) {
-        if (ctx.layer_prefixes.empty()) x = layer(i).forward(x);
-        else x = layer(i).forward(x, ctx.layer_prefixes[i].first, ctx.layer_prefixes[i].second);
+        nn::AttentionInputs in;  // every patch sees every patch, and every prefix slot
+        if (!ctx.layer_prefixes.empty()) in.prefix_k = ctx.layer_prefixes[i].first, in.prefix_v = ctx.layer_prefixes[i].second;
+        x = layer(i).forward(x, in);
     }
     return body->layernorm->forward(x.select(1, 0));
 }

@@ -40,31 +40,12 @@ struct ViTConfig {
     double parameter_count() const;  // what the constructor will allocate, in parameters
 };
 
-// One encoder layer, with the adapter sites of nn::TransformerBlock (null until a method sets
-// them): x = x + attn_post(attn(attn_pre(ln_before(x)))); h = ln_after(x);
-// x = x + mlp_post(mlp(mlp_pre(h))) + mlp_parallel(h).
-class ViTLayer : public nn::Module, public nn::HasAdapterSites {
-public:
-    ViTLayer(const ViTConfig& c, Generator& init_gen, std::shared_ptr<Generator> rng);
-    std::string type_name() const override { return "ViTLayer"; }
-    Tensor forward(const Tensor& x) override { return forward(x, Tensor(), Tensor()); }  // (B, N, C) -> (B, N, C)
-    // With prefix keys and values (1 or B, H, P, D) every patch also attends to (prefix tuning).
-    Tensor forward(const Tensor& x, const Tensor& prefix_k, const Tensor& prefix_v);
-    int64_t site_dim() const override { return dim; }
-
-    // The slots PEFT methods replace or wrap.
-    std::shared_ptr<nn::Module> query, key, value, attn_out, fc_in, fc_out;
-    std::shared_ptr<nn::LayerNorm> layernorm_before, layernorm_after;
-    std::shared_ptr<nn::Module> adapter_attn_pre, adapter_attn_post, adapter_mlp_pre, adapter_mlp_post,
-        adapter_mlp_parallel;
-
-private:
-    class Part;  // a named container, for Hugging Face's nesting of the projections
-    std::shared_ptr<Part> attention, intermediate, output;
-    int64_t heads, dim;
-    double dropout_p;
-    std::shared_ptr<Generator> rng;
-};
+// One encoder layer is an nn::TransformerBlock (the block GPT uses, so every adapter site and
+// attention option exists once) under Hugging Face's names: layernorm_before,
+// attention.attention.{query,key,value}, attention.output.dense, layernorm_after,
+// intermediate.dense, output.dense (nn/module.h's dotted and inlined child names). Bidirectional
+// attention, exact (erf) GELU, hidden and attention-probability dropout both config.dropout.
+nn::BlockConfig vit_block_config(const ViTConfig& c);
 
 // Per-forward inputs (nn/forward_inputs.h): a module in the slot prompt_encoder may supply layer
 // prefixes (prefix tuning); virtual tokens are refused (ViT's prompts are VPT's, placed after
@@ -82,7 +63,7 @@ public:
     // (B, C, H, W) -> (B, N, C * P * P), patches in row-major order, each flattened as (C, P, P)
     // to match the projection weight's (dim, C, P, P) layout (a stride-P convolution's).
     Tensor patchify(const Tensor& images) const;
-    ViTLayer& layer(size_t i) const { return *(*layers)[i]; }
+    nn::TransformerBlock& layer(size_t i) const { return *(*layers)[i]; }
     size_t num_layers() const { return layers->size(); }
     nn::ForwardShape forward_shape() const override;
 
@@ -96,7 +77,7 @@ private:
     class Encoder;
     class Body;
     std::shared_ptr<Body> body;
-    std::shared_ptr<nn::ModuleList<ViTLayer>> layers;
+    std::shared_ptr<nn::ModuleList<nn::TransformerBlock>> layers;
 };
 
 }  // namespace models

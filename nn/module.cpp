@@ -26,9 +26,17 @@ std::string Module::demangled_type_name(const char* mangled) {
 // ---- registration ----
 
 void Module::check_new_name(const std::string& name, const char* what) const {
-    EMBER_CHECK(!name.empty() && name.find('.') == std::string::npos, type_name(), ": cannot register ",
-                what, " '", name, "': names must be non-empty and contain no '.'");
-    bool taken = find_child(name) != nullptr;
+    const bool is_module = std::string(what) == "module";
+    if (is_module) {  // a path of plain names, or empty (the child's entries join this module's)
+        EMBER_CHECK(name.empty() || (name.front() != '.' && name.back() != '.' &&
+                                     name.find("..") == std::string::npos),
+                    type_name(), ": cannot register module '", name, "': a child's name is a dotted path of "
+                    "non-empty names (\"attention.query\"), or empty to inline the child");
+    } else {
+        EMBER_CHECK(!name.empty() && name.find('.') == std::string::npos, type_name(), ": cannot register ",
+                    what, " '", name, "': names must be non-empty and contain no '.'");
+    }
+    bool taken = !name.empty() && find_child(name) != nullptr;
     for (const auto& p : params_) taken = taken || p.name == name;
     for (const auto& b : buffers_) taken = taken || b.name == name;
     EMBER_CHECK(!taken, type_name(), ": cannot register ", what, " '", name,
@@ -61,17 +69,18 @@ const Module::ChildSlot* Module::find_child(const std::string& name) const {
 
 // ---- walking the tree ----
 
+static std::string join(const std::string& prefix, const std::string& name) {
+    if (name.empty()) return prefix;
+    return prefix.empty() ? name : prefix + "." + name;
+}
+
 void Module::visit(const std::string& prefix,
                    const std::function<void(const std::string&, const Module&)>& fn) const {
     fn(prefix, *this);
     for (const auto& c : children_) {
         std::shared_ptr<Module> m = c.get();
-        if (m) m->visit(prefix.empty() ? c.name : prefix + "." + c.name, fn);
+        if (m) m->visit(join(prefix, c.name), fn);
     }
-}
-
-static std::string join(const std::string& prefix, const std::string& name) {
-    return prefix.empty() ? name : prefix + "." + name;
 }
 
 std::vector<std::pair<std::string, Tensor*>> Module::parameter_slots(bool unique) const {
@@ -117,9 +126,14 @@ std::vector<std::pair<std::string, std::shared_ptr<Module>>> Module::named_modul
     EMBER_CHECK(self, type_name(), ": named_modules() needs the module to be held by a "
                 "std::shared_ptr (make it with std::make_shared)");
     std::vector<std::pair<std::string, std::shared_ptr<Module>>> out = {{"", self}};
-    for (auto& [name, child] : named_children())
-        for (auto& [sub, m] : child->named_modules())
-            out.emplace_back(sub.empty() ? name : name + "." + sub, m);
+    for (auto& [name, child] : named_children()) {
+        for (auto& [sub, m] : child->named_modules()) {
+            // An inlined child (empty name) is not listed under this module's own name; its
+            // descendants are, as if they were this module's.
+            if (name.empty() && sub.empty()) continue;
+            out.emplace_back(join(name, sub), m);
+        }
+    }
     return out;
 }
 
@@ -139,36 +153,78 @@ static std::vector<std::string> split_dotted(const std::string& dotted) {
     return parts;
 }
 
-std::shared_ptr<Module> Module::get_submodule(const std::string& dotted) const {
-    EMBER_CHECK(!dotted.empty(), type_name(), ": get_submodule needs a non-empty dotted name");
-    const Module* at = this;
-    std::shared_ptr<Module> found;
-    std::string path;
-    for (const std::string& part : split_dotted(dotted)) {
-        const ChildSlot* c = at->find_child(part);
-        EMBER_CHECK(c, "get_submodule('", dotted, "'): ", path.empty() ? "the root" : "'" + path + "'",
-                    " (", at->type_name(), ") has no child named '", part, "'");
-        found = c->get();
-        path = join(path, part);
-        EMBER_CHECK(found, "get_submodule('", dotted, "'): the slot '", path, "' is empty (null)");
-        at = found.get();
+// Whether the child name `name` (a dotted path) matches parts[i, i + its length).
+static size_t matches_at(const std::string& name, const std::vector<std::string>& parts, size_t i) {
+    std::vector<std::string> own = split_dotted(name);
+    if (own.empty() || i + own.size() > parts.size()) return 0;
+    for (size_t k = 0; k < own.size(); ++k)
+        if (own[k] != parts[i + k]) return 0;
+    return own.size();
+}
+
+// The slot whose full path is parts[i..]: a child of `at` whose (dotted) name matches the next
+// parts, then on inside it; an inlined child (empty name) is searched as if its children were
+// at's. *owner is set to the module that holds the slot. Null if there is none.
+const Module::ChildSlot* Module::locate(const Module& at, const std::vector<std::string>& parts, size_t i,
+                                        const Module** owner) {
+    for (const auto& c : at.children_) {
+        std::shared_ptr<Module> m = c.get();
+        if (c.name.empty()) {
+            if (!m) continue;
+            if (const ChildSlot* found = locate(*m, parts, i, owner)) return found;
+            continue;
+        }
+        size_t n = matches_at(c.name, parts, i);
+        if (n == 0) continue;
+        if (i + n == parts.size()) {
+            *owner = &at;
+            return &c;
+        }
+        if (!m) continue;
+        if (const ChildSlot* found = locate(*m, parts, i + n, owner)) return found;
     }
+    return nullptr;
+}
+
+const Module::ChildSlot* Module::locate_slot(const std::string& dotted, const char* op, const Module** owner) const {
+    EMBER_CHECK(!dotted.empty(), type_name(), ": ", op, " needs a non-empty dotted name");
+    const Module* holder = nullptr;
+    const ChildSlot* c = locate(*this, split_dotted(dotted), 0, &holder);
+    if (!c) {  // name the longest prefix that does exist, to say where the path breaks
+        std::vector<std::string> parts = split_dotted(dotted);
+        std::string found_path;
+        const Module* at = this;
+        for (size_t n = parts.size() - 1; n > 0; --n) {
+            const Module* h = nullptr;
+            std::vector<std::string> head(parts.begin(), parts.begin() + long(n));
+            if (const ChildSlot* p = locate(*this, head, 0, &h); p && p->get()) {
+                found_path = join_parts(head);
+                at = p->get().get();
+                break;
+            }
+        }
+        throw Error(make_message(op, "('", dotted, "'): ", found_path.empty() ? "the root" : "'" + found_path + "'",
+                                 " (", at->type_name(), ") has no child at '",
+                                 dotted.substr(found_path.empty() ? 0 : found_path.size() + 1), "'"));
+    }
+    if (owner) *owner = holder;
+    return c;
+}
+
+std::string Module::join_parts(const std::vector<std::string>& parts) {
+    std::string out;
+    for (const std::string& p : parts) out = join(out, p);
+    return out;
+}
+
+std::shared_ptr<Module> Module::get_submodule(const std::string& dotted) const {
+    std::shared_ptr<Module> found = locate_slot(dotted, "get_submodule", nullptr)->get();
+    EMBER_CHECK(found, "get_submodule('", dotted, "'): the slot is empty (null)");
     return found;
 }
 
 void Module::replace_submodule(const std::string& dotted, std::shared_ptr<Module> m) {
-    EMBER_CHECK(!dotted.empty(), type_name(), ": replace_submodule needs a non-empty dotted name");
-    size_t dot = dotted.rfind('.');
-    Module* parent = this;
-    std::shared_ptr<Module> keep;
-    if (dot != std::string::npos) {
-        keep = get_submodule(dotted.substr(0, dot));
-        parent = keep.get();
-    }
-    const std::string leaf = dot == std::string::npos ? dotted : dotted.substr(dot + 1);
-    const ChildSlot* c = parent->find_child(leaf);
-    EMBER_CHECK(c, "replace_submodule('", dotted, "'): ", parent->type_name(),
-                " has no child slot named '", leaf, "'");
+    const ChildSlot* c = locate_slot(dotted, "replace_submodule", nullptr);
     EMBER_CHECK(c->set(m), "replace_submodule('", dotted, "'): the slot holds a ", c->slot_type,
                 " and a ", m->type_name(), " is not one; wrap it in a module of that type, or "
                 "replace a slot typed std::shared_ptr<Module>");
@@ -183,8 +239,17 @@ Tensor& Module::parameter(const std::string& dotted) {
         owner = keep.get();
     }
     const std::string leaf = dot == std::string::npos ? dotted : dotted.substr(dot + 1);
-    for (auto& p : owner->params_)
-        if (p.name == leaf) return *p.slot;
+    // The owner's own parameters, then those of its inlined children (empty names).
+    std::function<Tensor*(Module&)> find = [&](Module& m) -> Tensor* {
+        for (auto& p : m.params_)
+            if (p.name == leaf) return p.slot;
+        for (auto& c : m.children_)
+            if (c.name.empty())
+                if (std::shared_ptr<Module> inl = c.get())
+                    if (Tensor* t = find(*inl)) return t;
+        return nullptr;
+    };
+    if (Tensor* t = find(*owner)) return *t;
     throw Error(make_message("parameter('", dotted, "'): ", owner->type_name(),
                              " has no parameter named '", leaf, "'"));
 }

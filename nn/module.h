@@ -82,6 +82,15 @@ protected:
     void register_buffer(const std::string& name, Tensor& slot, bool persistent = true);
     // replace_submodule accepts a module for this slot only if dynamic_pointer_cast<M> succeeds.
     // A null slot is allowed (an empty adapter site): iteration skips it until it is set.
+    //
+    // A child's name may be a dotted path or empty: the name map that lets one class take another
+    // model's names without container modules. Hugging Face's ViT nests its query projection at
+    // "attention.attention.query" and puts the MLP's two Linears beside the attention
+    // ("intermediate.dense", "output.dense"); nn::TransformerBlock reaches those names by
+    // registering its attention as "attention" with projections named "attention.query" and
+    // "output.dense", and its MLP under the empty name, which inlines the MLP's children into
+    // the block. Every walk (names, state_dict, get/replace_submodule) follows such names; an
+    // inlined child is not listed by named_modules() itself, only its descendants.
     template <class M>
     void register_module(const std::string& name, std::shared_ptr<M>& slot) {
         ChildSlot child;
@@ -122,6 +131,12 @@ private:
     void check_new_name(const std::string& name, const char* what) const;
     void add_child(ChildSlot child);
     const ChildSlot* find_child(const std::string& name) const;
+    // The child slot at a dotted path below this module (through dotted and inlined child
+    // names); the error names where the path breaks. *owner: the module holding the slot.
+    const ChildSlot* locate_slot(const std::string& dotted, const char* op, const Module** owner) const;
+    static const ChildSlot* locate(const Module& at, const std::vector<std::string>& parts, size_t i,
+                                   const Module** owner);
+    static std::string join_parts(const std::vector<std::string>& parts);
     // Calls fn(prefix, module) for this module and every non-null descendant, depth-first.
     void visit(const std::string& prefix,
                const std::function<void(const std::string&, const Module&)>& fn) const;

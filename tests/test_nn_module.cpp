@@ -245,3 +245,61 @@ TEST_CASE("nn::ModuleList and Sequential: numbered names, typed slots, chained f
     CHECK(max_abs_diff(seq->forward(x), expect) == 0);
     CHECK(names_of(seq->named_parameters()) == std::vector<std::string>{"0.weight", "2.weight"});
 }
+
+namespace {
+
+// Hugging Face-style nesting without containers: a child named by a dotted path, and an inlined
+// child (empty name) whose own children join this module's names.
+struct Pair : Module {
+    std::shared_ptr<nn::Linear> first, second;
+    explicit Pair(Generator& gen) {
+        first = std::make_shared<nn::Linear>(2, 2, false, gen);
+        second = std::make_shared<nn::Linear>(2, 2, false, gen);
+        register_module("intermediate.dense", first);
+        register_module("output.dense", second);
+    }
+    std::string type_name() const override { return "Pair"; }
+};
+
+struct Mapped : Module {
+    std::shared_ptr<nn::Linear> query;
+    std::shared_ptr<Pair> mlp;
+    std::shared_ptr<Inner> inner;
+    Mapped() {
+        Generator gen(3);
+        query = std::make_shared<nn::Linear>(2, 2, true, gen);
+        mlp = std::make_shared<Pair>(gen);
+        inner = std::make_shared<Inner>();
+        register_module("attention.attention.query", query);
+        register_module("", mlp);
+        register_module("", inner);
+    }
+    std::string type_name() const override { return "Mapped"; }
+};
+
+}  // namespace
+
+TEST_CASE("nn::Module: dotted and inlined child names are a name map every walk follows") {
+    auto m = std::make_shared<Mapped>();
+    std::vector<std::string> names;
+    for (auto& [n, t] : m->named_parameters()) names.push_back(n);
+    CHECK(names == std::vector<std::string>{"attention.attention.query.weight", "attention.attention.query.bias",
+                                            "intermediate.dense.weight", "output.dense.weight", "scale"});
+    std::vector<std::string> modules;
+    for (auto& [n, sub] : m->named_modules()) modules.push_back(n);
+    // The inlined Pair and Inner are not listed under the root's own (empty) name.
+    CHECK(modules == std::vector<std::string>{"", "attention.attention.query", "intermediate.dense", "output.dense"});
+    CHECK(m->get_submodule("output.dense") == m->mlp->second);
+    CHECK(&m->parameter("scale") == &m->inner->scale);
+    CHECK(&m->parameter("attention.attention.query.bias") == &m->query->bias);
+
+    Generator gen(9);
+    auto fresh = std::make_shared<nn::Linear>(2, 2, false, gen);
+    m->replace_submodule("intermediate.dense", fresh);
+    CHECK(m->mlp->first == fresh);  // the slot inside the inlined child
+    CHECK(m->state_dict().count("intermediate.dense.weight") == 1);
+
+    CHECK_THROWS_WITH(m->get_submodule("attention.attention.key"),
+                      doctest::Contains("has no child at 'attention.attention.key'"));
+    CHECK_THROWS_WITH(m->get_submodule("attention"), doctest::Contains("has no child at 'attention'"));
+}
