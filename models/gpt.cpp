@@ -263,6 +263,8 @@ Tensor GPT::hidden(const Tensor& ids, const GPTInputs& in_given, int64_t& virtua
         nn::ForwardContext ctx;
         ctx.batch = ids.size(0);
         prompt_encoder->supply(ctx);
+        EMBER_CHECK(ctx.layer_tokens.empty(), "GPT: the prompt encoder supplies deep prompts (VPT-deep), which "
+                    "GPT does not take; use prefix tuning for per-layer prompts");
         // Virtual tokens go before the first chunk only: a continuing KV cache already holds them.
         const bool continuing = in.caches && !in.caches->empty() && (*in.caches)[0].length() > 0;
         if (ctx.virtual_tokens.defined() && !continuing) {

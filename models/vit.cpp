@@ -214,12 +214,33 @@ Tensor ViT::features(const Tensor& images) {
     nn::ForwardContext ctx;
     ctx.batch = B;
     if (prompt_encoder) prompt_encoder->supply(ctx);
-    EMBER_CHECK(!ctx.virtual_tokens.defined(), "ViT: the prompt encoder supplies virtual tokens, which ViT does not "
-                "take (prefix tuning's layer prefixes it does)");
     EMBER_CHECK(ctx.layer_prefixes.empty() || ctx.layer_prefixes.size() == num_layers(), "ViT: ",
                 ctx.layer_prefixes.size(), " layer prefixes for ", num_layers(), " layers");
+    // Virtual tokens go after [CLS], without position embeddings: [CLS ; P ; patches] (VPT's
+    // "prepend", KMnP/vpt src/models/vit_prompt/vit.py incorporate_prompt).
+    const int64_t P = ctx.virtual_tokens.defined() ? ctx.virtual_tokens.size(1) : 0;
+    // h (B, 1 [+ P] + N, C): puts `prompts` after [CLS], in place of the P slots there if `replace`.
+    auto with_prompts = [&](const Tensor& h, const Tensor& prompts, bool replace) {
+        const int64_t skip = replace ? 1 + P : 1;
+        Tensor p = prompts.size(0) == B ? prompts : prompts.expand({B, P, config.dim});
+        return cat({h.slice(1, 0, 1), p, h.slice(1, skip, h.size(1))}, 1);
+    };
+    if (P > 0) {
+        EMBER_CHECK(ctx.virtual_tokens.dim() == 3 && ctx.virtual_tokens.size(2) == config.dim, "ViT: virtual tokens "
+                    "must be (1 or B, P, ", config.dim, "), got ", ctx.virtual_tokens.shape());
+        x = with_prompts(x, ctx.virtual_tokens, false);
+    }
+    EMBER_CHECK(ctx.layer_tokens.empty() || (P > 0 && ctx.layer_tokens.size() + 1 == num_layers()), "ViT: ",
+                ctx.layer_tokens.size(), " deep prompts for ", num_layers(), " layers (one per layer after the "
+                "first, with virtual tokens for the first)");
     for (size_t i = 0; i < num_layers(); ++i) {
-        nn::AttentionInputs in;  // every patch sees every patch, and every prefix slot
+        if (i > 0 && !ctx.layer_tokens.empty()) {
+            const Tensor& deep = ctx.layer_tokens[i - 1];
+            EMBER_CHECK(deep.dim() == 3 && deep.size(1) == P && deep.size(2) == config.dim, "ViT: deep prompts of layer ",
+                        i, " must be (1 or B, ", P, ", ", config.dim, "), got ", deep.shape());
+            x = with_prompts(x, deep, true);
+        }
+        nn::AttentionInputs in;  // every token sees every token, and every prefix slot
         if (!ctx.layer_prefixes.empty()) in.prefix_k = ctx.layer_prefixes[i].first, in.prefix_v = ctx.layer_prefixes[i].second;
         x = layer(i).forward(x, in);
     }
@@ -232,6 +253,8 @@ nn::ForwardShape ViT::forward_shape() const {
     nn::ForwardShape s;
     s.dim = config.dim, s.layers = config.layers, s.heads = s.kv_heads = config.heads;
     s.head_dim = config.dim / config.heads;
+    s.patch_fan_in = config.channels * config.patch * config.patch;
+    s.dropout_rng = rng;
     return s;
 }
 

@@ -48,8 +48,8 @@ struct ViTConfig {
 nn::BlockConfig vit_block_config(const ViTConfig& c);
 
 // Per-forward inputs (nn/forward_inputs.h): a module in the slot prompt_encoder may supply layer
-// prefixes (prefix tuning); virtual tokens are refused (ViT's prompts are VPT's, placed after
-// the [CLS] token, which no method here supplies yet).
+// prefixes (prefix tuning), and virtual tokens (placed after [CLS], without position embeddings)
+// with optional deep prompts for every later layer (VPT, peft/vpt.h).
 class ViT : public nn::Module, public nn::TakesForwardInputs {
 public:
     ViT(const ViTConfig& config, uint64_t seed);

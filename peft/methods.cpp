@@ -10,6 +10,7 @@
 #include "peft/prefix_tuning.h"
 #include "peft/prompt_tuning.h"
 #include "peft/vera.h"
+#include "peft/vpt.h"
 #include "tensor/check.h"
 
 namespace ember {
@@ -36,6 +37,8 @@ const std::vector<Method>& method_table() {
          prompt_tuning_from_json, prompt_tuning_preset, 3e-2},
         {"prefix_tuning", "PREFIX_TUNING", "learned keys and values in every layer's attention (Li & Liang, 2021)",
          prefix_tuning_from_json, prefix_tuning_preset, 1e-2},
+        {"vpt", "VPT", "learned prompt tokens among a ViT's patches, shallow or deep (Jia et al., 2022)", vpt_from_json,
+         vpt_preset, 1e-2},
     };
     return table;
 }

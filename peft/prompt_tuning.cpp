@@ -32,7 +32,7 @@ PromptTuningConfig PromptTuningConfig::from_json(const std::string& text) {
 std::shared_ptr<PromptModule> PromptTuningConfig::make_forward_inputs(const nn::ForwardShape& shape,
                                                                        Generator& init_gen) const {
     EMBER_CHECK(shape.word_embeddings.defined(), "PromptTuningConfig: prompt tuning puts virtual tokens before "
-                "the token embeddings, and this model has none (for ViT use prefix tuning)");
+                "the token embeddings, and this model has none (for ViT use VPT or prefix tuning)");
     EMBER_CHECK(num_virtual_tokens > 0, "PromptTuningConfig: num_virtual_tokens must be set (> 0)");
     auto m = std::make_shared<PromptEmbedding>(num_virtual_tokens, shape.dim, init_gen);
     const Tensor& words = shape.word_embeddings;  // (V, d)

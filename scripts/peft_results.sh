@@ -32,8 +32,11 @@ if [ ! -f "$RUNS/vit-0-4/model.safetensors" ]; then
 fi
 
 for m in $METHODS; do
+    # VPT puts prompts among image patches, which a GPT does not have.
+    if [ "$m" = vpt ]; then echo "== gpt: vpt does not apply"; else
     echo "== gpt finetune --method $m"
     "$BUILD/gpt" finetune --base "$RUNS/gpt" --out "$RUNS/gpt-$m" --method "$m" --steps "$GPT_STEPS" --results "$CSV"
+    fi
     # Prompt tuning puts virtual tokens before token embeddings, which ViT does not have.
     if [ "$m" = prompt_tuning ]; then echo "== vit: prompt_tuning does not apply"; continue; fi
     echo "== vit finetune --method $m"

@@ -126,6 +126,7 @@ inline std::shared_ptr<ShapeNode> vit_twin(int64_t image, int64_t patch, int64_t
                                            int64_t heads = 12) {
     nn::ForwardShape shape;
     shape.dim = d, shape.layers = L, shape.heads = shape.kv_heads = heads, shape.head_dim = d / heads;
+    shape.patch_fan_in = C * patch * patch;
     auto root = std::make_shared<ModelTwin>(shape);
     int64_t n = (image / patch) * (image / patch);
     root->at("vit.embeddings").param("cls_token", {1, 1, d});

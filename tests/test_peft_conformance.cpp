@@ -9,6 +9,7 @@
 //   resume             10 steps + checkpoint + 10 resumed steps == 20 steps, bit for bit, with
 //                      the method's controller (DyLoRA's draws, AdaLoRA's scores and masks)
 //   counts             trainable parameters on the GPT-2 small / ViT-B/16 shape twins
+// Every row runs on the tests' tiny GPT-2, or on the tiny ViT for a method only a ViT takes (VPT).
 // A method of the table without a row fails the first test.
 #include <filesystem>
 #include <functional>
@@ -27,6 +28,7 @@
 #include "peft/prefix_tuning.h"
 #include "peft/prompt_tuning.h"
 #include "peft/vera.h"
+#include "peft/vpt.h"
 #include "tests/shape_twins.h"
 #include "tests/test_peft_helpers.h"
 
@@ -54,6 +56,7 @@ struct Row {
     // Before the gradcheck: switches a deliberate gradient shortcut off, so that the check is of
     // the forward's true derivative (DoRA's detached norm).
     std::function<void(PeftModel&)> exact_gradients = nullptr;
+    bool vit = false;  // runs on the tiny ViT (the method needs image patches)
 };
 
 template <class C>
@@ -97,6 +100,12 @@ std::shared_ptr<peft::PromptTuningConfig> prompt(int64_t n) {
 std::shared_ptr<peft::PrefixTuningConfig> prefix(int64_t n, bool projection = false, int64_t m = 0) {
     auto c = std::make_shared<peft::PrefixTuningConfig>();
     c->num_virtual_tokens = n, c->prefix_projection = projection, c->encoder_hidden_size = m;
+    return c;
+}
+
+std::shared_ptr<peft::VptConfig> vpt(int64_t n, bool deep, double dropout = 0) {
+    auto c = std::make_shared<peft::VptConfig>();
+    c->num_virtual_tokens = n, c->deep = deep, c->prompt_dropout = dropout;
     return c;
 }
 
@@ -146,6 +155,11 @@ const std::vector<Row>& rows() {
         // The tiny row trains through the reparameterisation MLP, so save -> load checks the folding.
         {"prefix_tuning", [] { return prefix(3, true, 8); }, false, false,
          {{"gpt2", [] { return prefix(20); }, 368640}, {"gpt2", [] { return prefix(20, true, 512); }, 9864704}}},
+        // Deep, with prompt dropout, so resume checks the dropout draws too.
+        {"vpt", [] { return vpt(3, true, 0.1); }, false, false,
+         {{"vit", [] { return vpt(50, false); }, 38400}, {"vit", [] { return vpt(10, true); }, 92160},
+          {"vit", [] { return vpt(50, true); }, 460800}},
+         nullptr, true},
     };
     return table;
 }
@@ -165,18 +179,63 @@ std::string tmp_dir(const std::string& name) {
         .string();
 }
 
-// A 20-step Trainer run (or its first / second half), with the method's controller hooked in.
-std::map<std::string, Tensor> trainer_run(const Row& row, int64_t stop_at, bool resume, const std::string& ckpt) {
-    auto gpt = tiny_gpt2();
-    PeftModel pm(gpt, *row.tiny(), "default", 3);
-    nn::TrainerOptions o;
-    o.steps = 20, o.stop_at = stop_at, o.lr = 1e-2, o.checkpoint = ckpt, o.resume = resume, o.save_every = 10;
-    nn::Trainer trainer(*gpt, o, {gpt->rng});
-    trainer.add_hooks(pm.training_hooks());
+// What a row runs on: a fresh tiny model (the same base every time), its logits and a training
+// loss on fixed inputs. small: the gradcheck's size (a 1-layer GPT, 4 tokens; one image).
+struct Subject {
+    std::shared_ptr<nn::Module> model;
+    std::string model_type;
+    std::shared_ptr<Generator> rng;  // the model's dropout generator, checkpointed by the Trainer
+    std::function<Tensor()> forward, loss;
+};
+
+Subject subject(const Row& row, bool small = false) {
+    Subject s;
+    if (row.vit) {
+        auto vit = tiny_vit();
+        Generator gen(13);
+        Tensor images = randn({small ? 1 : 2, 1, 8, 8}, gen);
+        Tensor labels = from_vector(std::vector<int64_t>{2, 0}, {2});
+        s.model = vit, s.model_type = "vit", s.rng = vit->rng;
+        auto in_model_dtype = [vit, images] { return images.to(vit->classifier->weight.dtype()); };
+        s.forward = [vit, in_model_dtype] { return vit->forward(in_model_dtype()); };
+        s.loss = [vit, in_model_dtype, labels] { return cross_entropy(vit->forward(in_model_dtype()), labels); };
+        return s;
+    }
+    auto gpt = tiny_gpt2(small ? 1 : 2);
+    Tensor ids = small ? from_vector(std::vector<int64_t>{1, 5, 2, 6}, {1, 4}) : tiny_ids();
     Tensor seq = tiny_ids(11, 2, 7);
     Tensor inp = seq.slice(1, 0, 6).contiguous(), tgt = seq.slice(1, 1, 7).contiguous();
-    trainer.run([&](int64_t, int64_t) { return nn::MicroBatch{cross_entropy(gpt->forward_ids(inp), tgt), 12}; });
-    return snapshot(*gpt);
+    s.model = gpt, s.model_type = "gpt2", s.rng = gpt->rng;
+    s.forward = [gpt, ids] { return gpt->forward_ids(ids); };
+    s.loss = [gpt, inp, tgt] { return cross_entropy(gpt->forward_ids(inp), tgt); };
+    return s;
+}
+
+// `steps` AdamW steps on the subject's loss.
+void train_steps(Subject& s, int steps) {
+    std::vector<Tensor> params = trainable(*s.model);
+    REQUIRE(!params.empty());
+    nn::AdamWOptions o;
+    o.lr = 1e-2;
+    nn::AdamW opt(params, o);
+    s.model->train();
+    for (int i = 0; i < steps; ++i) {
+        opt.zero_grad();
+        s.loss().backward();
+        opt.step();
+    }
+}
+
+// A 20-step Trainer run (or its first / second half), with the method's controller hooked in.
+std::map<std::string, Tensor> trainer_run(const Row& row, int64_t stop_at, bool resume, const std::string& ckpt) {
+    Subject s = subject(row);
+    PeftModel pm(s.model, *row.tiny(), "default", 3, s.model_type);
+    nn::TrainerOptions o;
+    o.steps = 20, o.stop_at = stop_at, o.lr = 1e-2, o.checkpoint = ckpt, o.resume = resume, o.save_every = 10;
+    nn::Trainer trainer(*s.model, o, {s.rng});
+    trainer.add_hooks(pm.training_hooks());
+    trainer.run([&](int64_t, int64_t) { return nn::MicroBatch{s.loss(), 12}; });
+    return snapshot(*s.model);
 }
 
 std::shared_ptr<nn::Module> twin(const std::string& which) {
@@ -196,21 +255,21 @@ TEST_CASE("PEFT conformance: every method of the table has a row, and every row 
 TEST_CASE("PEFT conformance: no-op at init, merge, frozen base, save -> load") {
     for (const Row& row : rows()) {
         CAPTURE(row.method);
-        auto gpt = tiny_gpt2();
-        Tensor ids = tiny_ids();
-        Tensor base = gpt->forward_ids(ids);
-        auto frozen = snapshot(*gpt);
-        PeftModel pm(gpt, *row.tiny(), "default", 3);
+        Subject s = subject(row);
+        nn::Module& model = *s.model;
+        Tensor base = s.forward();
+        auto frozen = snapshot(model);
+        PeftModel pm(s.model, *row.tiny(), "default", 3, s.model_type);
         CHECK(pm.count_parameters().trainable > 0);
-        if (row.noop_at_init) CHECK(bit_equal(gpt->forward_ids(ids), base));
+        if (row.noop_at_init) CHECK(bit_equal(s.forward(), base));
 
         // The frozen base: 10 AdamW steps change no frozen tensor and give none a .grad; every
         // trainable tensor moves.
         std::set<const TensorImpl*> trains;
-        for (const Tensor& t : trainable(*gpt)) trains.insert(t.impl_ptr().get());
-        auto start = snapshot(*gpt);
-        train_gpt_steps(*gpt, 10);
-        for (auto& [n, t] : gpt->named_parameters()) {
+        for (const Tensor& t : trainable(model)) trains.insert(t.impl_ptr().get());
+        auto start = snapshot(model);
+        train_steps(s, 10);
+        for (auto& [n, t] : model.named_parameters()) {
             CAPTURE(n);
             if (trains.count(t.impl_ptr().get())) {
                 CHECK_FALSE(bit_equal(t, start.at(n)));
@@ -220,25 +279,25 @@ TEST_CASE("PEFT conformance: no-op at init, merge, frozen base, save -> load") {
             CHECK_FALSE(t.grad().defined());
         }
 
-        gpt->eval();
-        Tensor trained = gpt->forward_ids(ids);
-        auto weights = snapshot(*gpt);
+        model.eval();
+        Tensor trained = s.forward();
+        auto weights = snapshot(model);
         if (row.mergeable) {
             pm.merge_adapter();
-            CHECK(all_close(gpt->forward_ids(ids), trained, 1e-5, 1e-6));
+            CHECK(all_close(s.forward(), trained, 1e-5, 1e-6));
             pm.unmerge_adapter();
-            for (auto& [n, t] : gpt->named_parameters()) CHECK_MESSAGE(bit_equal(t, weights.at(n)), n);
+            for (auto& [n, t] : model.named_parameters()) CHECK_MESSAGE(bit_equal(t, weights.at(n)), n);
         } else {
             CHECK(error_of([&] { pm.merge_adapter(); }).find("cannot be merged") != std::string::npos);
         }
-        CHECK(bit_equal(gpt->forward_ids(ids), trained));
+        CHECK(bit_equal(s.forward(), trained));
 
         std::string dir = tmp_dir(row.method);
         pm.save_pretrained(dir);
-        auto fresh = tiny_gpt2();
-        auto loaded = PeftModel::from_pretrained(fresh, dir);
-        fresh->eval();
-        CHECK(bit_equal(fresh->forward_ids(ids), trained));
+        Subject fresh = subject(row);
+        auto loaded = PeftModel::from_pretrained(fresh.model, dir, "default", false, fresh.model_type);
+        fresh.model->eval();
+        CHECK(bit_equal(fresh.forward(), trained));
         CHECK(loaded->count_parameters().trainable == 0);  // loaded for inference: frozen
         std::filesystem::remove_all(dir);
     }
@@ -247,16 +306,15 @@ TEST_CASE("PEFT conformance: no-op at init, merge, frozen base, save -> load") {
 TEST_CASE("PEFT conformance: float64 gradcheck of the forward w.r.t. every trainable tensor") {
     for (const Row& row : rows()) {
         CAPTURE(row.method);
-        auto gpt = tiny_gpt2(1);
-        gpt->to(DType::F64);
-        PeftModel pm(gpt, *row.tiny(), "default", 3);
-        perturb(*gpt);
+        Subject s = subject(row, true);
+        s.model->to(DType::F64);
+        PeftModel pm(s.model, *row.tiny(), "default", 3, s.model_type);
+        perturb(*s.model);
         if (row.exact_gradients) row.exact_gradients(pm);
-        gpt->eval();
-        std::vector<Tensor> params = trainable(*gpt);
+        s.model->eval();
+        std::vector<Tensor> params = trainable(*s.model);
         REQUIRE_FALSE(params.empty());
-        Tensor ids = from_vector(std::vector<int64_t>{1, 5, 2, 6}, {1, 4});
-        expect_gradcheck([&](const std::vector<Tensor>&) { return gpt->forward_ids(ids); }, params);
+        expect_gradcheck([&](const std::vector<Tensor>&) { return s.forward(); }, params);
     }
 }
 
