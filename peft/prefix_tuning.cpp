@@ -89,10 +89,15 @@ std::shared_ptr<PeftConfig> prefix_tuning_from_json(const std::string& text) {
     return std::make_shared<PrefixTuningConfig>(PrefixTuningConfig::from_json(text));
 }
 
-// The examples' prefix tuning: --rank virtual tokens, raw prefixes.
+// The examples' prefix tuning: --rank virtual tokens, trained through the reparameterisation MLP
+// with a hidden width of the model's (encoder_hidden_size 0), as Li & Liang train it ("directly
+// updating the prefix leads to unstable optimization"); the file holds the folded prefix. On the
+// results GPT (4 x 128, songs-poems, 200 steps) raw N(0, 1) prefixes start at loss 2.53 against the
+// base's 1.86 and end at 2.036 (1.939 at lr 3e-2); with the MLP they end at 1.810.
 std::shared_ptr<PeftConfig> prefix_tuning_preset(const PresetOptions& o) {
     auto c = std::make_shared<PrefixTuningConfig>();
     c->num_virtual_tokens = o.rank > 0 ? o.rank : 8;
+    c->prefix_projection = true;
     return c;
 }
 
