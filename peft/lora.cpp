@@ -6,6 +6,7 @@
 #include "nn/init.h"
 #include "peft/config_json.h"
 #include "peft/methods.h"
+#include "peft/qalora.h"
 #include "peft/targets.h"
 
 namespace ember {
@@ -85,6 +86,9 @@ bool LoraConfig::trains_base_parameter(const std::string& name, const nn::Module
 }
 
 std::shared_ptr<PeftConfig> lora_from_json(const std::string& text) {
+    // peft keeps QA-LoRA in LoraConfig (use_qalora); Ember's QALoraConfig reads those files.
+    json j = parse_config(text, "LORA");
+    if (j.value("use_qalora", false)) return qalora_from_json(text);
     return std::make_shared<LoraConfig>(LoraConfig::from_json(text));
 }
 

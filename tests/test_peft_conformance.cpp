@@ -9,6 +9,10 @@
 //   resume             10 steps + checkpoint + 10 resumed steps == 20 steps, bit for bit, with
 //                      the method's controller (DyLoRA's draws, AdaLoRA's scores and masks)
 //   counts             trainable parameters on the GPT-2 small / ViT-B/16 shape twins
+// QLoRA and QA-LoRA run on the tiny model quantized by their prepare step (NF4; INT4 groups of 8),
+// so every check above is of LoRA over a 4-bit base: the gradcheck sees the base as its f64
+// dequantized values, and merging is lossless (QLoRA into the dequantized f32 weight, QA-LoRA
+// into the zero points with the codes kept).
 // A method of the table without a row fails the first test.
 #include <filesystem>
 #include <functional>
@@ -26,6 +30,8 @@
 #include "peft/methods.h"
 #include "peft/prefix_tuning.h"
 #include "peft/prompt_tuning.h"
+#include "peft/qalora.h"
+#include "peft/qlora.h"
 #include "peft/vera.h"
 #include "tests/shape_twins.h"
 #include "tests/test_peft_helpers.h"
@@ -54,6 +60,10 @@ struct Row {
     // Before the gradcheck: switches a deliberate gradient shortcut off, so that the check is of
     // the forward's true derivative (DoRA's detached norm).
     std::function<void(PeftModel&)> exact_gradients = nullptr;
+    // The base as the method's prepare step leaves it (QLoRA's and QA-LoRA's 4-bit model): what
+    // the no-op at init is compared with, and what the adapter file is loaded onto (QLoRA's file
+    // is a plain LoRA adapter, so its 4-bit base is quantized by hand).
+    std::function<void(nn::Module&)> quantized_base = nullptr;
 };
 
 template <class C>
@@ -97,6 +107,18 @@ std::shared_ptr<peft::PromptTuningConfig> prompt(int64_t n) {
 std::shared_ptr<peft::PrefixTuningConfig> prefix(int64_t n, bool projection = false, int64_t m = 0) {
     auto c = std::make_shared<peft::PrefixTuningConfig>();
     c->num_virtual_tokens = n, c->prefix_projection = projection, c->encoder_hidden_size = m;
+    return c;
+}
+
+std::shared_ptr<peft::QLoraConfig> qlora(int64_t r, bool quantize = true) {
+    auto c = std::make_shared<peft::QLoraConfig>();
+    c->r = r, c->quantize_base = quantize;
+    return c;
+}
+
+std::shared_ptr<peft::QALoraConfig> qalora(int64_t r, int64_t L, bool quantize = true) {
+    auto c = std::make_shared<peft::QALoraConfig>();
+    c->r = r, c->qalora_group_size = L, c->quantize_base = quantize;
     return c;
 }
 
@@ -146,6 +168,17 @@ const std::vector<Row>& rows() {
         // The tiny row trains through the reparameterisation MLP, so save -> load checks the folding.
         {"prefix_tuning", [] { return prefix(3, true, 8); }, false, false,
          {{"gpt2", [] { return prefix(20); }, 368640}, {"gpt2", [] { return prefix(20, true, 512); }, 9864704}}},
+        // Every Linear, r 64: r (in + out) summed over c_attn, attn.c_proj, c_fc, mlp.c_proj, x 12.
+        // The twins' weights are never initialised, so the counts skip the quantization.
+        {"qlora", [] { return qlora(2); }, true, true, {{"gpt2", [] { return qlora(64, false); }, 9437184}},
+         nullptr, [](nn::Module& m) { peft::quantize_for_qlora(m); }},
+        // r (in / 32 + out): 64 (24 + 2304) + 64 (24 + 768) + 64 (24 + 3072) + 64 (96 + 768), x 12.
+        {"qalora", [] { return qalora(2, 8); }, true, true, {{"gpt2", [] { return qalora(64, 32, false); }, 5437440}},
+         nullptr, [](nn::Module& m) {
+             nn::QuantConfig q;
+             q.format = QuantFormat::INT4, q.group_size = 8;
+             peft::quantize_for_qlora(m, q);
+         }},
     };
     return table;
 }
@@ -199,6 +232,11 @@ TEST_CASE("PEFT conformance: no-op at init, merge, frozen base, save -> load") {
         auto gpt = tiny_gpt2();
         Tensor ids = tiny_ids();
         Tensor base = gpt->forward_ids(ids);
+        if (row.quantized_base) {
+            auto q = tiny_gpt2();
+            row.quantized_base(*q);
+            base = q->forward_ids(ids);
+        }
         auto frozen = snapshot(*gpt);
         PeftModel pm(gpt, *row.tiny(), "default", 3);
         CHECK(pm.count_parameters().trainable > 0);
@@ -236,6 +274,7 @@ TEST_CASE("PEFT conformance: no-op at init, merge, frozen base, save -> load") {
         std::string dir = tmp_dir(row.method);
         pm.save_pretrained(dir);
         auto fresh = tiny_gpt2();
+        if (row.quantized_base) row.quantized_base(*fresh);
         auto loaded = PeftModel::from_pretrained(fresh, dir);
         fresh->eval();
         CHECK(bit_equal(fresh->forward_ids(ids), trained));
