@@ -96,7 +96,7 @@ void QALoraConfig::prepare_model(nn::Module& model) const {
     nn::QuantConfig q;
     q.format = QuantFormat::INT4;
     q.group_size = qalora_group_size;
-    quantize_for_qlora(model, q);  // every Linear but the head and the methods' own
+    quantize_for_qlora(model, q, modules_to_save);  // every Linear but the head and the methods' own
 }
 
 std::shared_ptr<TunerLayer> QALoraConfig::make_layer(std::shared_ptr<nn::LinearBase> base) const {

@@ -9,26 +9,30 @@
 namespace ember {
 namespace peft {
 
-static bool is_peft_segment(const std::string& seg) {
-    return seg == "prompt_encoder" || seg.rfind("adapter_", 0) == 0;
+static std::vector<std::string> segments(const std::string& name) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    for (size_t dot; (dot = name.find('.', start)) != std::string::npos; start = dot + 1)
+        out.push_back(name.substr(start, dot - start));
+    out.push_back(name.substr(start));
+    return out;
 }
 
-int quantize_for_qlora(nn::Module& model, const nn::QuantConfig& config) {
+int quantize_for_qlora(nn::Module& model, const nn::QuantConfig& config, const std::vector<std::string>& keep) {
     std::vector<std::string> peft_paths;  // modules whose Linears belong to a method
     for (auto& [name, m] : model.named_modules())
         if (!name.empty() && std::dynamic_pointer_cast<TunerLayer>(m)) peft_paths.push_back(name + ".");
     return nn::quantize_linears(model, config, [&](const std::string& name) {
-        if (name == "lm_head" || (name.size() > 8 && name.compare(name.size() - 8, 8, ".lm_head") == 0)) return true;
+        std::vector<std::string> seg = segments(name);
+        const std::string& leaf = seg.back();
+        if (leaf == "lm_head" || leaf == "classifier" || leaf == "score") return true;
+        for (const std::string& k : keep)
+            if (name == k || (name.size() > k.size() && name.compare(name.size() - k.size() - 1, k.size() + 1, "." + k) == 0))
+                return true;
         for (const std::string& p : peft_paths)
             if (name.rfind(p, 0) == 0) return true;
-        size_t start = 0;
-        while (start <= name.size()) {
-            size_t dot = name.find('.', start);
-            if (is_peft_segment(name.substr(start, dot == std::string::npos ? std::string::npos : dot - start)))
-                return true;
-            if (dot == std::string::npos) break;
-            start = dot + 1;
-        }
+        for (const std::string& s : seg)
+            if (s == "prompt_encoder" || s.rfind("adapter_", 0) == 0) return true;
         return false;
     });
 }
@@ -41,7 +45,7 @@ QLoraConfig::QLoraConfig() {
 }
 
 void QLoraConfig::prepare_model(nn::Module& model) const {
-    if (quantize_base) quantize_for_qlora(model, quant);
+    if (quantize_base) quantize_for_qlora(model, quant, modules_to_save);
 }
 
 void set_quant_merge(PeftModel& pm, QuantMerge mode) {

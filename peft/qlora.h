@@ -24,11 +24,14 @@ struct QLoraDefaults {
     static constexpr double lora_alpha = 16, lora_dropout = 0;
 };
 
-// Quantizes every Linear of `model` but "lm_head" (NF4 with double quantization unless `config`
-// says otherwise); returns how many. Everything else (embeddings, norms, the head) stays f32, and
-// so does every Linear that belongs to a PEFT method (inside a TunerLayer -- LoRA's own A and B, a
-// base already wrapped --, a site adapter "adapter_*" or the "prompt_encoder").
-int quantize_for_qlora(nn::Module& model, const nn::QuantConfig& config = {});
+// Quantizes every Linear of `model` but the output head (NF4 with double quantization unless
+// `config` says otherwise); returns how many. Everything else stays f32: embeddings, norms, the
+// head (a module named lm_head, or classifier / score as peft's all-linear leaves out), the
+// modules named in `keep` (a config's modules_to_save, matched as a name or ".name" suffix), and
+// every Linear that belongs to a PEFT method (inside a TunerLayer -- LoRA's own A and B, a base
+// already wrapped --, a site adapter "adapter_*" or the "prompt_encoder").
+int quantize_for_qlora(nn::Module& model, const nn::QuantConfig& config = {},
+                       const std::vector<std::string>& keep = {});
 
 class QLoraConfig : public LoraConfig {
 public:

@@ -247,3 +247,18 @@ TEST_CASE("qalora method: a file's group size must fit the base; missing keys ta
     bad.qalora_group_size = 48;  // does not divide 64
     CHECK(contains(error_of([&] { peft::PeftModel pm(gpt, bad, "default", 1, "llama"); }), "in_features"));
 }
+
+TEST_CASE("qlora method: a ViT keeps its classifier (and any module to save) in f32") {
+    auto vit = tiny_vit();
+    peft::QLoraConfig cfg;
+    cfg.r = 2;
+    cfg.modules_to_save = {"classifier"};
+    peft::PeftModel pm(vit, cfg, "default", 1, "vit");
+    int quantized = 0;
+    for (auto& [name, m] : vit->named_modules()) {
+        if (std::dynamic_pointer_cast<nn::QuantLinear>(m)) ++quantized;
+        if (contains(name, "classifier")) CHECK_FALSE(std::dynamic_pointer_cast<nn::QuantLinear>(m));
+    }
+    CHECK(quantized == 2 * 6);  // query, key, value, attention.output.dense, intermediate.dense, output.dense
+    CHECK(int(pm.tuner_layers().size()) == quantized);
+}
