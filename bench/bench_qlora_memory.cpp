@@ -5,8 +5,8 @@
 // peak during a step (activations too), and the loss on one fixed batch, first and last step.
 //
 // The adapters here are a minimal LoRA wrapper (base(x) + s (x A^T) B^T, A kaiming-uniform,
-// B zero) so that the f32 and the 4-bit runs differ only in their base; peft::LoraConfig on a
-// QuantLinear base replaces it once a weight tuner's base can be one.
+// B zero) so that the f32 and the 4-bit runs differ only in their base (peft::QLoraConfig through
+// PeftModel builds the same model). Each run also prints what its held bytes are made of.
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -52,6 +52,9 @@ std::string load_average() {
 struct Run {
     int64_t held = 0, peak = 0;
     double first_loss = 0, last_loss = 0;
+    // What the held bytes are made of: f32 tensors of the frozen base (embeddings, head, norms,
+    // and the Linears when not quantized), the 4-bit storage, the adapter, AdamW's two moments.
+    int64_t frozen_f32 = 0, quantized = 0, adapter = 0, optimizer = 0;
 };
 
 Run finetune(bool quantized, int64_t r, int steps) {
@@ -96,6 +99,11 @@ Run finetune(bool quantized, int64_t r, int steps) {
         run.last_loss = l;
     }
     run.held = cpu_memory_stats().bytes_in_use - base_bytes;  // weights + adapter + AdamW state
+    for (const Tensor& p : gpt->parameters())
+        (p.requires_grad() ? run.adapter : run.frozen_f32) += p.numel() * 4;
+    for (auto& [name, m] : gpt->named_modules())
+        if (auto q = std::dynamic_pointer_cast<nn::QuantLinear>(m)) run.quantized += q->weight.storage_bytes();
+    run.optimizer = 2 * run.adapter;
     run.peak = cpu_memory_stats().peak_bytes_in_use - base_bytes;
     return run;
 }
@@ -118,6 +126,9 @@ int main() {
                     q.first_loss, q.last_loss);
         std::printf("      QLoRA / LoRA: held %.3f, peak %.3f\n", double(q.held) / double(f.held),
                     double(q.peak) / double(f.peak));
+        for (const Run* x : {&f, &q})
+            std::printf("      %s held: f32 base %.1f MB, 4-bit weights %.1f MB, adapter %.1f MB, AdamW state %.1f MB\n",
+                        x == &f ? "LoRA " : "QLoRA", mb(x->frozen_f32), mb(x->quantized), mb(x->adapter), mb(x->optimizer));
     }
     std::printf("\nload average after: %s\n", load_average().c_str());
     return 0;

@@ -25,8 +25,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     return y.reshape(out_shape);
 }
 
-Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator& gen)
-    : in_features(in), out_features(out) {
+Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator& gen) : LinearBase(in, out) {
     EMBER_CHECK(in > 0 && out > 0, "Linear: sizes must be positive, got in ", in, ", out ", out);
     weight = empty({out, in});
     kaiming_uniform_(weight, std::sqrt(5.0), gen);  // U(-1/sqrt(in), 1/sqrt(in))
@@ -35,6 +34,19 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator& gen)
         double b = 1.0 / std::sqrt(double(in));
         bias = empty({out});
         uniform_(bias, -b, b, gen);
+        register_parameter("bias", bias);
+    }
+}
+
+Linear::Linear(Tensor w, Tensor b) : LinearBase(w.defined() && w.dim() == 2 ? w.size(1) : 0, w.defined() && w.dim() == 2 ? w.size(0) : 0) {
+    EMBER_CHECK(w.defined() && w.dim() == 2 && w.numel() > 0, "Linear: needs a non-empty 2-D weight (out, in)");
+    EMBER_CHECK(!b.defined() || (b.dim() == 1 && b.size(0) == out_features), "Linear: a bias of shape ",
+                b.defined() ? make_message(b.shape()) : std::string(), " does not fit a weight of shape ", w.shape(),
+                "; it must be (", out_features, ")");
+    weight = std::move(w);
+    register_parameter("weight", weight);
+    if (b.defined()) {
+        bias = std::move(b);
         register_parameter("bias", bias);
     }
 }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "nn/linear_base.h"
 #include "nn/module.h"
 
 namespace ember {
@@ -15,14 +16,21 @@ namespace nn {
 
 // y = x W^T + b over the last dim, any leading dims. weight (out, in), bias (out) or undefined.
 // Init as torch.nn.Linear: U(-1/sqrt(in), 1/sqrt(in)) for both.
-class Linear : public Module {
+// A LinearBase (nn/linear_base.h) whose W is stored densely: a weight tuner's usual base.
+class Linear : public LinearBase {
 public:
     Linear(int64_t in, int64_t out, bool bias, Generator& gen);
+    // Holds the given tensors (weight (out, in), bias (out) or undefined) as they are.
+    Linear(Tensor weight, Tensor bias);
     std::string type_name() const override { return "Linear"; }
     Tensor forward(const Tensor& x) override;  // (..., in) -> (..., out)
 
-    Tensor weight, bias;
-    int64_t in_features, out_features;
+    Tensor dense_weight() const override { return weight; }
+    DType dtype() const override { return weight.dtype(); }
+    Device device() const override { return weight.device(); }
+    bool stores_dense_weight() const override { return true; }
+
+    Tensor weight;  // (out, in); bias, in_features, out_features are LinearBase's
 };
 
 // The projection x W^T + b that Linear computes, for wrappers that hold W and b elsewhere.

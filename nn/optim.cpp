@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "nn/paged_memory.h"
 #include "tensor/cuda/cuda.h"
 
 namespace ember {
@@ -137,8 +138,8 @@ void AdamW::step() {
             if (!grad.defined()) continue;
             ParamState& st = state_of(g, i);
             if (st.tensors.empty()) {
-                st.tensors["exp_avg"] = zeros_like(p);
-                st.tensors["exp_avg_sq"] = zeros_like(p);
+                st.tensors["exp_avg"] = state_zeros(p);
+                st.tensors["exp_avg_sq"] = state_zeros(p);
             }
             st.step++;
             raw::AdamWParams hp{group.lr, options.beta1, options.beta2, options.eps,
@@ -148,6 +149,53 @@ void AdamW::step() {
     }
     raw::adamw_multi_(slots);
     step_count++;
+}
+
+// ---- PagedAdamW ----
+
+PagedAdamW::PagedAdamW(std::vector<ParamGroup> groups, const AdamWOptions& o, int64_t min_numel)
+    : AdamW(std::move(groups), o), min_paged_numel(min_numel) {}
+PagedAdamW::PagedAdamW(const std::vector<Tensor>& params, const AdamWOptions& o, int64_t min_numel)
+    : AdamW(params, o), min_paged_numel(min_numel) {}
+
+Tensor PagedAdamW::state_zeros(const Tensor& p) const {
+    return pages(p) ? paged_zeros(p.shape(), p.dtype(), p.device()) : zeros_like(p);
+}
+
+void PagedAdamW::step() {
+    // CUDA: the host-resident state of this step's parameters moves to the GPU ahead of the update.
+    for (auto& [gi, st] : state_)
+        for (auto& [n, t] : st.tensors)
+            if (pages(t)) prefetch_to_device(t);
+    AdamW::step();
+}
+
+void PagedAdamW::load_state(const StateDict& state) {
+    AdamW::load_state(state);
+    NoGradGuard no_grad;
+    for (auto& [gi, st] : state_)
+        for (auto& [n, t] : st.tensors)
+            if (pages(t)) {
+                Tensor paged = paged_zeros(t.shape(), t.dtype(), t.device());
+                raw::copy_(paged, t);
+                t = paged;
+            }
+}
+
+int64_t PagedAdamW::paged_bytes() const {
+    int64_t total = 0;
+    for (const auto& [gi, st] : state_)
+        for (const auto& [n, t] : st.tensors)
+            if (pages(t)) total += t.numel() * int64_t(dtype_size(t.dtype()));
+    return total;
+}
+
+int64_t PagedAdamW::resident_bytes() const {
+    int64_t total = 0;
+    for (const auto& [gi, st] : state_)
+        for (const auto& [n, t] : st.tensors)
+            if (!pages(t)) total += t.numel() * int64_t(dtype_size(t.dtype()));
+    return total;
 }
 
 // ---- helpers ----

@@ -95,6 +95,35 @@ public:
     void step() override;
 
     AdamWOptions options;
+
+protected:
+    // The state of a parameter seen for the first time: zeros like it (PagedAdamW: paged).
+    virtual Tensor state_zeros(const Tensor& p) const { return zeros_like(p); }
+};
+
+// AdamW with its state paged (bitsandbytes' paged_adamw_32bit, as qlora.py trains with): the same
+// update, bit for bit, but exp_avg and exp_avg_sq of every parameter of at least
+// min_paged_numel elements live in paged memory (nn/paged_memory.h) -- on the CPU a file-backed
+// mapping the OS may write back and drop, on CUDA managed memory kept on the host and prefetched
+// to the GPU before each update. Smaller state stays ordinary (bitsandbytes pages tensors of
+// 1e5 elements or more: bitsandbytes/optim/optimizer.py get_state_buffer). Loading a state copies
+// it into paged memory too.
+class PagedAdamW : public AdamW {
+public:
+    PagedAdamW(std::vector<ParamGroup> groups, const AdamWOptions& options = {}, int64_t min_paged_numel = 100000);
+    PagedAdamW(const std::vector<Tensor>& params, const AdamWOptions& options = {}, int64_t min_paged_numel = 100000);
+    std::string name() const override { return "PagedAdamW"; }
+    void step() override;
+    void load_state(const StateDict& state) override;
+    // Bytes of state in paged memory, and in ordinary memory.
+    int64_t paged_bytes() const;
+    int64_t resident_bytes() const;
+
+    int64_t min_paged_numel;
+
+private:
+    bool pages(const Tensor& p) const { return p.numel() >= min_paged_numel; }
+    Tensor state_zeros(const Tensor& p) const override;
 };
 
 // Scales every .grad by max_norm / total when the total L2 norm over all of them exceeds

@@ -28,8 +28,10 @@ Tensor quant_linear(const Tensor& x, const QuantizedWeight& w, const Tensor& bia
     return y.reshape(out_shape);
 }
 
-QuantLinear::QuantLinear(QuantizedWeight w, Tensor b)
-    : weight(std::move(w)), bias(std::move(b)), in_features(weight.cols), out_features(weight.rows) {
+QuantLinear::QuantLinear(QuantizedWeight w, Tensor b, DType input)
+    : LinearBase(w.cols, w.rows), weight(std::move(w)), input_dtype(input) {
+    EMBER_CHECK(is_floating(input_dtype), "QuantLinear: input_dtype must be f32 or f64, got ", input_dtype);
+    bias = std::move(b);
     register_weight_buffers();
     if (bias.defined()) {
         EMBER_CHECK(bias.dim() == 1 && bias.size(0) == out_features, "QuantLinear: bias of shape ",
@@ -71,7 +73,9 @@ void QuantLinear::set_weight(QuantizedWeight w) {
 }
 
 std::shared_ptr<QuantLinear> QuantLinear::from_linear(const Linear& linear, const QuantConfig& config) {
-    return std::make_shared<QuantLinear>(quantize(linear.weight, config), linear.bias);
+    // The codes come from the f32 values (an f64 Linear, in a gradient check, is rounded first).
+    Tensor w = linear.weight.dtype() == DType::F32 ? linear.weight : raw::to_dtype(linear.weight, DType::F32);
+    return std::make_shared<QuantLinear>(quantize(w, config), linear.bias, linear.weight.dtype());
 }
 
 int quantize_linears(Module& root, const QuantConfig& config,

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "nn/layers.h"
+#include "nn/linear_base.h"
 #include "tensor/quant.h"
 
 namespace ember {
@@ -26,21 +27,28 @@ QuantizedWeight quantize(const Tensor& weight, const QuantConfig& config);
 // The gradient reaches x (through quant_matmul_t) and b when it requires one; never w.
 Tensor quant_linear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias);
 
-class QuantLinear : public Module {
+// A LinearBase (nn/linear_base.h) that stores W as codes: dense_weight() dequantizes, and merging
+// an adapter into it builds a new base (peft/tuner.h).
+class QuantLinear : public LinearBase {
 public:
-    // bias (out) f32 or undefined; it is kept frozen like the weight.
-    QuantLinear(QuantizedWeight weight, Tensor bias);
+    // bias (out) or undefined; it is kept frozen like the weight. input_dtype: what the layer is
+    // fed (f32; f64 in gradient checks, where the products run on the f64 dequantized weight).
+    QuantLinear(QuantizedWeight weight, Tensor bias, DType input_dtype = DType::F32);
     static std::shared_ptr<QuantLinear> from_linear(const Linear& linear, const QuantConfig& config);
     std::string type_name() const override { return "QuantLinear"; }
     Tensor forward(const Tensor& x) override { return quant_linear(x, weight, bias); }
+
+    Tensor dense_weight() const override { return dequantize(weight, input_dtype); }
+    DType dtype() const override { return input_dtype; }
+    Device device() const override { return weight.device(); }
+    bool stores_dense_weight() const override { return false; }
     // Puts a new quantized weight of the same shape in place (loading a checkpoint).
     void set_weight(QuantizedWeight w);
 
     // The weight's tensors are registered as non-persistent buffers ("weight_codes", ...), so Module::to(device) moves
     // them; they are saved by nn/quant_checkpoint.h in bitsandbytes' layout, not by state_dict().
     QuantizedWeight weight;
-    Tensor bias;
-    int64_t in_features, out_features;
+    DType input_dtype;  // bias, in_features, out_features are LinearBase's
 
 private:
     void register_weight_buffers();

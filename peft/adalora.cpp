@@ -100,7 +100,7 @@ std::shared_ptr<PeftConfig> adalora_preset(const PresetOptions& o) {
     return c;
 }
 
-std::shared_ptr<TunerLayer> AdaLoraConfig::make_layer(std::shared_ptr<nn::Linear> base) const {
+std::shared_ptr<TunerLayer> AdaLoraConfig::make_layer(std::shared_ptr<nn::LinearBase> base) const {
     return std::make_shared<AdaLoraLayer>(std::move(base));
 }
 
@@ -115,7 +115,7 @@ static int64_t count_kept(const std::vector<bool>& keep) { return int64_t(std::c
 
 // ---- the layer ----
 
-AdaLoraLayer::AdaLoraLayer(std::shared_ptr<nn::Linear> base) : TunerLayer(std::move(base)) {
+AdaLoraLayer::AdaLoraLayer(std::shared_ptr<nn::LinearBase> base) : TunerLayer(std::move(base)) {
     lora_A = std::make_shared<ParameterDict>();
     lora_E = std::make_shared<ParameterDict>();
     lora_B = std::make_shared<ParameterDict>();
@@ -142,8 +142,8 @@ void AdaLoraLayer::add_adapter(const std::string& name, const PeftConfig& config
     rng = ctx.rng;
 
     const int64_t in = base_layer->in_features, out = base_layer->out_features;
-    const DType dt = base_layer->weight.dtype();
-    const Device dev = base_layer->weight.device();
+    const DType dt = base_layer->dtype();
+    const Device dev = base_layer->device();
     NoGradGuard no_grad;
     Tensor A = zeros({s.r, in}, dt, dev), E = zeros({s.r, 1}, dt, dev), B = zeros({out, s.r}, dt, dev);
     if (s.r > 0) {
@@ -214,8 +214,8 @@ const AdaLoraLayer::Settings& AdaLoraLayer::settings(const std::string& name) co
 Tensor AdaLoraLayer::delta_weight(const std::string& name) const {
     NoGradGuard no_grad;
     const Settings& s = settings(name);
-    if (s.r == 0) return zeros({base_layer->out_features, base_layer->in_features}, base_layer->weight.dtype(),
-                               base_layer->weight.device());  // every singular value pruned
+    if (s.r == 0) return zeros({base_layer->out_features, base_layer->in_features}, base_layer->dtype(),
+                               base_layer->device());  // every singular value pruned
     Tensor AE = raw::mul(lora_A->get(name), lora_E->get(name));  // (r, in) * (r, 1)
     return raw::mul_scalar(raw::matmul(lora_B->get(name), AE), s.scaling / (s.ranknum + 1e-5));  // (out, in)
 }

@@ -57,7 +57,7 @@ public:
     std::string peft_type() const override { return "ADALORA"; }
     std::shared_ptr<PeftConfig> clone() const override { return std::make_shared<AdaLoraConfig>(*this); }
     std::string to_json() const override;
-    std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::Linear> base) const override;
+    std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::LinearBase> base) const override;
     std::string layer_type() const override { return "AdaLoraLinear"; }
     // Default targets as LoRA's, and peft's __post_init__ checks (total_step > 0, a budgeting phase).
     void fill_defaults(const std::string& model_type) override;
@@ -82,7 +82,7 @@ public:
 
 class AdaLoraLayer : public TunerLayer {
 public:
-    explicit AdaLoraLayer(std::shared_ptr<nn::Linear> base);
+    explicit AdaLoraLayer(std::shared_ptr<nn::LinearBase> base);
     std::string type_name() const override { return "AdaLoraLinear"; }
 
     void add_adapter(const std::string& name, const PeftConfig& config, const std::string& key,

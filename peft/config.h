@@ -27,6 +27,7 @@
 namespace ember {
 namespace nn {
 class Linear;
+class LinearBase;
 class Module;
 class SiteModule;
 struct ForwardShape;
@@ -67,11 +68,16 @@ public:
     // checks the config, as peft's __post_init__ does.
     virtual void fill_defaults(const std::string& /*model_type*/) {}
 
+    // What the method does to the base model before anything attaches (QLoRA quantizes its
+    // Linears); nothing by default. PeftModel calls it once per adapter added.
+    virtual void prepare_model(nn::Module& /*model*/) const {}
+
     // ---- what the method attaches: PeftModel handles each kind; a method uses any of them ----
-    // Weight tuner: a new, adapter-less layer of this method around a targeted Linear, and the
+    // Weight tuner: a new, adapter-less layer of this method around a targeted Linear-like base
+    // (nn/linear_base.h: a Linear or a quantized Linear), and the
     // type_name() such layers have (to refuse stacking another method on a wrapped Linear).
     // layer_type() "" (the default): the method wraps no Linear and target_modules is unused.
-    virtual std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::Linear> /*base*/) const { return nullptr; }
+    virtual std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::LinearBase> /*base*/) const { return nullptr; }
     virtual std::string layer_type() const { return ""; }
     // Site modules: the module this method puts at `site` ("adapter_attn_post", ... of
     // nn::TransformerBlock) of a block of width `dim`; null where it puts none.

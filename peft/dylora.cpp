@@ -78,13 +78,13 @@ std::shared_ptr<PeftConfig> dylora_preset(const PresetOptions& o) {
     return c;
 }
 
-std::shared_ptr<TunerLayer> DyLoraConfig::make_layer(std::shared_ptr<nn::Linear> base) const {
+std::shared_ptr<TunerLayer> DyLoraConfig::make_layer(std::shared_ptr<nn::LinearBase> base) const {
     return std::make_shared<DyLoraLayer>(std::move(base));
 }
 
 // ---- the layer ----
 
-DyLoraLayer::DyLoraLayer(std::shared_ptr<nn::Linear> base) : TunerLayer(std::move(base)) {
+DyLoraLayer::DyLoraLayer(std::shared_ptr<nn::LinearBase> base) : TunerLayer(std::move(base)) {
     lora_A = std::make_shared<ModuleDict>();
     lora_B = std::make_shared<ModuleDict>();
     register_module("lora_A", lora_A);
@@ -109,8 +109,8 @@ void DyLoraLayer::add_adapter(const std::string& name, const PeftConfig& config,
     auto A = std::make_shared<nn::Linear>(in, s.r, false, ctx.init_gen);
     auto B = std::make_shared<nn::Linear>(s.r, out, false, ctx.init_gen);
     for (auto* m : {A.get(), B.get()}) {
-        m->to(base_layer->weight.dtype());
-        m->to(base_layer->weight.device());
+        m->to(base_layer->dtype());
+        m->to(base_layer->device());
     }
     nn::kaiming_uniform_(A->weight, std::sqrt(5.0), ctx.init_gen);  // as LoRA (the reference's reset_parameters)
     nn::zeros_(B->weight);

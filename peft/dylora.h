@@ -45,7 +45,7 @@ public:
     std::string peft_type() const override { return "DYLORA"; }
     std::shared_ptr<PeftConfig> clone() const override { return std::make_shared<DyLoraConfig>(*this); }
     std::string to_json() const override;
-    std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::Linear> base) const override;
+    std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::LinearBase> base) const override;
     std::string layer_type() const override { return "DyLoraLinear"; }
     static DyLoraConfig from_json(const std::string& text);
     void fill_defaults(const std::string& model_type) override;
@@ -62,7 +62,7 @@ public:
 
 class DyLoraLayer : public TunerLayer {
 public:
-    explicit DyLoraLayer(std::shared_ptr<nn::Linear> base);
+    explicit DyLoraLayer(std::shared_ptr<nn::LinearBase> base);
     std::string type_name() const override { return "DyLoraLinear"; }
 
     void add_adapter(const std::string& name, const PeftConfig& config, const std::string& key,

@@ -81,7 +81,7 @@ std::shared_ptr<PeftConfig> ia3_preset(const PresetOptions& o) {
     return c;
 }
 
-std::shared_ptr<TunerLayer> IA3Config::make_layer(std::shared_ptr<nn::Linear> base) const {
+std::shared_ptr<TunerLayer> IA3Config::make_layer(std::shared_ptr<nn::LinearBase> base) const {
     return std::make_shared<IA3Layer>(std::move(base));
 }
 std::string IA3Config::layer_type() const { return "IA3Linear"; }
@@ -94,7 +94,7 @@ bool is_feedforward_module(const ModuleSelector& ff, const std::string& name) {
     return false;
 }
 
-IA3Layer::IA3Layer(std::shared_ptr<nn::Linear> base) : TunerLayer(std::move(base)) {
+IA3Layer::IA3Layer(std::shared_ptr<nn::LinearBase> base) : TunerLayer(std::move(base)) {
     ia3_l = std::make_shared<ParameterDict>();
     register_module("ia3_l", ia3_l);
 }
@@ -105,11 +105,12 @@ void IA3Layer::add_adapter(const std::string& name, const PeftConfig& config, co
     EMBER_CHECK(c, "IA3Linear.add_adapter('", name, "'): needs an IA3Config, got ", config.peft_type());
     bool ff = is_feedforward_module(c->feedforward_modules, key);
     const int64_t in = base_layer->in_features, out = base_layer->out_features;
-    const Tensor& W = base_layer->weight;
-    Tensor l = ff ? ones({1, in}, W.dtype(), W.device()) : ones({out, 1}, W.dtype(), W.device());
+    const DType dt = base_layer->dtype();
+    const Device dev = base_layer->device();
+    Tensor l = ff ? ones({1, in}, dt, dev) : ones({out, 1}, dt, dev);
     if (!c->init_ia3_weights) {  // peft leaves torch.randn values; here N(1, 0.5) keeps signs mostly positive
         NoGradGuard g;
-        l = raw::add_scalar(raw::mul_scalar(randn(l.shape(), ctx.init_gen, W.dtype(), W.device()), 0.5), 1.0);
+        l = raw::add_scalar(raw::mul_scalar(randn(l.shape(), ctx.init_gen, dt, dev), 0.5), 1.0);
     }
     ia3_l->set(name, l);
     feedforward_[name] = ff;

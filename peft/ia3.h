@@ -29,7 +29,7 @@ public:
     std::string peft_type() const override { return "IA3"; }
     std::shared_ptr<PeftConfig> clone() const override { return std::make_shared<IA3Config>(*this); }
     std::string to_json() const override;
-    std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::Linear> base) const override;
+    std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::LinearBase> base) const override;
     std::string layer_type() const override;
     static IA3Config from_json(const std::string& text);
 
@@ -42,7 +42,7 @@ public:
 
 class IA3Layer : public TunerLayer {
 public:
-    explicit IA3Layer(std::shared_ptr<nn::Linear> base);
+    explicit IA3Layer(std::shared_ptr<nn::LinearBase> base);
     std::string type_name() const override { return "IA3Linear"; }
 
     void add_adapter(const std::string& name, const PeftConfig& config, const std::string& key,

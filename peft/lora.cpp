@@ -6,6 +6,7 @@
 #include "nn/init.h"
 #include "peft/config_json.h"
 #include "peft/methods.h"
+#include "peft/qalora.h"
 #include "peft/targets.h"
 
 namespace ember {
@@ -85,6 +86,9 @@ bool LoraConfig::trains_base_parameter(const std::string& name, const nn::Module
 }
 
 std::shared_ptr<PeftConfig> lora_from_json(const std::string& text) {
+    // peft keeps QA-LoRA in LoraConfig (use_qalora); Ember's QALoraConfig reads those files.
+    json j = parse_config(text, "LORA");
+    if (j.value("use_qalora", false)) return qalora_from_json(text);
     return std::make_shared<LoraConfig>(LoraConfig::from_json(text));
 }
 
@@ -102,12 +106,12 @@ std::shared_ptr<PeftConfig> dora_preset(const PresetOptions& o) {
     return c;
 }
 
-std::shared_ptr<TunerLayer> LoraConfig::make_layer(std::shared_ptr<nn::Linear> base) const {
+std::shared_ptr<TunerLayer> LoraConfig::make_layer(std::shared_ptr<nn::LinearBase> base) const {
     return std::make_shared<LoraLayer>(std::move(base));
 }
 std::string LoraConfig::layer_type() const { return "LoraLinear"; }
 
-LoraLayer::LoraLayer(std::shared_ptr<nn::Linear> base) : TunerLayer(std::move(base)) {
+LoraLayer::LoraLayer(std::shared_ptr<nn::LinearBase> base) : TunerLayer(std::move(base)) {
     lora_A = std::make_shared<ModuleDict>();
     lora_B = std::make_shared<ModuleDict>();
     lora_magnitude_vector = std::make_shared<ParameterDict>();
@@ -134,11 +138,11 @@ void LoraLayer::add_adapter(const std::string& name, const PeftConfig& config, c
     NoGradGuard no_grad;
     auto A = std::make_shared<nn::Linear>(in, s.r, false, ctx.init_gen);
     auto B = std::make_shared<nn::Linear>(s.r, out, false, ctx.init_gen);
-    const DType dt = base_layer->weight.dtype();
+    const DType dt = base_layer->dtype();
     A->to(dt);
     B->to(dt);
-    A->to(base_layer->weight.device());
-    B->to(base_layer->weight.device());
+    A->to(base_layer->device());
+    B->to(base_layer->device());
     if (c->init_lora_weights == "gaussian") {
         nn::normal_(A->weight, 0, 1 / double(s.r), ctx.init_gen);  // peft: std = 1 / r
         nn::zeros_(B->weight);
@@ -156,7 +160,7 @@ void LoraLayer::add_adapter(const std::string& name, const PeftConfig& config, c
     add_name(name);
     if (s.use_dora) {
         // m = ||W0 + s B A||_row, which is ||W0||_row when B starts at zero (no product needed).
-        const Tensor& W0 = base_layer->weight;
+        const Tensor W0 = base_layer->dense_weight();
         Tensor m = c->init_lora_weights == "false" ? dora_weight_norm(name)
                                                     : raw::pow_scalar(raw::sum(raw::mul(W0, W0), {1}), 0.5);
         lora_magnitude_vector->set(name, m);
@@ -179,7 +183,7 @@ Tensor LoraLayer::delta_weight(const std::string& name) const {
 // ||W + s B A|| over the input dim, for the weight currently in base_layer.
 Tensor LoraLayer::dora_weight_norm(const std::string& name) const {
     NoGradGuard no_grad;
-    Tensor W = raw::add(base_layer->weight, delta_weight(name));  // (out, in)
+    Tensor W = raw::add(base_layer->dense_weight(), delta_weight(name));  // (out, in)
     return raw::pow_scalar(raw::sum(raw::mul(W, W), {1}), 0.5);   // (out)
 }
 
@@ -201,11 +205,11 @@ Tensor LoraLayer::forward_adapters(const Tensor& x) {
         if (dora_detach_norm) {
             n = dora_weight_norm(name);
         } else {
-            Tensor W = base_layer->weight + matmul(B, A) * s.scaling;
+            Tensor W = base_layer->dense_weight() + matmul(B, A) * s.scaling;
             n = sqrt(sum(W * W, {1}));
         }
         Tensor scale = m / n;                                          // (out)
-        Tensor base_part = nn::linear(xd, base_layer->weight, Tensor());  // W0 dropout(x), no bias
+        Tensor base_part = nn::linear(xd, base_layer->dense_weight(), Tensor());  // W0 dropout(x), no bias
         result = result + (scale - 1.0) * base_part + scale * (lora * s.scaling);
     }
     return result;

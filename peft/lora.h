@@ -35,7 +35,7 @@ public:
     std::string peft_type() const override { return "LORA"; }
     std::shared_ptr<PeftConfig> clone() const override { return std::make_shared<LoraConfig>(*this); }
     std::string to_json() const override;
-    std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::Linear> base) const override;
+    std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::LinearBase> base) const override;
     std::string layer_type() const override;
     static LoraConfig from_json(const std::string& text);
     void fill_defaults(const std::string& model_type) override;
@@ -57,7 +57,7 @@ public:
 
 class LoraLayer : public TunerLayer {
 public:
-    explicit LoraLayer(std::shared_ptr<nn::Linear> base);
+    explicit LoraLayer(std::shared_ptr<nn::LinearBase> base);
     std::string type_name() const override { return "LoraLinear"; }
 
     void add_adapter(const std::string& name, const PeftConfig& config, const std::string& key,

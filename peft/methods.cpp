@@ -9,6 +9,8 @@
 #include "peft/lora.h"
 #include "peft/prefix_tuning.h"
 #include "peft/prompt_tuning.h"
+#include "peft/qalora.h"
+#include "peft/qlora.h"
 #include "peft/vera.h"
 #include "peft/vpt.h"
 #include "tensor/check.h"
@@ -37,6 +39,11 @@ const std::vector<Method>& method_table() {
          prompt_tuning_from_json, prompt_tuning_preset, 3e-2},
         {"prefix_tuning", "PREFIX_TUNING", "learned keys and values in every layer's attention (Li & Liang, 2021)",
          prefix_tuning_from_json, prefix_tuning_preset, 1e-2},
+        // Both are peft LoRA files (peft_type LORA; QA-LoRA with use_qalora), read by lora_from_json.
+        {"qlora", "LORA", "LoRA on every Linear quantized to NF4, double-quantized (Dettmers et al., 2023)",
+         lora_from_json, qlora_preset, 3e-3},
+        {"qalora", "LORA", "LoRA on group-pooled inputs over an INT4 base, merged into its zero points (Xu et al., 2024)",
+         qalora_from_json, qalora_preset, 3e-3},
         {"vpt", "VPT", "learned prompt tokens among a ViT's patches, shallow or deep (Jia et al., 2022)", vpt_from_json,
          vpt_preset, 1e-2},
     };

@@ -72,12 +72,14 @@ void PeftModel::inject(const std::string& name, const PeftConfig& config_in) {
     // so no arithmetic here depends on fan_in_fan_out; it is recorded as peft records it.
     if (model_type_ == "gpt2") cfg->fan_in_fan_out = true;
 
+    cfg->prepare_model(*model_);  // QLoRA quantizes the base here
     const std::string layer_type = cfg->layer_type();
     if (!layer_type.empty()) {  // a weight tuner
         EMBER_CHECK(cfg->target_modules.is_set, "PeftModel: no default target_modules for ", type,
                     " on model type '", model_type_, "' (peft has none either); pass them, e.g. "
                     "target_modules = {\"query\", \"value\"} for ViT");
-        // Find the targets: Linear modules, or layers of this method already wrapping one.
+        // Find the targets: Linear-like modules (nn::LinearBase: a Linear or a quantized one), or
+        // layers of this method already wrapping one.
         std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>> targets;
         std::vector<std::string> tuner_paths, linear_names;
         for (auto& [key, m] : model_->named_modules()) {
@@ -86,7 +88,7 @@ void PeftModel::inject(const std::string& name, const PeftConfig& config_in) {
             if (inside || key.empty()) continue;
             auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
             if (tl) tuner_paths.push_back(key);
-            if (!tl && !std::dynamic_pointer_cast<nn::Linear>(m)) continue;
+            if (!tl && !std::dynamic_pointer_cast<nn::LinearBase>(m)) continue;
             linear_names.push_back(key);
             std::string leaf = last_segment(key);
             bool head = leaf == "lm_head" || leaf == "classifier" || leaf == "score";
@@ -107,12 +109,12 @@ void PeftModel::inject(const std::string& name, const PeftConfig& config_in) {
             auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
             EMBER_CHECK(!tl || tl->type_name() == layer_type, "PeftModel: ", key, " already holds a ", tl->type_name(),
                         " adapter; a ", type, " adapter cannot be stacked on it (target other modules)");
-            ctx.targets.push_back(tl ? tl->base_layer : std::dynamic_pointer_cast<nn::Linear>(m));
+            ctx.targets.push_back(tl ? tl->base_layer : std::dynamic_pointer_cast<nn::LinearBase>(m));
         }
         for (auto& [key, m] : targets) {
             auto tl = std::dynamic_pointer_cast<TunerLayer>(m);
             if (!tl) {
-                tl = cfg->make_layer(std::dynamic_pointer_cast<nn::Linear>(m));
+                tl = cfg->make_layer(std::dynamic_pointer_cast<nn::LinearBase>(m));
                 model_->replace_submodule(key, tl);
             }
             tl->set_disabled(disabled_);

@@ -1,13 +1,72 @@
 // QLoRA's preparation, forward and merges; the math is in qlora.h.
 #include "peft/qlora.h"
 
+#include <algorithm>
+
+#include "peft/methods.h"
+#include "peft/peft_model.h"
+
 namespace ember {
 namespace peft {
 
-int quantize_for_qlora(nn::Module& model, const nn::QuantConfig& config) {
-    return nn::quantize_linears(model, config, [](const std::string& name) {
-        return name == "lm_head" || (name.size() > 8 && name.compare(name.size() - 8, 8, ".lm_head") == 0);
+static std::vector<std::string> segments(const std::string& name) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    for (size_t dot; (dot = name.find('.', start)) != std::string::npos; start = dot + 1)
+        out.push_back(name.substr(start, dot - start));
+    out.push_back(name.substr(start));
+    return out;
+}
+
+int quantize_for_qlora(nn::Module& model, const nn::QuantConfig& config, const std::vector<std::string>& keep) {
+    std::vector<std::string> peft_paths;  // modules whose Linears belong to a method
+    for (auto& [name, m] : model.named_modules())
+        if (!name.empty() && std::dynamic_pointer_cast<TunerLayer>(m)) peft_paths.push_back(name + ".");
+    return nn::quantize_linears(model, config, [&](const std::string& name) {
+        std::vector<std::string> seg = segments(name);
+        const std::string& leaf = seg.back();
+        if (leaf == "lm_head" || leaf == "classifier" || leaf == "score") return true;
+        for (const std::string& k : keep)
+            if (name == k || (name.size() > k.size() && name.compare(name.size() - k.size() - 1, k.size() + 1, "." + k) == 0))
+                return true;
+        for (const std::string& p : peft_paths)
+            if (name.rfind(p, 0) == 0) return true;
+        for (const std::string& s : seg)
+            if (s == "prompt_encoder" || s.rfind("adapter_", 0) == 0) return true;
+        return false;
     });
+}
+
+QLoraConfig::QLoraConfig() {
+    r = QLoraDefaults::r;
+    lora_alpha = QLoraDefaults::lora_alpha;
+    lora_dropout = QLoraDefaults::lora_dropout;
+    target_modules = "all-linear";  // qlora.py find_all_linear_names: every Linear but lm_head
+}
+
+void QLoraConfig::prepare_model(nn::Module& model) const {
+    if (quantize_base) quantize_for_qlora(model, quant, modules_to_save);
+}
+
+void set_quant_merge(PeftModel& pm, QuantMerge mode) {
+    for (auto& [key, tl] : pm.tuner_layers()) tl->quant_merge = mode;
+}
+
+RequantizeError requantize_error(PeftModel& pm) {
+    RequantizeError worst;
+    for (auto& [key, tl] : pm.tuner_layers()) {
+        const RequantizeError& e = tl->requantize_error();
+        worst.max_abs = std::max(worst.max_abs, e.max_abs);
+        worst.rms = std::max(worst.rms, e.rms);
+        worst.max_abs_delta = std::max(worst.max_abs_delta, e.max_abs_delta);
+    }
+    return worst;
+}
+
+std::shared_ptr<PeftConfig> qlora_preset(const PresetOptions& o) {
+    auto c = std::make_shared<QLoraConfig>();
+    c->r = o.rank;
+    return c;
 }
 
 static void check_factors(const QuantizedWeight& w, const Tensor& A, const Tensor& B) {

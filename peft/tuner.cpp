@@ -77,7 +77,7 @@ std::shared_ptr<BufferDict> BufferDict::erased(const std::string& name) const {
 
 // ---- TunerLayer ----
 
-TunerLayer::TunerLayer(std::shared_ptr<nn::Linear> base) : base_layer(std::move(base)) {
+TunerLayer::TunerLayer(std::shared_ptr<nn::LinearBase> base) : base_layer(std::move(base)) {
     EMBER_CHECK(base_layer, "TunerLayer: needs a Linear to wrap, got null");
     register_module("base_layer", base_layer);
 }
@@ -122,7 +122,10 @@ Tensor TunerLayer::forward(const Tensor& x) {
 void TunerLayer::merge(const std::vector<std::string>& names_in, bool safe) {
     std::vector<std::string> names = names_in.empty() ? active_here() : names_in;
     NoGradGuard no_grad;
-    Tensor W = raw::clone(base_layer->weight);
+    const bool dense = base_layer->stores_dense_weight();
+    // A dense base's weight is copied (the original stays for unmerge); a quantized one's
+    // dense_weight() is a fresh dequantized tensor already.
+    Tensor W = dense ? raw::clone(base_layer->dense_weight()) : base_layer->dense_weight();
     Tensor b = base_layer->bias.defined() ? raw::clone(base_layer->bias) : Tensor();
     std::vector<std::string> done;
     for (const std::string& name : names) {
@@ -138,26 +141,62 @@ void TunerLayer::merge(const std::vector<std::string>& names_in, bool safe) {
             EMBER_CHECK(std::isfinite(v), type_name(), ".merge (safe_merge): merging ", done.front(),
                         " gives a non-finite weight; the adapter is broken, the base was left as it was");
     }
+    if (!dense) {
+        // A quantized base is replaced as a whole; merging more adapters later starts from the
+        // merged base, and unmerge returns to the first.
+        std::shared_ptr<nn::LinearBase> merged_base = merged_quantized_base(done, W, b);
+        if (!merged()) original_base_ = base_layer;
+        if (merged_base->bias.defined()) merged_base->bias.set_requires_grad(base_layer->bias.requires_grad());
+        replace_submodule("base_layer", merged_base);
+        for (const std::string& n : done) merged_.push_back(n);
+        return;
+    }
+    auto linear = std::dynamic_pointer_cast<nn::Linear>(base_layer);
+    EMBER_CHECK(linear, type_name(), ".merge: the base ", base_layer->type_name(), " says it stores its weight "
+                "densely but is not an nn::Linear; merging cannot put the weight back");
     if (!merged()) {
-        original_weight_ = base_layer->weight;
-        original_bias_ = base_layer->bias;
+        original_weight_ = linear->weight;
+        original_bias_ = linear->bias;
     }
     // Fresh frozen tensors in the slots: the originals stay untouched for unmerge().
-    base_layer->weight = W;
-    base_layer->weight.set_requires_grad(false);
+    linear->weight = W;
+    linear->weight.set_requires_grad(false);
     if (b.defined()) {
-        base_layer->bias = b;
-        base_layer->bias.set_requires_grad(original_bias_.requires_grad());
+        linear->bias = b;
+        linear->bias.set_requires_grad(original_bias_.requires_grad());
     }
     for (const std::string& n : done) merged_.push_back(n);
 }
 
+std::shared_ptr<nn::LinearBase> TunerLayer::merged_quantized_base(const std::vector<std::string>& /*names*/,
+                                                                  const Tensor& W, const Tensor& b) {
+    if (quant_merge == QuantMerge::Dequantize) {
+        requantize_error_ = {};
+        auto linear = std::make_shared<nn::Linear>(W, b);
+        linear->weight.set_requires_grad(false);
+        return linear;
+    }
+    auto q = std::dynamic_pointer_cast<nn::QuantLinear>(base_layer);
+    EMBER_CHECK(q, type_name(), ".merge (Requantize): the base is a ", base_layer->type_name(),
+                ", not a QuantLinear; only a quantized weight can be requantized");
+    Tensor W32 = W.dtype() == DType::F32 ? W : raw::to_dtype(W, DType::F32);
+    Tensor delta = raw::sub(W32, dequantize(q->weight));  // (out, in): what the adapters change
+    QuantizedWeight requantized = requantize_merge(q->weight, delta, &requantize_error_);
+    return std::make_shared<nn::QuantLinear>(std::move(requantized), b, q->input_dtype);
+}
+
 void TunerLayer::unmerge() {
     if (!merged()) return;
-    base_layer->weight = original_weight_;
-    base_layer->bias = original_bias_;
-    original_weight_ = Tensor();
-    original_bias_ = Tensor();
+    if (original_base_) {
+        replace_submodule("base_layer", original_base_);
+        original_base_ = nullptr;
+    } else {
+        auto linear = std::static_pointer_cast<nn::Linear>(base_layer);
+        linear->weight = original_weight_;
+        linear->bias = original_bias_;
+        original_weight_ = Tensor();
+        original_bias_ = Tensor();
+    }
     merged_.clear();
 }
 

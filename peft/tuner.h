@@ -7,6 +7,8 @@
 // merging does to W and b). Everything else -- the switches below, merge bookkeeping, naming --
 // lives here once.
 //
+// The base is any nn::LinearBase: a Linear, or a frozen quantized Linear (QLoRA, QA-LoRA).
+//
 // Naming (peft's): the wrapped Linear is the child "base_layer"; every adapter tensor is named
 // "<kind>.<adapter>[.<rest>]", e.g. "lora_A.default.weight" or "ia3_l.default", so the saved key
 // is the name with the second segment (the adapter name) removed, as peft saves it.
@@ -14,6 +16,16 @@
 // Exact unmerge: merging replaces base_layer->weight (and bias) by new tensors and keeps the
 // originals; unmerge puts the originals back, so the base is restored bit for bit (no W + d - d
 // rounding). The cost is one extra weight per merged layer while merged.
+//
+// Merging onto a quantized base (one that does not store W densely) replaces the base module
+// itself and keeps the original for unmerge, which is again exact. A 4-bit weight has no lossless
+// place for a general change, so the layer's quant_merge says what the merged base is:
+//   Dequantize  (default) an f32 Linear holding dequant(W) + delta: lossless, the merged model is
+//               dense there (merge_and_unload returns f32 Linears);
+//   Requantize  a QuantLinear of dequant(W) + delta quantized afresh in W's format: stays 4-bit,
+//               costs a rounding error, reported by requantize_error().
+// A method whose change fits the quantized format exactly (QA-LoRA's zero points) overrides
+// merged_quantized_base.
 #pragma once
 
 #include <map>
@@ -22,6 +34,8 @@
 #include <vector>
 
 #include "nn/layers.h"
+#include "nn/linear_base.h"
+#include "nn/quant_linear.h"
 #include "peft/config.h"
 
 namespace ember {
@@ -78,13 +92,16 @@ struct AdapterContext {
     std::shared_ptr<Generator> rng;  // dropout draws in training
     // Every Linear this adapter targets, and a scratch map that lives while the adapter is
     // attached: methods sharing tensors across layers (VeRA) make them on the first layer.
-    std::vector<std::shared_ptr<nn::Linear>> targets;
+    std::vector<std::shared_ptr<nn::LinearBase>> targets;
     std::map<std::string, Tensor> shared;
 };
 
+// How merging treats a quantized base (above).
+enum class QuantMerge { Dequantize, Requantize };
+
 class TunerLayer : public nn::Module {
 public:
-    explicit TunerLayer(std::shared_ptr<nn::Linear> base);
+    explicit TunerLayer(std::shared_ptr<nn::LinearBase> base);
 
     // ---- adapters ----
     // Makes the tensors of adapter `name` from `config`; `key` is this layer's full module name
@@ -111,6 +128,10 @@ public:
     void unmerge();  // restores the pre-merge weight and bias exactly
     bool merged() const { return !merged_.empty(); }
     const std::vector<std::string>& merged_adapters() const { return merged_; }
+    // For a quantized base: what a merge makes of it (set before merging), and what the last
+    // Requantize merge cost against the exact sum (zero otherwise).
+    QuantMerge quant_merge = QuantMerge::Dequantize;
+    const RequantizeError& requantize_error() const { return requantize_error_; }
 
     // The trainable tensors of one adapter by their saved (peft) local names: "lora_A.weight" ->
     // tensor (parameters only; buffers are frozen).
@@ -123,7 +144,7 @@ public:
     // Writes into the saved config what training taught this layer (AdaLoRA's rank_pattern).
     virtual void describe(const std::string& /*adapter*/, const std::string& /*key*/, PeftConfig& /*saved*/) const {}
 
-    std::shared_ptr<nn::Linear> base_layer;
+    std::shared_ptr<nn::LinearBase> base_layer;
 
 protected:
     // base_layer(x) plus the change of every active adapter this layer holds.
@@ -131,13 +152,20 @@ protected:
     // Folds adapter `name` into W (out, in) and b (out, or undefined), both fresh f32/f64 copies
     // the method may overwrite. Runs under NoGradGuard.
     virtual void merge_into(const std::string& name, Tensor& W, Tensor& b) const = 0;
+    // The base that replaces a quantized base_layer once `names` are merged. W and b are the
+    // dequantized weight and the bias with merge_into applied for each name. By default what
+    // quant_merge says (above).
+    virtual std::shared_ptr<nn::LinearBase> merged_quantized_base(const std::vector<std::string>& names,
+                                                                  const Tensor& W, const Tensor& b);
     // Adapter names held here that are active, in activation order.
     std::vector<std::string> active_here() const;
     void add_name(const std::string& name);
 
     std::vector<std::string> names_, active_, merged_;
     bool disabled_ = false;
-    Tensor original_weight_, original_bias_;  // kept while merged
+    Tensor original_weight_, original_bias_;  // kept while merged (a dense base)
+    std::shared_ptr<nn::LinearBase> original_base_;  // kept while merged (a quantized base)
+    RequantizeError requantize_error_;
 
 };
 

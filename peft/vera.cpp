@@ -57,7 +57,7 @@ std::shared_ptr<PeftConfig> vera_preset(const PresetOptions& o) {
     return c;
 }
 
-std::shared_ptr<TunerLayer> VeraConfig::make_layer(std::shared_ptr<nn::Linear> base) const {
+std::shared_ptr<TunerLayer> VeraConfig::make_layer(std::shared_ptr<nn::LinearBase> base) const {
     return std::make_shared<VeraLayer>(std::move(base));
 }
 std::string VeraConfig::layer_type() const { return "VeraLinear"; }
@@ -69,18 +69,19 @@ static void make_projections(const VeraConfig& c, AdapterContext& ctx) {
     EMBER_CHECK(c.r > 0, "VeraConfig: r must be positive, got ", c.r);
     int64_t in_max = 0, out_max = 0;
     for (const auto& b : ctx.targets) in_max = std::max(in_max, b->in_features), out_max = std::max(out_max, b->out_features);
-    const Tensor& w = ctx.targets.front()->weight;
+    const DType dt = ctx.targets.front()->dtype();
+    const Device dev = ctx.targets.front()->device();
     Generator gen(c.projection_prng_key);
     NoGradGuard no_grad;
-    Tensor A = empty({c.r, in_max}, w.dtype(), w.device());   // (r, in_max)
-    Tensor B = empty({out_max, c.r}, w.dtype(), w.device());  // (out_max, r)
+    Tensor A = empty({c.r, in_max}, dt, dev);   // (r, in_max)
+    Tensor B = empty({out_max, c.r}, dt, dev);  // (out_max, r)
     nn::kaiming_uniform_(A, 0, gen);  // bound sqrt(6 / in_max)
     nn::kaiming_uniform_(B, 0, gen);  // bound sqrt(6 / r)
     ctx.shared["vera_A"] = A;
     ctx.shared["vera_B"] = B;
 }
 
-VeraLayer::VeraLayer(std::shared_ptr<nn::Linear> base) : TunerLayer(std::move(base)) {
+VeraLayer::VeraLayer(std::shared_ptr<nn::LinearBase> base) : TunerLayer(std::move(base)) {
     vera_lambda_b = std::make_shared<ParameterDict>();
     vera_lambda_d = std::make_shared<ParameterDict>();
     vera_A = std::make_shared<BufferDict>();
@@ -101,12 +102,13 @@ void VeraLayer::add_adapter(const std::string& name, const PeftConfig& config, c
     EMBER_CHECK(a->second.size(1) >= in && b->second.size(0) >= out, "VeRA on ", key, ": the shared projections ",
                 a->second.shape(), " / ", b->second.shape(), " are smaller than this layer (in ", in, ", out ", out,
                 "); they are sized to the largest targeted layer when the adapter is added");
-    const Tensor& W = base_layer->weight;
+    const DType dt = base_layer->dtype();
+    const Device dev = base_layer->device();
     vera_A->set(name, a->second);
     vera_B->set(name, b->second);
     settings_[name] = {c->vera_dropout, c->save_projection};
-    vera_lambda_b->set(name, zeros({out}, W.dtype(), W.device()));
-    vera_lambda_d->set(name, full({c->r}, c->d_initial, W.dtype(), W.device()));
+    vera_lambda_b->set(name, zeros({out}, dt, dev));
+    vera_lambda_d->set(name, full({c->r}, c->d_initial, dt, dev));
     rng = ctx.rng;
     add_name(name);
 }

@@ -31,7 +31,7 @@ public:
     std::string peft_type() const override { return "VERA"; }
     std::shared_ptr<PeftConfig> clone() const override { return std::make_shared<VeraConfig>(*this); }
     std::string to_json() const override;
-    std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::Linear> base) const override;
+    std::shared_ptr<TunerLayer> make_layer(std::shared_ptr<nn::LinearBase> base) const override;
     std::string layer_type() const override;
     static VeraConfig from_json(const std::string& text);
 
@@ -46,7 +46,7 @@ public:
 
 class VeraLayer : public TunerLayer {
 public:
-    explicit VeraLayer(std::shared_ptr<nn::Linear> base);
+    explicit VeraLayer(std::shared_ptr<nn::LinearBase> base);
     std::string type_name() const override { return "VeraLinear"; }
 
     void add_adapter(const std::string& name, const PeftConfig& config, const std::string& key,

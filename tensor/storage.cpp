@@ -37,8 +37,15 @@ Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
     count_cpu_bytes(int64_t(bytes));
 }
 
+Storage::Storage(void* data, size_t bytes, Device device, Release release)
+    : data_(data), bytes_(bytes), device_(device), release_(release) {
+    EMBER_CHECK(data && release, "Storage: adopting memory needs the pointer and a release function");
+}
+
 Storage::~Storage() {
-    if (device_.is_cuda()) {
+    if (release_) {
+        release_(data_, bytes_);
+    } else if (device_.is_cuda()) {
         cuda::release(data_, bytes_);
     } else {
         cpu::release(data_, bytes_);

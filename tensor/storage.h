@@ -14,6 +14,11 @@ namespace ember {
 class Storage {
 public:
     Storage(size_t bytes, Device device);
+    // Adopts `bytes` at `data` that someone else allocated (a file mapping, CUDA managed memory:
+    // nn/paged_memory.h); the destructor calls release(data, bytes) instead of the allocator.
+    // Not counted in cpu_memory_stats().
+    using Release = void (*)(void* data, size_t bytes);
+    Storage(void* data, size_t bytes, Device device, Release release);
     ~Storage();
     Storage(const Storage&) = delete;
     Storage& operator=(const Storage&) = delete;
@@ -29,6 +34,7 @@ private:
     size_t bytes_ = 0;
     Device device_;
     uint64_t version_ = 0;
+    Release release_ = nullptr;  // set for adopted memory
 };
 
 // Tensor storage on the CPU, in bytes: alive now, and the peak since the start or reset_cpu_peak().

@@ -10,6 +10,10 @@
 //                      the method's controller (DyLoRA's draws, AdaLoRA's scores and masks)
 //   counts             trainable parameters on the GPT-2 small / ViT-B/16 shape twins
 // Every row runs on the tests' tiny GPT-2, or on the tiny ViT for a method only a ViT takes (VPT).
+// QLoRA and QA-LoRA run on the tiny model quantized by their prepare step (NF4; INT4 groups of 8),
+// so every check above is of LoRA over a 4-bit base: the gradcheck sees the base as its f64
+// dequantized values, and merging is lossless (QLoRA into the dequantized f32 weight, QA-LoRA
+// into the zero points with the codes kept).
 // A method of the table without a row fails the first test.
 #include <filesystem>
 #include <functional>
@@ -27,6 +31,8 @@
 #include "peft/methods.h"
 #include "peft/prefix_tuning.h"
 #include "peft/prompt_tuning.h"
+#include "peft/qalora.h"
+#include "peft/qlora.h"
 #include "peft/vera.h"
 #include "peft/vpt.h"
 #include "tests/shape_twins.h"
@@ -56,6 +62,10 @@ struct Row {
     // Before the gradcheck: switches a deliberate gradient shortcut off, so that the check is of
     // the forward's true derivative (DoRA's detached norm).
     std::function<void(PeftModel&)> exact_gradients = nullptr;
+    // The base as the method's prepare step leaves it (QLoRA's and QA-LoRA's 4-bit model): what
+    // the no-op at init is compared with, and what the adapter file is loaded onto (QLoRA's file
+    // is a plain LoRA adapter, so its 4-bit base is quantized by hand).
+    std::function<void(nn::Module&)> quantized_base = nullptr;
     bool vit = false;  // runs on the tiny ViT (the method needs image patches)
 };
 
@@ -100,6 +110,18 @@ std::shared_ptr<peft::PromptTuningConfig> prompt(int64_t n) {
 std::shared_ptr<peft::PrefixTuningConfig> prefix(int64_t n, bool projection = false, int64_t m = 0) {
     auto c = std::make_shared<peft::PrefixTuningConfig>();
     c->num_virtual_tokens = n, c->prefix_projection = projection, c->encoder_hidden_size = m;
+    return c;
+}
+
+std::shared_ptr<peft::QLoraConfig> qlora(int64_t r, bool quantize = true) {
+    auto c = std::make_shared<peft::QLoraConfig>();
+    c->r = r, c->quantize_base = quantize;
+    return c;
+}
+
+std::shared_ptr<peft::QALoraConfig> qalora(int64_t r, int64_t L, bool quantize = true) {
+    auto c = std::make_shared<peft::QALoraConfig>();
+    c->r = r, c->qalora_group_size = L, c->quantize_base = quantize;
     return c;
 }
 
@@ -155,11 +177,22 @@ const std::vector<Row>& rows() {
         // The tiny row trains through the reparameterisation MLP, so save -> load checks the folding.
         {"prefix_tuning", [] { return prefix(3, true, 8); }, false, false,
          {{"gpt2", [] { return prefix(20); }, 368640}, {"gpt2", [] { return prefix(20, true, 512); }, 9864704}}},
+        // Every Linear, r 64: r (in + out) summed over c_attn, attn.c_proj, c_fc, mlp.c_proj, x 12.
+        // The twins' weights are never initialised, so the counts skip the quantization.
+        {"qlora", [] { return qlora(2); }, true, true, {{"gpt2", [] { return qlora(64, false); }, 9437184}},
+         nullptr, [](nn::Module& m) { peft::quantize_for_qlora(m); }},
+        // r (in / 32 + out): 64 (24 + 2304) + 64 (24 + 768) + 64 (24 + 3072) + 64 (96 + 768), x 12.
+        {"qalora", [] { return qalora(2, 8); }, true, true, {{"gpt2", [] { return qalora(64, 32, false); }, 5437440}},
+         nullptr, [](nn::Module& m) {
+             nn::QuantConfig q;
+             q.format = QuantFormat::INT4, q.group_size = 8;
+             peft::quantize_for_qlora(m, q);
+         }},
         // Deep, with prompt dropout, so resume checks the dropout draws too.
         {"vpt", [] { return vpt(3, true, 0.1); }, false, false,
          {{"vit", [] { return vpt(50, false); }, 38400}, {"vit", [] { return vpt(10, true); }, 92160},
           {"vit", [] { return vpt(50, true); }, 460800}},
-         nullptr, true},
+         nullptr, nullptr, true},
     };
     return table;
 }
@@ -258,6 +291,11 @@ TEST_CASE("PEFT conformance: no-op at init, merge, frozen base, save -> load") {
         Subject s = subject(row);
         nn::Module& model = *s.model;
         Tensor base = s.forward();
+        if (row.quantized_base) {
+            Subject q = subject(row);
+            row.quantized_base(*q.model);
+            base = q.forward();
+        }
         auto frozen = snapshot(model);
         PeftModel pm(s.model, *row.tiny(), "default", 3, s.model_type);
         CHECK(pm.count_parameters().trainable > 0);
@@ -295,6 +333,7 @@ TEST_CASE("PEFT conformance: no-op at init, merge, frozen base, save -> load") {
         std::string dir = tmp_dir(row.method);
         pm.save_pretrained(dir);
         Subject fresh = subject(row);
+        if (row.quantized_base) row.quantized_base(*fresh.model);
         auto loaded = PeftModel::from_pretrained(fresh.model, dir, "default", false, fresh.model_type);
         fresh.model->eval();
         CHECK(bit_equal(fresh.forward(), trained));

@@ -136,7 +136,7 @@ TEST_CASE("LoRA: merged output equals unmerged, unmerge restores the base bit fo
     pm.merge_adapter();
     auto layer = pm.tuner_layer("transformer.h.0.mlp.c_fc");
     CHECK(layer->merged());
-    CHECK_FALSE(bit_equal(layer->base_layer->weight, base.at("transformer.h.0.mlp.c_fc.base_layer.weight")));
+    CHECK_FALSE(bit_equal(layer->base_layer->dense_weight(), base.at("transformer.h.0.mlp.c_fc.base_layer.weight")));
     CHECK(all_close(gpt->forward_ids(ids), unmerged, 1e-5, 1e-6));
     pm.unmerge_adapter();
     for (auto& [n, t] : gpt->named_parameters()) CHECK_MESSAGE(bit_equal(t, base.at(n)), n);
@@ -381,7 +381,7 @@ TEST_CASE("LoRA: safe_merge refuses a non-finite result and leaves the base as i
     CHECK(contains(err, "non-finite"));
     auto layer = pm.tuner_layer("transformer.h.1.attn.c_attn");
     CHECK_FALSE(layer->merged());
-    CHECK(bit_equal(layer->base_layer->weight, before.at("transformer.h.1.attn.c_attn.base_layer.weight")));
+    CHECK(bit_equal(layer->base_layer->dense_weight(), before.at("transformer.h.1.attn.c_attn.base_layer.weight")));
 }
 
 TEST_CASE("LoRA: bias = all / lora_only unfreeze biases and save them; methods do not stack") {

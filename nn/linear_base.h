@@ -1,0 +1,38 @@
+// LinearBase: what a weight tuner (LoRA, DoRA, IA3, VeRA, ...) needs of the layer it wraps, so
+// that the frozen base may be a plain Linear or a quantized one (nn/quant_linear.h):
+//   forward     y = x W^T + b over the last dim, (..., in) -> (..., out)
+//   dense W     the (out, in) weight as numbers, for merging and for methods that read W (DoRA's
+//               norm, IA3's and VeRA's dtype)
+//   bias        (out) or undefined
+// A Linear stores W densely, so merging can swap its weight tensor and unmerge swap it back
+// exactly. A quantized base stores codes: merging there builds a new base module instead (an f32
+// Linear of the dequantized weight, or a requantized weight; peft/tuner.h).
+#pragma once
+
+#include <cstdint>
+
+#include "nn/module.h"
+
+namespace ember {
+namespace nn {
+
+class LinearBase : public Module {
+public:
+    LinearBase(int64_t in, int64_t out) : in_features(in), out_features(out) {}
+
+    // W (out, in) in dtype(). Linear: its own weight tensor (no copy). A quantized base: its
+    // dequantized values, made afresh on each call.
+    virtual Tensor dense_weight() const = 0;
+    // The element type and device an adapter on this base takes (a quantized base: that of the
+    // inputs it is fed, f32 unless a gradient check runs it in f64).
+    virtual DType dtype() const = 0;
+    virtual Device device() const = 0;
+    // true when dense_weight() is the stored weight itself (Linear); false for a quantized base.
+    virtual bool stores_dense_weight() const = 0;
+
+    Tensor bias;  // (out) or undefined
+    int64_t in_features, out_features;
+};
+
+}  // namespace nn
+}  // namespace ember
