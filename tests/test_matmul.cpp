@@ -45,6 +45,9 @@ TEST_CASE("matmul: matches the naive product at awkward sizes, f32 and f64, 1 an
                 Tensor got = raw::matmul(a, b);
                 double tol = (dt == DType::F32 ? 2e-5 : 1e-12) * std::sqrt(double(K)) * 4;
                 CHECK(max_abs_diff(got.reshape({1, M, N}), naive_matmul(a, b)) < tol);
+                // B = W^T, a Linear's weight (N, K): packed by 8 x 8 transposes for f32
+                Tensor wt = raw::transpose(randn({N, K}, gen, dt), 0, 1);
+                CHECK(max_abs_diff(raw::matmul(a, wt).reshape({1, M, N}), naive_matmul(a, wt)) < tol);
             }
         }
     }
