@@ -45,8 +45,50 @@ TEST_CASE("matmul: matches the naive product at awkward sizes, f32 and f64, 1 an
                 Tensor got = raw::matmul(a, b);
                 double tol = (dt == DType::F32 ? 2e-5 : 1e-12) * std::sqrt(double(K)) * 4;
                 CHECK(max_abs_diff(got.reshape({1, M, N}), naive_matmul(a, b)) < tol);
+                // B = W^T, a Linear's weight (N, K): packed by 8 x 8 transposes for f32
+                Tensor wt = raw::transpose(randn({N, K}, gen, dt), 0, 1);
+                CHECK(max_abs_diff(raw::matmul(a, wt).reshape({1, M, N}), naive_matmul(a, wt)) < tol);
             }
         }
+    }
+    set_num_threads(saved_threads);
+}
+
+// One to four rows take the small-M path (cpu/matmul_small_m.h): dot products over the columns
+// of B = W^T, or rows of B scaled and summed; five rows and the layouts it refuses use the GEMM.
+TEST_CASE("matmul: one to five rows against the naive product, both layouts of B, batched") {
+    Generator gen(8);
+    int saved_threads = num_threads();
+    for (int threads : {1, 2}) {
+        set_num_threads(threads);
+        for (int64_t M : {1, 2, 3, 4, 5})
+            for (auto [K, N] : std::vector<std::array<int64_t, 2>>{{1, 1}, {3, 17}, {33, 1}, {31, 600}, {1000, 45}}) {
+                for (DType dt : {DType::F32, DType::F64}) {
+                    CAPTURE(threads);
+                    CAPTURE(M);
+                    CAPTURE(K);
+                    CAPTURE(N);
+                    CAPTURE(dt);
+                    const double tol = (dt == DType::F32 ? 2e-5 : 1e-12) * std::sqrt(double(K)) * 4;
+                    Tensor a = randn({2, M, K}, gen, dt);
+                    Tensor w = randn({2, N, K}, gen, dt);         // B = W^T: columns contiguous
+                    Tensor b = randn({2, K, N}, gen, dt);         // rows contiguous
+                    Tensor wide = randn({2, K, 2 * N}, gen, dt);  // every other column: neither
+                    Tensor at = randn({2, K, M}, gen, dt);        // A as a transpose view
+                    CHECK(max_abs_diff(raw::matmul(a, raw::transpose(w, 1, 2)),
+                                       naive_matmul(a, raw::transpose(w, 1, 2))) < tol);
+                    CHECK(max_abs_diff(raw::matmul(a, b), naive_matmul(a, b)) < tol);
+                    Tensor strided = raw::slice(wide, 2, 0, 2 * N, 2);
+                    CHECK(max_abs_diff(raw::matmul(a, strided), naive_matmul(a, strided)) < tol);
+                    Tensor a_view = raw::transpose(at, 1, 2);
+                    CHECK(max_abs_diff(raw::matmul(a_view, b), naive_matmul(a_view, b)) < tol);
+                    // one matrix of the batch: a Linear's (1, K) @ W^T
+                    Tensor a0 = raw::contiguous(raw::slice(a, 0, 0, 1)).reshape({M, K});
+                    Tensor w0 = raw::contiguous(raw::slice(w, 0, 0, 1)).reshape({N, K});
+                    CHECK(max_abs_diff(raw::matmul(a0, raw::transpose(w0, 0, 1)).reshape({1, M, N}),
+                                       naive_matmul(a0, raw::transpose(w0, 0, 1))) < tol);
+                }
+            }
     }
     set_num_threads(saved_threads);
 }
