@@ -6,6 +6,7 @@
 #include "peft/dylora.h"
 #include "peft/houlsby.h"
 #include "peft/ia3.h"
+#include "peft/longlora.h"
 #include "peft/lora.h"
 #include "peft/prefix_tuning.h"
 #include "peft/prompt_tuning.h"
@@ -36,6 +37,8 @@ const std::vector<Method>& method_table() {
          prompt_tuning_from_json, prompt_tuning_preset, 3e-2},
         {"prefix_tuning", "PREFIX_TUNING", "learned keys and values in every layer's attention (Li & Liang, 2021)",
          prefix_tuning_from_json, prefix_tuning_preset, 1e-2},
+        {"longlora", "LONGLORA", "LoRA on q,k,v,o + embeddings and norms, shifted sparse attention (Chen et al., 2024)",
+         longlora_from_json, longlora_preset, 3e-3},
     };
     return table;
 }
