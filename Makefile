@@ -61,7 +61,7 @@ TEST_OBJS := $(TEST_SRCS:%.cpp=$(BUILD)/%.o)
 TEST_BIN  := $(BUILD)/ember_tests
 BENCH_BIN := $(BUILD)/bench_ops
 
-.PHONY: all lib examples test asan bench deps demo peft-results clean fuzz gpu-check gpu-bin install embed-check
+.PHONY: all lib examples test asan bench deps demo peft-results longctx clean fuzz gpu-check gpu-bin install embed-check
 all: lib examples
 
 lib: $(LIB)
@@ -89,6 +89,14 @@ peft-results: deps
 	@scripts/apt_install.sh $(call missing_pkgs,$(DATA_DEPS))
 	$(MAKE) -j$$(nproc) examples
 	scripts/peft_results.sh $(BUILD)
+
+# LongLoRA's context-extension example: a small LLaMA-style GPT trained at context 256 on the
+# King James Bible (bible-kjv-text, dumped by the bible-kjv program), extended to 1024 (~10 min).
+LONGCTX_DEPS := /usr/lib/bible.data:bible-kjv-text /usr/bin/bible:bible-kjv
+longctx: deps
+	@scripts/apt_install.sh $(call missing_pkgs,$(LONGCTX_DEPS))
+	$(MAKE) $(BUILD)/longctx
+	scripts/longctx.sh $(BUILD) $(LONGCTX_ARGS)
 
 $(BUILD)/%.o: %.cpp
 	@mkdir -p $(dir $@)

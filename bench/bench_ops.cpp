@@ -5,9 +5,13 @@
 //
 // GPT-2-small training step: 12 layers x 768, vocabulary 50,257, random weights, batch 4 x 64
 // tokens, AdamW, 2 threads; the full model and LoRA r=8 on c_attn. bench/torch_gpt2_step.py is
-// the same step in PyTorch. `bench_ops [gemm | gpt2 | gpt2-full | gpt2-lora] [steps]` runs one part.
+// the same step in PyTorch. `bench_ops [gemm | gpt2 | gpt2-full | gpt2-lora | s2attn] [steps]` runs one part.
+//
+// S2-Attn: see bench_s2attn.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <string>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -16,12 +20,14 @@
 
 #include "autograd/functions.h"
 #include "models/gpt.h"
+#include "nn/attention.h"
 #include "nn/loss.h"
 #include "nn/optim.h"
 #include "peft/lora.h"
 #include "peft/peft_model.h"
 #include "tensor/ops.h"
 #include "tensor/parallel.h"
+#include "tensor/storage.h"
 
 #include "bench/timing.h"
 
@@ -103,6 +109,65 @@ static void bench_gpt2(int steps, bool full, bool lora_too) {
     }
 }
 
+// ---- S2-Attn (LongLoRA's shifted sparse attention) against full causal attention ----
+// Forward + backward of one (1, 4, T, 64) attention, 2 threads: the fused kernel with full causal
+// attention, the fused kernel with S2-Attn (groups of T / 4, half the heads shifted; ~1/4 of the
+// attention FLOPs), and the composed path's peak memory (its (T, T) scores materialised).
+// Timings are the best of 2 runs (a single T = 8192 full run takes tens of seconds here).
+static void bench_s2attn() {
+    const int64_t B = 1, H = 4, D = 64;
+    std::printf("S2-Attn forward + backward, B %lld, H %lld, D %lld, 2 threads (load %s)\n", (long long)B,
+                (long long)H, (long long)D, load_average().c_str());
+    std::printf("%6s %14s %14s %8s %14s %14s %16s\n", "T", "full ms", "S2 ms", "speedup", "full peak MiB",
+                "S2 peak MiB", "composed MiB");
+    set_num_threads(2);
+    for (int64_t T : {4096, 8192}) {
+        Generator gen(1);
+        Tensor q = randn({B, H, T, D}, gen), k = randn({B, H, T, D}, gen), v = randn({B, H, T, D}, gen);
+        Tensor w = randn({B, H, T, D}, gen);
+        raw::AttentionPattern full;
+        full.causal = true;
+        raw::AttentionPattern s2 = full;
+        s2.group = nn::shifted_group_size(T, 0.25);
+        // seconds (best of 2) and peak bytes above the inputs of forward + backward
+        auto measure = [&](auto&& attn, int runs) {
+            double best = 1e30;
+            int64_t peak = 0;
+            for (int r = 0; r < runs; ++r) {
+                Tensor a = q.detach(), b = k.detach(), c = v.detach();
+                for (Tensor* t : {&a, &b, &c}) t->set_requires_grad();
+                reset_cpu_peak();
+                const int64_t base = cpu_memory_stats().bytes_in_use;
+                auto t0 = std::chrono::steady_clock::now();
+                sum(mul(attn(a, b, c), w)).backward();
+                best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+                peak = cpu_memory_stats().peak_bytes_in_use - base;
+            }
+            return std::pair<double, int64_t>(best, peak);
+        };
+        const double scale = 1.0 / std::sqrt(double(D));
+        auto f = measure([&](const Tensor& a, const Tensor& b, const Tensor& c) { return fused_attention(a, b, c, full, scale); }, 2);
+        auto g = measure([&](const Tensor& a, const Tensor& b, const Tensor& c) { return fused_attention(a, b, c, s2, scale); }, 2);
+        // The composed path at T = 8192 would hold several (1, 4, 8192, 8192) f32 tensors (1 GiB
+        // each): measured at 4096 only.
+        std::string composed = "(not run)";
+        if (T <= 4096) {
+            nn::AttentionMask mask;
+            mask.causal = true;
+            auto c = measure([&](const Tensor& a, const Tensor& b, const Tensor& cc) {
+                return nn::composed_attention(a, b, cc, mask, 0, nullptr, true);
+            }, 1);
+            char buf[32];
+            std::snprintf(buf, sizeof buf, "%.1f", double(c.second) / (1 << 20));
+            composed = buf;
+        }
+        std::printf("%6lld %14.1f %14.1f %7.2fx %14.1f %14.1f %16s\n", (long long)T, f.first * 1e3, g.first * 1e3,
+                    f.first / g.first, double(f.second) / (1 << 20), double(g.second) / (1 << 20), composed.c_str());
+        std::fflush(stdout);
+    }
+    std::printf("load after: %s\n", load_average().c_str());
+}
+
 int main(int argc, char** argv) {
     const char* part = argc > 1 ? argv[1] : "all";
     const int steps = argc > 2 ? std::atoi(argv[2]) : 7;
@@ -113,5 +178,6 @@ int main(int argc, char** argv) {
     if (all || gpt2 || !std::strcmp(part, "gpt2-full") || !std::strcmp(part, "gpt2-lora"))
         bench_gpt2(steps, all || gpt2 || !std::strcmp(part, "gpt2-full"),
                    all || gpt2 || !std::strcmp(part, "gpt2-lora"));
+    if (!std::strcmp(part, "all") || !std::strcmp(part, "s2attn")) bench_s2attn();
     return 0;
 }

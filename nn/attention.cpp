@@ -16,11 +16,16 @@ namespace nn {
 // row with every key masked gives a uniform row instead of NaN.
 static constexpr double MASKED_SCORE = -1e30;
 
-// (Bm, 1, Tq, Tk) with 1 where query i may not see key j, or undefined when nothing is masked.
-static Tensor blocked_positions(const AttentionMask& mask, int64_t B, int64_t Tq, int64_t Tk,
+// (Bm, 1 or H, Tq, Tk) with 1 where query i may not see key j, or undefined when nothing is masked.
+static Tensor blocked_positions(const AttentionMask& mask, int64_t B, int64_t H, int64_t Tq, int64_t Tk,
                                 DType dtype, Device device) {
     Tensor blocked;
-    if (mask.causal) {
+    if (mask.group > 0) {  // S2-Attn: per-head groups, causal inside them (the fused kernel's rule)
+        raw::AttentionPattern pattern;
+        pattern.causal = mask.causal, pattern.group = mask.group, pattern.group_roll = mask.group_roll;
+        Tensor visible = raw::attention_visible(pattern, H, Tq, Tk, dtype, device);  // (1, H, Tq, Tk)
+        blocked = raw::binary(BinaryOp::Eq, visible, zeros({}, dtype, device));
+    } else if (mask.causal) {
         // key j is hidden from query i when j > i + (Tk - Tq): compare a column of query
         // positions with a row of key positions, on the device, without a (Tq, Tk) host table.
         auto positions = [&](double start, int64_t n, const Shape& shape) {
@@ -41,6 +46,16 @@ static Tensor blocked_positions(const AttentionMask& mask, int64_t B, int64_t Tq
         blocked = blocked.defined() ? raw::binary(BinaryOp::Maximum, blocked, pad) : pad;
     }
     return blocked;
+}
+
+int64_t shifted_group_size(int64_t T, double ratio) {
+    EMBER_CHECK(ratio > 0 && ratio <= 1, "S2-Attn: the group size ratio must lie in (0, 1], got ", ratio);
+    // int(T * ratio) as LongLoRA computes it; the nudge keeps T = 6, ratio 1/3 at 2, not 1.
+    const int64_t G = int64_t(std::floor(double(T) * ratio + 1e-9));
+    EMBER_CHECK(G >= 2 && T % G == 0, "S2-Attn: T = ", T, " tokens do not split into groups of G = ", G,
+                " (T * ratio ", ratio, "); T % G must be 0 and G at least 2: crop or pad the training "
+                "sequences to a multiple of 1 / ratio tokens, or pick a ratio whose group divides T");
+    return G;
 }
 
 namespace {
@@ -75,6 +90,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
     raw::AttentionPattern pattern;
     pattern.causal = mask.causal;
     pattern.key_padding = mask.key_padding;
+    pattern.group = mask.group, pattern.group_roll = mask.group_roll;
     return fused_attention(q, k, v, pattern, 1.0 / std::sqrt(double(q.size(3))));
 }
 
@@ -88,11 +104,12 @@ Tensor composed_attention(const Tensor& q, const Tensor& k, const Tensor& v,
     const int64_t G = H / Hkv;
 
     // LongLoRA's shifted sparse attention (S2-Attn) restricts each head to a window of keys: in
-    // the fused kernel that is visible_keys() (tensor/cpu/attention.cpp), here a blocked mask.
+    // the fused kernel that is visible_keys() (tensor/cpu/attention.cpp), here the same rule as
+    // a blocked (1, H, Tq, Tk) mask, so this path costs the full T^2.
 
     Tensor probs;  // (B, H, Tq, Tk)
     const double scale = 1.0 / std::sqrt(double(D));
-    if (q.device().is_cuda() && !mask.key_padding.defined()) {
+    if (q.device().is_cuda() && !mask.key_padding.defined() && mask.group == 0) {
         // On the GPU the scale and the causal mask are folded into the softmax kernel: no scaled
         // copy of q and no masked copy of the scores.
         Tensor scores = matmul(q.reshape({B, Hkv, G * Tq, D}), k.transpose(2, 3)).reshape({B, H, Tq, Tk});
@@ -100,7 +117,7 @@ Tensor composed_attention(const Tensor& q, const Tensor& k, const Tensor& v,
     } else {
         Tensor qg = mul(q, scale).reshape({B, Hkv, G * Tq, D});
         Tensor scores = matmul(qg, k.transpose(2, 3)).reshape({B, H, Tq, Tk});  // (B, H, Tq, Tk)
-        Tensor blocked = blocked_positions(mask, B, Tq, Tk, scores.dtype(), scores.device());
+        Tensor blocked = blocked_positions(mask, B, H, Tq, Tk, scores.dtype(), scores.device());
         if (blocked.defined()) scores = masked_fill(scores, blocked, MASKED_SCORE);
         probs = softmax(scores, -1);
     }
@@ -255,6 +272,12 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionInputs& in) {
 
     AttentionMask mask;
     mask.causal = config.causal;
+    if (config.shifted_group_ratio > 0 && is_training()) {  // S2-Attn trains; inference is full
+        EMBER_CHECK(Tk == T, "MultiHeadAttention: S2-Attn groups the current tokens only, but ", Tk - T,
+                    " prefix or cached keys come first; switch shifted_group_ratio off or use eval()");
+        mask.group = shifted_group_size(T, config.shifted_group_ratio);
+        mask.group_roll = config.shifted_roll;
+    }
     if (in.key_padding.defined()) {
         const Tensor& kp = in.key_padding;
         EMBER_CHECK(kp.dim() == 2 && kp.size(0) == B && (kp.size(1) == T || kp.size(1) == cached + T),

@@ -22,7 +22,16 @@ namespace nn {
 struct AttentionMask {
     bool causal = false;
     Tensor key_padding;  // optional (B, Tk): 1 = real token, 0 = padding; prefix keys always real
+    // LongLoRA's shifted sparse attention: groups of `group` tokens, half the heads shifted by
+    // group / 2, in the no-wrap or the roll form (raw::AttentionPattern says which keys each
+    // sees). 0: full attention.
+    int64_t group = 0;
+    bool group_roll = false;
 };
+
+// S2-Attn's group size for T tokens: G = int(T * ratio) (LongLoRA's llama_attn_replace.py), with
+// a clear error unless 2 <= G and T % G == 0.
+int64_t shifted_group_size(int64_t T, double ratio);
 
 // q (B, H, Tq, D), k/v (B, Hkv, Tk, D) with H % Hkv == 0 (grouped-query: each kv head serves
 // H / Hkv consecutive query heads). Tk may exceed Tq (prefix and cached keys come first): query i
@@ -73,6 +82,11 @@ struct AttentionConfig {
     double dropout = 0;      // on the attention probabilities
     bool rope = false;
     double rope_theta = 10000, rope_scale = 1;
+    // LongLoRA's S2-Attn, switched on by a method for training (peft/longlora.h): > 0 makes
+    // forward() in training mode attend in groups of shifted_group_ratio * T tokens; in eval
+    // mode attention stays full, as LongLoRA infers. shifted_roll picks the wrap-around form.
+    double shifted_group_ratio = 0;
+    bool shifted_roll = false;
     AttentionNames names;
 };
 

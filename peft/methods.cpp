@@ -6,6 +6,7 @@
 #include "peft/dylora.h"
 #include "peft/houlsby.h"
 #include "peft/ia3.h"
+#include "peft/longlora.h"
 #include "peft/lora.h"
 #include "peft/prefix_tuning.h"
 #include "peft/prompt_tuning.h"
@@ -46,6 +47,8 @@ const std::vector<Method>& method_table() {
          qalora_from_json, qalora_preset, 3e-3},
         {"vpt", "VPT", "learned prompt tokens among a ViT's patches, shallow or deep (Jia et al., 2022)", vpt_from_json,
          vpt_preset, 1e-2},
+        {"longlora", "LONGLORA", "LoRA on q,k,v,o + embeddings and norms, shifted sparse attention (Chen et al., 2024)",
+         longlora_from_json, longlora_preset, 3e-3},
     };
     return table;
 }

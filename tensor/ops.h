@@ -150,6 +150,18 @@ std::pair<Tensor, Tensor> dropout(const Tensor& x, double p, Generator& gen);
 struct AttentionPattern {
     bool causal = false;  // query i sees keys j <= i + Tk - Tq
     Tensor key_padding;   // optional (B, Tk): nonzero = a real key, 0 = padding
+    // LongLoRA's shifted sparse attention (S2-Attn; Chen et al., ICLR 2024) when group > 0: the
+    // T = Tq = Tk tokens are cut into groups of G = group (T % G == 0, H even); heads [0, H/2)
+    // see only their own group [kG, (k+1)G), heads [H/2, H) groups shifted by s = G/2 (floor),
+    // and `causal` applies inside a group. The shifted half has two forms:
+    //   group_roll false (no wrap; LongLoRA's flash-attention path, whose cu_seqlens are
+    //     [0, s, s+G, ..., T-s, T]): segments [0, s), [s, s+G), ..., [T-G+s, T). The first and
+    //     last segments are half-groups of their own; no token sees across the sequence's ends.
+    //   group_roll true (LongLoRA's non-flash path, torch.roll): tokens rolled by -s, grouped,
+    //     rolled back. The last shifted group is [T-s, T) then [0, s), in that order, so with
+    //     causal the first s tokens see the last s (the leak of LongLoRA issues #15, #90).
+    int64_t group = 0;
+    bool group_roll = false;
 };
 struct AttentionOutput {
     Tensor out;  // (B, H, Tq, D)
@@ -163,6 +175,10 @@ AttentionOutput attention_forward(const Tensor& q, const Tensor& k, const Tensor
 AttentionGrads attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                   const Tensor& v, const AttentionOutput& saved,
                                   const AttentionPattern& pattern, double scale);
+// (1, H, Tq, Tk): 1 where the pattern lets query i of head h see key j, padding aside (the
+// fused kernel's own rule, as a mask for the composed path).
+Tensor attention_visible(const AttentionPattern& pattern, int64_t H, int64_t Tq, int64_t Tk,
+                         DType dtype, Device device);
 
 // ---- optimizers (tensor/ops_optim.cpp) ----
 // One fused AdamW update (decoupled weight decay, as torch.optim.AdamW), in place on param,

@@ -1,5 +1,6 @@
 // Fused attention front-ends: shape checks, then the CPU kernel (tensor/cpu/attention.cpp).
 // There is no CUDA kernel yet: nn::scaled_dot_product_attention uses the composed path there.
+#include "tensor/cpu/attention.h"
 #include "tensor/cpu/kernels.h"
 #include "tensor/dispatch.h"
 #include "tensor/ops.h"
@@ -10,6 +11,19 @@ namespace {
 
 // A view whose last dim has unit stride (the kernels walk D contiguously).
 Tensor unit_last_stride(const Tensor& x) { return x.stride(3) == 1 ? x : contiguous(x); }
+
+// S2-Attn's groups need whole groups over one sequence of queries and keys, and heads to halve.
+void check_groups(const char* op, const AttentionPattern& pattern, int64_t H, int64_t Tq, int64_t Tk) {
+    const int64_t G = pattern.group;
+    if (G == 0) return;
+    EMBER_CHECK(G >= 2, op, ": the shifted-group size must be at least 2, got ", G);
+    EMBER_CHECK(Tq == Tk, op, ": shifted groups need the queries' own keys only (Tq == Tk), got Tq = ",
+                Tq, ", Tk = ", Tk, "; S2-Attn is for training, without prefix or cached keys");
+    EMBER_CHECK(Tq % G == 0, op, ": T = ", Tq, " is not a multiple of the group size G = ", G,
+                "; make the sequence length a multiple of G (pad or crop) or pick another group size");
+    EMBER_CHECK(H % 2 == 0, op, ": shifted groups move half the heads, so the number of query heads "
+                "must be even, got ", H);
+}
 
 struct Checked {
     Tensor q, k, v, real;  // real: (B, Tk) in q's dtype, contiguous, or undefined
@@ -33,6 +47,7 @@ Checked check_attention(const char* op, const Tensor& q, const Tensor& k, const 
     for (const Tensor* t : {&k, &v}) check_same_device(op, q, *t);
     EMBER_CHECK(q.device().is_cpu(), op, ": the fused kernel runs on the CPU only, got tensors on ",
                 q.device(), "; use nn::scaled_dot_product_attention, which picks the composed path there");
+    check_groups(op, pattern, H, q.size(2), Tk);
     Checked c{unit_last_stride(q), unit_last_stride(k), unit_last_stride(v), Tensor()};
     if (pattern.key_padding.defined()) {
         EMBER_CHECK(pattern.key_padding.shape() == Shape({B, Tk}), op, ": key_padding must be (B, Tk) = (",
@@ -66,6 +81,14 @@ AttentionGrads attention_backward(const Tensor& dout, const Tensor& q, const Ten
     cpu::attention_backward(contiguous(dout), c.q, c.k, c.v, contiguous(saved.out), contiguous(saved.lse),
                             c.real, pattern, scale, g.dq, g.dk, g.dv);
     return g;
+}
+
+Tensor attention_visible(const AttentionPattern& pattern, int64_t H, int64_t Tq, int64_t Tk,
+                         DType dtype, Device device) {
+    check_groups("attention_visible", pattern, H, Tq, Tk);
+    Tensor host = make_tensor({H, Tq, Tk}, dtype, Device::cpu());
+    cpu::attention_visible(pattern, H, Tq, Tk, host);
+    return to_device(reshape(host, {1, H, Tq, Tk}), device);
 }
 
 }  // namespace raw

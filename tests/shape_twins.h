@@ -121,6 +121,38 @@ inline std::shared_ptr<ShapeNode> gpt2_twin(int64_t V, int64_t P, int64_t d, int
     return root;
 }
 
+// A real nn::RMSNorm (d values), LLaMA's norm.
+inline void rmsnorm_at(ShapeNode& root, const std::string& dotted, int64_t d) {
+    auto [parent, leaf] = parent_leaf(dotted);
+    root.at(parent).child(leaf, std::make_shared<nn::RMSNorm>(d));
+}
+
+// LlamaForCausalLM's tree (lm_head untied, no biases, no position table).
+inline std::shared_ptr<ShapeNode> llama_twin(int64_t V, int64_t d, int64_t L, int64_t ff, int64_t heads = 32) {
+    nn::ForwardShape shape;
+    shape.dim = d, shape.layers = L, shape.heads = shape.kv_heads = heads, shape.head_dim = d / heads;
+    auto root = std::make_shared<ModelTwin>(shape);
+    root->at("model.embed_tokens").param("weight", {V, d});
+    root->shape.word_embeddings = root->at("model.embed_tokens").params.back();
+    auto linear = [&](const std::string& dotted, int64_t in, int64_t out) {
+        auto [parent, leaf] = parent_leaf(dotted);
+        root->at(parent).linear(leaf, in, out, false);
+    };
+    for (int64_t i = 0; i < L; ++i) {
+        std::string h = "model.layers." + std::to_string(i) + ".";
+        root->at(h.substr(0, h.size() - 1), std::make_shared<BlockTwin>(d));
+        rmsnorm_at(*root, h + "input_layernorm", d);
+        for (const char* p : {"q_proj", "k_proj", "v_proj", "o_proj"}) linear(h + "self_attn." + p, d, d);
+        rmsnorm_at(*root, h + "post_attention_layernorm", d);
+        linear(h + "mlp.gate_proj", d, ff);
+        linear(h + "mlp.up_proj", d, ff);
+        linear(h + "mlp.down_proj", ff, d);
+    }
+    rmsnorm_at(*root, "model.norm", d);
+    root->linear("lm_head", d, V, false);
+    return root;
+}
+
 // ViTForImageClassification's tree.
 inline std::shared_ptr<ShapeNode> vit_twin(int64_t image, int64_t patch, int64_t C, int64_t d, int64_t L, int64_t labels,
                                            int64_t heads = 12) {

@@ -8,7 +8,7 @@
 //   save -> load       the adapter files load into a fresh base with bit-identical logits
 //   resume             10 steps + checkpoint + 10 resumed steps == 20 steps, bit for bit, with
 //                      the method's controller (DyLoRA's draws, AdaLoRA's scores and masks)
-//   counts             trainable parameters on the GPT-2 small / ViT-B/16 shape twins
+//   counts             trainable parameters on the GPT-2 small / ViT-B/16 / LLaMA-7B shape twins
 // Every row runs on the tests' tiny GPT-2, or on the tiny ViT for a method only a ViT takes (VPT).
 // QLoRA and QA-LoRA run on the tiny model quantized by their prepare step (NF4; INT4 groups of 8),
 // so every check above is of LoRA over a 4-bit base: the gradcheck sees the base as its f64
@@ -27,6 +27,7 @@
 #include "peft/dylora.h"
 #include "peft/houlsby.h"
 #include "peft/ia3.h"
+#include "peft/longlora.h"
 #include "peft/lora.h"
 #include "peft/methods.h"
 #include "peft/prefix_tuning.h"
@@ -48,7 +49,7 @@ namespace {
 using ConfigFn = std::function<std::shared_ptr<PeftConfig>()>;
 
 struct Count {
-    std::string twin;  // "gpt2" (GPT-2 small) or "vit" (ViT-B/16, 101 labels)
+    std::string twin;  // "gpt2" (GPT-2 small), "vit" (ViT-B/16, 101 labels) or "llama7b"
     ConfigFn config;
     int64_t trainable;
 };
@@ -131,6 +132,16 @@ std::shared_ptr<peft::VptConfig> vpt(int64_t n, bool deep, double dropout = 0) {
     return c;
 }
 
+std::shared_ptr<peft::LongLoraConfig> longlora_tiny() {
+    auto c = std::make_shared<peft::LongLoraConfig>();
+    c->r = 2, c->lora_alpha = 4, c->group_size_ratio = 0.5;
+    return with_targets(c, {"c_attn", "attn.c_proj"});
+}
+
+std::shared_ptr<peft::LongLoraConfig> longlora_llama() {  // LongLoRA's defaults: r 8, alpha 16
+    return with_targets(std::make_shared<peft::LongLoraConfig>(), {"q_proj", "k_proj", "v_proj", "o_proj"});
+}
+
 // m = 64, LayerNorms frozen: the adapters alone.
 std::shared_ptr<peft::HoulsbyConfig> houlsby_counted() {
     auto c = std::make_shared<peft::HoulsbyConfig>();
@@ -193,6 +204,13 @@ const std::vector<Row>& rows() {
          {{"vit", [] { return vpt(50, false); }, 38400}, {"vit", [] { return vpt(10, true); }, 92160},
           {"vit", [] { return vpt(50, true); }, 460800}},
          nullptr, nullptr, true},
+        // Trains with S2-Attn (groups of 3 of the 6 training tokens), so in training mode it is no
+        // no-op even with B = 0: the attention changes (in eval it is, bit for bit:
+        // tests/test_peft_longlora.cpp). The gradcheck runs in eval, with full attention.
+        // LLaMA-7B: LoRA q,k,v,o r=8 8,388,608 + embed_tokens 131,072,000 + 65 RMSNorms 266,240
+        // (tests/test_peft_longlora.cpp checks the three apart).
+        {"longlora", [] { return longlora_tiny(); }, false, true,
+         {{"llama7b", [] { return longlora_llama(); }, 8388608 + 131072000 + 266240}}},
     };
     return table;
 }
@@ -273,6 +291,7 @@ std::map<std::string, Tensor> trainer_run(const Row& row, int64_t stop_at, bool 
 
 std::shared_ptr<nn::Module> twin(const std::string& which) {
     if (which == "gpt2") return gpt2_twin(50257, 1024, 768, 12);
+    if (which == "llama7b") return llama_twin(32000, 4096, 32, 11008);
     return vit_twin(224, 16, 3, 768, 12, 101);
 }
 

@@ -16,14 +16,16 @@
 //
 // Which keys a query sees is decided in one place, visible_keys(): the causal rule (query i sits
 // at key position i + Tk - Tq, after prefix or cached keys) gives a contiguous range, and padded
-// keys inside it are skipped. A pattern that restricts each head to a window of keys (such as
-// LongLoRA's shifted groups) narrows that range per (head, query) there. A query that sees no key
-// attends uniformly to all Tk keys, as the composed path's finite mask score gives.
+// keys inside it are skipped. LongLoRA's shifted sparse attention (S2-Attn, pattern.group > 0)
+// narrows that range to the query's group per head; its roll form can wrap past the end, so the
+// visible keys are at most two spans. A query that sees no key attends uniformly to all Tk
+// keys, as the composed path's finite mask score gives.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "tensor/cpu/attention.h"
 #include "tensor/cpu/kernels.h"
 #include "tensor/ops.h"
 #include "tensor/parallel.h"
@@ -46,13 +48,51 @@ struct KeyRange {
     int64_t lo, hi;  // keys [lo, hi) may be seen, padding aside
 };
 
-// The keys query i of head h may see (h is unused by the causal rule; a per-head window pattern
-// would use it).
-KeyRange visible_keys(const raw::AttentionPattern& pattern, int64_t /*h*/, int64_t i, int64_t Tq,
-                      int64_t Tk) {
-    KeyRange r{0, Tk};
-    if (pattern.causal) r.hi = std::min(Tk, i + (Tk - Tq) + 1);
-    return r;
+struct KeySpans {
+    KeyRange span[2];
+    int n = 0;
+    void add(int64_t lo, int64_t hi) {
+        if (hi > lo) span[n++] = {lo, hi};
+    }
+};
+
+// The keys query i of head h (of H) may see: without groups the causal rule; with S2-Attn
+// (G = pattern.group, s = G / 2, T = Tq = Tk) the query's group, cut by the causal rule:
+//   heads [0, H/2):                 [kG, (k+1)G) holding i
+//   heads [H/2, H), no wrap:        the segment holding i among [0, s), [s, s+G), ...,
+//                                   [T-G+s, T): half-groups at both ends, nothing wraps
+//   heads [H/2, H), roll:           token i sits at rolled position p = (i - s) mod T; its group
+//                                   is rolled [gG, gG+G) = tokens (gG + s .. gG + G + s) mod T,
+//                                   causal in rolled order, so the last group wraps to [0, s)
+KeySpans visible_keys(const raw::AttentionPattern& pattern, int64_t h, int64_t H, int64_t i,
+                      int64_t Tq, int64_t Tk) {
+    KeySpans keys;
+    const int64_t G = pattern.group;
+    if (G == 0) {
+        keys.add(0, pattern.causal ? std::min(Tk, i + (Tk - Tq) + 1) : Tk);
+        return keys;
+    }
+    const int64_t T = Tk, s = G / 2;
+    if (h < H / 2 || s == 0) {
+        const int64_t lo = i / G * G;
+        keys.add(lo, pattern.causal ? i + 1 : lo + G);
+    } else if (!pattern.group_roll) {
+        const int64_t lo = i < s ? 0 : s + (i - s) / G * G;
+        const int64_t end = i < s ? s : std::min(T, lo + G);
+        keys.add(lo, pattern.causal ? i + 1 : end);
+    } else {
+        const int64_t p = (i - s + T) % T, g0 = p / G * G;
+        const int64_t a = g0 + s, b = (pattern.causal ? p + 1 : g0 + G) + s;  // tokens [a, b) mod T
+        if (b <= T) {
+            keys.add(a, b);
+        } else if (a >= T) {
+            keys.add(a - T, b - T);
+        } else {
+            keys.add(a, T);
+            keys.add(0, b - T);
+        }
+    }
+    return keys;
 }
 
 template <typename T>
@@ -87,32 +127,35 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const T* r
             const T* qi = qh.row(b, h, i);
             T* acc = op + row * D;
             std::fill(acc, acc + D, T(0));
-            const KeyRange keys = visible_keys(pattern, h, i, Tq, Tk);
+            const KeySpans spans = visible_keys(pattern, h, H, i, Tq, Tk);
             T m = -std::numeric_limits<T>::infinity(), l = 0;
-            for (int64_t j0 = keys.lo; j0 < keys.hi; j0 += KEY_TILE) {
-                const int64_t n = std::min(KEY_TILE, keys.hi - j0);
-                T tile_max = -std::numeric_limits<T>::infinity();
-                for (int64_t t = 0; t < n; ++t) {
-                    const int64_t j = j0 + t;
-                    if (real && real[b * Tk + j] == T(0)) {
-                        s[t] = -std::numeric_limits<T>::infinity();
-                        continue;
+            for (int si = 0; si < spans.n; ++si) {
+                const KeyRange keys = spans.span[si];
+                for (int64_t j0 = keys.lo; j0 < keys.hi; j0 += KEY_TILE) {
+                    const int64_t n = std::min(KEY_TILE, keys.hi - j0);
+                    T tile_max = -std::numeric_limits<T>::infinity();
+                    for (int64_t t = 0; t < n; ++t) {
+                        const int64_t j = j0 + t;
+                        if (real && real[b * Tk + j] == T(0)) {
+                            s[t] = -std::numeric_limits<T>::infinity();
+                            continue;
+                        }
+                        s[t] = scale * dot(qi, kh.row(b, hk, j), D);
+                        tile_max = std::max(tile_max, s[t]);
                     }
-                    s[t] = scale * dot(qi, kh.row(b, hk, j), D);
-                    tile_max = std::max(tile_max, s[t]);
-                }
-                if (tile_max == -std::numeric_limits<T>::infinity()) continue;  // all padding
-                if (tile_max > m) {
-                    const T rescale = std::exp(m - tile_max);  // 0 on the first visible tile
-                    l *= rescale;
-                    for (int64_t d = 0; d < D; ++d) acc[d] *= rescale;
-                    m = tile_max;
-                }
-                for (int64_t t = 0; t < n; ++t) {
-                    if (s[t] == -std::numeric_limits<T>::infinity()) continue;
-                    const T p = std::exp(s[t] - m);
-                    l += p;
-                    axpy(p, vh.row(b, hk, j0 + t), acc, D);
+                    if (tile_max == -std::numeric_limits<T>::infinity()) continue;  // all padding
+                    if (tile_max > m) {
+                        const T rescale = std::exp(m - tile_max);  // 0 on the first visible tile
+                        l *= rescale;
+                        for (int64_t d = 0; d < D; ++d) acc[d] *= rescale;
+                        m = tile_max;
+                    }
+                    for (int64_t t = 0; t < n; ++t) {
+                        if (s[t] == -std::numeric_limits<T>::infinity()) continue;
+                        const T p = std::exp(s[t] - m);
+                        l += p;
+                        axpy(p, vh.row(b, hk, j0 + t), acc, D);
+                    }
                 }
             }
             if (l > 0) {
@@ -161,15 +204,17 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
                         continue;
                     }
                     const T delta = dot(gi, op + row * D, D);
-                    const KeyRange keys = visible_keys(pattern, h, i, Tq, Tk);
-                    for (int64_t j = keys.lo; j < keys.hi; ++j) {
-                        if (real && real[b * Tk + j] == T(0)) continue;
-                        const T* kj = kh.row(b, hk, j);
-                        const T p = std::exp(scale * dot(qi, kj, D) - lp[row]);
-                        axpy(p, gi, dv_head + j * D, D);
-                        const T ds = p * (dot(gi, vh.row(b, hk, j), D) - delta) * scale;
-                        axpy(ds, kj, dqi, D);
-                        axpy(ds, qi, dk_head + j * D, D);
+                    const KeySpans spans = visible_keys(pattern, h, H, i, Tq, Tk);
+                    for (int si = 0; si < spans.n; ++si) {
+                        for (int64_t j = spans.span[si].lo; j < spans.span[si].hi; ++j) {
+                            if (real && real[b * Tk + j] == T(0)) continue;
+                            const T* kj = kh.row(b, hk, j);
+                            const T p = std::exp(scale * dot(qi, kj, D) - lp[row]);
+                            axpy(p, gi, dv_head + j * D, D);
+                            const T ds = p * (dot(gi, vh.row(b, hk, j), D) - delta) * scale;
+                            axpy(ds, kj, dqi, D);
+                            axpy(ds, qi, dk_head + j * D, D);
+                        }
                     }
                 }
             }
@@ -178,6 +223,21 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
 }
 
 }  // namespace
+
+void attention_visible(const raw::AttentionPattern& pattern, int64_t H, int64_t Tq, int64_t Tk,
+                       const Tensor& out) {
+    dispatch_float(out.dtype(), "attention_visible", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        T* o = out.data<T>();  // (H, Tq, Tk), contiguous
+        std::fill(o, o + H * Tq * Tk, T(0));
+        for (int64_t h = 0; h < H; ++h)
+            for (int64_t i = 0; i < Tq; ++i) {
+                const KeySpans spans = visible_keys(pattern, h, H, i, Tq, Tk);
+                for (int si = 0; si < spans.n; ++si)
+                    std::fill(o + (h * Tq + i) * Tk + spans.span[si].lo, o + (h * Tq + i) * Tk + spans.span[si].hi, T(1));
+            }
+    });
+}
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& real,
                        const raw::AttentionPattern& pattern, double scale, const Tensor& out,
