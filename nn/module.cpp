@@ -61,6 +61,16 @@ void Module::add_child(ChildSlot child) {
     children_.push_back(std::move(child));
 }
 
+void Module::add_module(const std::string& name, std::shared_ptr<Module> m) {
+    if (const ChildSlot* c = find_child(name)) {
+        EMBER_CHECK(!c->get(), type_name(), ".add_module('", name, "'): the slot is taken; empty it first");
+        c->set(m);
+        return;
+    }
+    added_.push_back(std::move(m));
+    register_module(name, added_.back());
+}
+
 const Module::ChildSlot* Module::find_child(const std::string& name) const {
     for (const auto& c : children_)
         if (c.name == name) return &c;

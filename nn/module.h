@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -53,6 +54,11 @@ public:
     std::shared_ptr<Module> get_submodule(const std::string& dotted) const;
     // Puts m in the child slot at `dotted`; an error if the slot's C++ type does not accept m.
     void replace_submodule(const std::string& dotted, std::shared_ptr<Module> m);
+    // Adds a child slot after construction, owned by this module (torch's add_module): what a
+    // wrapper puts into a model it did not build (PEFT's modules_to_save copies), so that every
+    // walk -- Module::to, state_dict, optimizers -- sees it. Empty it with replace_submodule(name,
+    // nullptr); adding the name again refills that slot.
+    void add_module(const std::string& name, std::shared_ptr<Module> m);
     // The parameter slot itself: assigning to it replaces the tensor forward() uses.
     Tensor& parameter(const std::string& dotted);
     int64_t num_parameters(bool trainable_only = false) const;
@@ -148,6 +154,7 @@ private:
     std::vector<ParamSlot> params_;
     std::vector<BufferSlot> buffers_;
     std::vector<ChildSlot> children_;
+    std::deque<std::shared_ptr<Module>> added_;  // the slots add_module made (a deque never moves them)
     bool training_ = true;
 };
 

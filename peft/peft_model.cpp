@@ -246,7 +246,8 @@ static std::vector<BaseParam> base_parameters(nn::Module& model, const std::set<
     std::vector<std::string> adapter_prefixes;  // subtrees that hold adapters, not base weights
     for (auto& [name, m] : model.named_modules()) {
         modules[name] = m;
-        if (std::dynamic_pointer_cast<SiteAdapters>(m) || std::dynamic_pointer_cast<PromptAdapters>(m))
+        if (std::dynamic_pointer_cast<SiteAdapters>(m) || std::dynamic_pointer_cast<PromptAdapters>(m) ||
+            std::dynamic_pointer_cast<ModulesToSave>(m))
             adapter_prefixes.push_back(name + ".");
         else if (std::dynamic_pointer_cast<TunerLayer>(m))
             for (auto& [child, c] : m->named_children())
@@ -266,8 +267,7 @@ static std::vector<BaseParam> base_parameters(nn::Module& model, const std::set<
 
 std::vector<std::string> PeftModel::tuned_base_parameters(const std::string& adapter) const {
     const PeftConfig& cfg = config(adapter);
-    std::set<std::string> skip;
-    for (auto& [pname, sp] : saved_params_) skip.insert(pname);
+    std::set<std::string> skip = modules_to_save_names();
     std::vector<std::string> target_prefixes;
     for (auto& [key, tl] : tuner_layers())
         if (tl->has_adapter(adapter)) target_prefixes.push_back(key + ".base_layer.");
@@ -364,12 +364,11 @@ void PeftModel::update_trainable() {
     for (const std::string& a : active_)
         if (trains(a))
             for (const std::string& n : tuned_base_parameters(a)) tuned.insert(n);
-    std::set<std::string> skip;
-    for (auto& [pname, sp] : saved_params_) skip.insert(pname);
-    for (const BaseParam& p : base_parameters(*model_, skip))
+    for (const BaseParam& p : base_parameters(*model_, modules_to_save_names()))
         model_->parameter(p.name).set_requires_grad(tuned.count(p.name) > 0);
-    for (auto& [pname, sp] : saved_params_)
-        for (auto& [a, copy] : sp.copies) copy.set_requires_grad(trains(a));
+    if (auto store = modules_to_save())
+        for (const std::string& pname : store->parameter_names())
+            for (const std::string& a : store->adapters_of(pname)) store->copy(a, pname).set_requires_grad(trains(a));
 }
 
 void PeftModel::disable_adapters(bool on) {
@@ -413,14 +412,9 @@ void PeftModel::delete_adapter(const std::string& name) {
         pa->set(name, nullptr);
         if (pa->empty()) model_->replace_submodule("prompt_encoder", nullptr);
     }
-    for (auto it = saved_params_.begin(); it != saved_params_.end();) {
-        it->second.copies.erase(name);
-        if (it->second.copies.empty()) {
-            model_->parameter(it->first) = it->second.original;
-            it = saved_params_.erase(it);
-        } else {
-            ++it;
-        }
+    if (auto store = modules_to_save()) {
+        for (auto& [pname, original] : store->remove_adapter(name)) model_->parameter(pname) = original;
+        if (store->empty()) model_->replace_submodule("modules_to_save", nullptr);
     }
     configs_.erase(name);
     controllers_.erase(name);
@@ -471,7 +465,7 @@ std::shared_ptr<nn::Module> PeftModel::merge_and_unload(const std::vector<std::s
     disable_adapters(false);
     merge_adapter(names, safe_merge);
     for (auto& [key, tl] : tuner_layers()) model_->replace_submodule(key, tl->base_layer);
-    saved_params_.clear();  // the slots keep the active adapter's copies
+    if (modules_to_save()) model_->replace_submodule("modules_to_save", nullptr);  // the slots keep the active copies
     spent_ = true;
     return model_;
 }
@@ -484,30 +478,48 @@ std::shared_ptr<nn::Module> PeftModel::unload() {
     }
     for (auto& [key, sa] : site_adapters()) model_->replace_submodule(key, nullptr);
     if (prompt_adapters()) model_->replace_submodule("prompt_encoder", nullptr);
-    for (auto& [pname, sp] : saved_params_) model_->parameter(pname) = sp.original;
-    saved_params_.clear();
+    if (auto store = modules_to_save()) {
+        for (const std::string& pname : store->parameter_names()) model_->parameter(pname) = store->original(pname);
+        model_->replace_submodule("modules_to_save", nullptr);
+    }
     spent_ = true;
     return model_;
 }
 
 // ---- modules_to_save ----
 
+std::shared_ptr<ModulesToSave> PeftModel::modules_to_save() const {
+    for (auto& [name, m] : model_->named_children())
+        if (name == "modules_to_save") return std::dynamic_pointer_cast<ModulesToSave>(m);
+    return nullptr;
+}
+
+std::set<std::string> PeftModel::modules_to_save_names() const {
+    std::set<std::string> out;
+    if (auto store = modules_to_save())
+        for (const std::string& n : store->parameter_names()) out.insert(n);
+    return out;
+}
+
 void PeftModel::setup_modules_to_save(const std::string& name, const PeftConfig& config) {
+    if (config.modules_to_save.empty()) return;
+    // The model's parameters before the store joins the tree (its entries are not candidates).
+    std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>> modules = model_->named_modules();
+    std::shared_ptr<ModulesToSave> store = modules_to_save();
+    if (!store) {
+        store = std::make_shared<ModulesToSave>();
+        model_->add_module("modules_to_save", store);
+    }
     for (const std::string& m : config.modules_to_save) {
         bool found = false;
-        for (auto& [key, mod] : model_->named_modules()) {
+        for (auto& [key, mod] : modules) {
             if (key.empty() || !(key == m || ends_with(key, "." + m))) continue;
+            if (key.rfind("modules_to_save", 0) == 0 || std::dynamic_pointer_cast<ModulesToSave>(mod)) continue;
             found = true;
             for (auto& [local, t] : mod->named_parameters()) {
                 std::string pname = key + "." + local;
-                SavedParam& sp = saved_params_[pname];
-                if (!sp.original.defined()) {
-                    sp.original = model_->parameter(pname);
-                    sp.original.set_requires_grad(false);
-                }
-                NoGradGuard no_grad;
-                Tensor copy = raw::clone(sp.original);
-                sp.copies[name] = copy;
+                Tensor original = store->original(pname);
+                store->add(name, pname, original.defined() ? original : model_->parameter(pname));
             }
         }
         EMBER_CHECK(found, "PeftModel: no module matched modules_to_save entry '", m, "'");
@@ -515,16 +527,16 @@ void PeftModel::setup_modules_to_save(const std::string& name, const PeftConfig&
 }
 
 void PeftModel::apply_modules_to_save() {
-    for (auto& [pname, sp] : saved_params_) {
-        Tensor use = sp.original;
+    auto store = modules_to_save();
+    if (!store) return;
+    for (const std::string& pname : store->parameter_names()) {
+        Tensor use = store->original(pname);
         if (!disabled_)
-            for (const std::string& a : active_) {
-                auto it = sp.copies.find(a);
-                if (it != sp.copies.end()) {
-                    use = it->second;
+            for (const std::string& a : active_)
+                if (Tensor copy = store->copy(a, pname); copy.defined()) {
+                    use = copy;
                     break;
                 }
-            }
         model_->parameter(pname) = use;
     }
 }
@@ -539,12 +551,8 @@ PeftModel::ParamCounts PeftModel::count_parameters() const {
         c.all += t.numel();
         if (t.requires_grad()) c.trainable += t.numel();
     };
+    // The modules_to_save originals and every adapter's copy are in the tree: peft counts them all.
     for (auto& [n, t] : model_->named_parameters()) add(t);
-    // peft counts modules_to_save's original and every adapter's copy.
-    for (auto& [pname, sp] : saved_params_) {
-        add(sp.original);
-        for (auto& [a, copy] : sp.copies) add(copy);
-    }
     return c;
 }
 
@@ -582,10 +590,10 @@ nn::StateDict PeftModel::adapter_state_dict(const std::string& adapter) const {
         if (auto m = pa->get(adapter))
             for (auto& [k, t] : m->saved_tensors()) sd[k] = t.detach();  // peft's keys, no prefix
     for (const std::string& n : tuned_base_parameters(adapter)) sd[prefix + n] = model_->parameter(n).detach();
-    for (auto& [pname, sp] : saved_params_) {
-        auto it = sp.copies.find(adapter);
-        if (it != sp.copies.end()) sd[prefix + pname] = it->second.detach();  // as the original's name
-    }
+    if (auto store = modules_to_save())
+        for (const std::string& pname : store->parameter_names())
+            if (Tensor copy = store->copy(adapter, pname); copy.defined())
+                sd[prefix + pname] = copy.detach();  // as the original's name
     return sd;
 }
 

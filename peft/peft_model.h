@@ -26,15 +26,13 @@
 //   controller       step hooks, a loss term and checkpointed state (DyLoRA, AdaLoRA), driven
 //                    through training_hooks()
 //
-// modules_to_save (peft's utils/other.py ModulesToSaveWrapper), a simple faithful version: peft wraps the module and keeps the
-// frozen original plus a trainable copy per adapter. Here the module stays where it is; for each
-// of its parameters PeftModel keeps the frozen original tensor and one trainable copy per adapter,
-// and puts the active adapter's copy in the parameter slot (the original when adapters are
-// disabled or none has a copy). Counting follows peft: originals and every copy are counted.
+// modules_to_save (peft/modules_to_save.h): the frozen original and a trainable copy per adapter
+// of each parameter of those modules, held in the model's tree under "modules_to_save"; the
+// active adapter's copy sits in the parameter slot (the original when adapters are disabled or
+// none has a copy). Counting follows peft: originals and every copy are counted.
 //
-// Placement: call model->to(device / dtype) before making the PeftModel. Adapter tensors are
-// created on the base weight's device and dtype; the tensors PeftModel keeps outside the module
-// tree (modules_to_save originals and inactive copies) are not converted by a later Module::to.
+// Placement: adapter tensors are created on the base weight's device and dtype. Every tensor of
+// every adapter is in the model's tree, so a later model->to(device / dtype) converts them all.
 //
 // Names: in memory the base model's names are used ("transformer.h.0.attn.c_attn.lora_A.default
 // .weight"); saved keys get peft's "base_model.model." prefix and lose the adapter name.
@@ -51,6 +49,7 @@
 #include "nn/module.h"
 #include "peft/config.h"
 #include "peft/controller.h"
+#include "peft/modules_to_save.h"
 #include "peft/prompts.h"
 #include "peft/sites.h"
 #include "peft/targets.h"
@@ -169,12 +168,8 @@ private:
     std::shared_ptr<Generator> rng_;
     std::map<std::string, std::shared_ptr<Controller>> controllers_;
 
-    // modules_to_save: parameter name -> original tensor, and adapter -> copy.
-    struct SavedParam {
-        Tensor original;
-        std::map<std::string, Tensor> copies;
-    };
-    std::map<std::string, SavedParam> saved_params_;
+    std::shared_ptr<ModulesToSave> modules_to_save() const;  // null when no adapter has any
+    std::set<std::string> modules_to_save_names() const;     // the parameters it keeps
 };
 
 // peft's `with model.disable_adapter():` -- the base alone inside the scope, as before after it.

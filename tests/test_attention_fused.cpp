@@ -5,27 +5,13 @@
 
 #include "nn/attention.h"
 #include "tensor/storage.h"
-#include "tests/helpers.h"
+#include "tests/attention_helpers.h"
 
 using namespace ember;
 using namespace ember::testing;
 using Inputs = const std::vector<Tensor>&;
 
 namespace {
-
-struct Result {
-    Tensor out, dq, dk, dv;
-};
-
-// Forward, then backward of sum(out * w) for a fixed random w.
-template <typename Attn>
-Result run(Attn&& attn, const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor& w) {
-    Tensor q = q0.detach(), k = k0.detach(), v = v0.detach();
-    for (Tensor* t : {&q, &k, &v}) t->set_requires_grad();
-    Tensor out = attn(q, k, v);
-    sum(mul(out, w)).backward();
-    return {out.detach(), q.grad(), k.grad(), v.grad()};
-}
 
 }  // namespace
 
@@ -51,10 +37,10 @@ TEST_CASE("fused attention: equals the composed path in f32 (causal, padding, GQ
                     pad = from_vector(p, {B, Tk});
                 }
                 nn::AttentionMask mask{causal, pad};
-                Result fused = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+                AttentionResult fused = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
                     return nn::scaled_dot_product_attention(a, b, c, mask, 0, nullptr, true);
                 }, q, k, v, w);
-                Result composed = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+                AttentionResult composed = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
                     return nn::composed_attention(a, b, c, mask, 0, nullptr, true);
                 }, q, k, v, w);
                 CHECK(max_abs_diff(fused.out, composed.out) < 2e-6);
@@ -71,10 +57,10 @@ TEST_CASE("fused attention: a query that sees no key attends uniformly, as the c
     // batch 1: every key padded; batch 0: the first key padded, so causal query 0 sees nothing
     Tensor pad = from_vector(std::vector<float>{0, 1, 1, 0, 0, 0}, {2, 3});
     nn::AttentionMask mask{true, pad};
-    Result fused = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+    AttentionResult fused = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
         return nn::scaled_dot_product_attention(a, b, c, mask, 0, nullptr, true);
     }, q, k, v, w);
-    Result composed = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+    AttentionResult composed = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
         return nn::composed_attention(a, b, c, mask, 0, nullptr, true);
     }, q, k, v, w);
     CHECK(max_abs_diff(fused.out, composed.out) < 2e-6);
@@ -103,7 +89,7 @@ TEST_CASE("fused attention: T = 2048 forward + backward stays linear in memory")
     auto peak_of = [&](auto&& attn) {
         reset_cpu_peak();
         const int64_t base = cpu_memory_stats().bytes_in_use;
-        run(attn, q, k, v, w);
+        run_attention(attn, q, k, v, w);
         return cpu_memory_stats().peak_bytes_in_use - base;
     };
     nn::AttentionMask mask{true, Tensor()};

@@ -8,7 +8,7 @@
 #include <cmath>
 
 #include "nn/attention.h"
-#include "tests/helpers.h"
+#include "tests/attention_helpers.h"
 
 using namespace ember;
 using namespace ember::testing;
@@ -87,20 +87,7 @@ raw::AttentionPattern s2(int64_t G, bool roll = false) {
     return p;
 }
 
-struct Result {
-    Tensor out, dq, dk, dv;
-};
-
-template <typename Attn>
-Result run(Attn&& attn, const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor& w) {
-    Tensor q = q0.detach(), k = k0.detach(), v = v0.detach();
-    for (Tensor* t : {&q, &k, &v}) t->set_requires_grad();
-    Tensor out = attn(q, k, v);
-    sum(mul(out, w)).backward();
-    return {out.detach(), q.grad(), k.grad(), v.grad()};
-}
-
-void check_same(const Result& a, const Result& b) {
+void check_same(const AttentionResult& a, const AttentionResult& b) {
     CHECK(max_abs_diff(a.out, b.out) < 2e-6);
     CHECK(max_abs_diff(a.dq, b.dq) < 1e-5);
     CHECK(max_abs_diff(a.dk, b.dk) < 1e-5);
@@ -115,12 +102,12 @@ TEST_CASE("S2-Attn: with G = T the unshifted half is full causal attention, the 
     Tensor q = randn({B, H, T, D}, gen), k = randn({B, H, T, D}, gen), v = randn({B, H, T, D}, gen);
     Tensor w = randn({B, H, T, D}, gen);
     const double scale = 1.0 / std::sqrt(double(D));
-    Result grouped = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+    AttentionResult grouped = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
         return fused_attention(a, b, c, s2(T), scale);
     }, q, k, v, w);
     raw::AttentionPattern causal;
     causal.causal = true;
-    Result full = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+    AttentionResult full = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
         return fused_attention(a, b, c, causal, scale);
     }, q, k, v, w);
     // heads [0, H/2): everything equal to full causal attention
@@ -130,7 +117,7 @@ TEST_CASE("S2-Attn: with G = T the unshifted half is full causal attention, the 
     CHECK(max_abs_diff(half(grouped.dk), half(full.dk)) < 1e-6);
     CHECK(max_abs_diff(half(grouped.dv), half(full.dv)) < 1e-6);
     // heads [H/2, H): segments [0, 8) and [8, 16), differing from full attention after token 8
-    Result reference = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+    AttentionResult reference = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
         return segmented_reference(a, b, c, halves(H, {0, T}, {0, T / 2, T}));
     }, q, k, v, w);
     check_same(grouped, reference);
@@ -144,17 +131,17 @@ TEST_CASE("S2-Attn: the no-wrap shifted half is block-diagonal causal attention 
     Tensor q = randn({B, T, H, D}, gen).permute({0, 2, 1, 3});
     Tensor k = randn({B, Hkv, T, D}, gen), v = randn({B, Hkv, T, D}, gen), w = randn({B, H, T, D}, gen);
     CHECK(shifted_segments(G, T) == std::vector<int64_t>({0, 4, 12, 20, 24}));
-    Result fused = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+    AttentionResult fused = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
         return fused_attention(a, b, c, s2(G), 1.0 / std::sqrt(double(D)));
     }, q, k, v, w);
-    Result reference = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+    AttentionResult reference = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
         return segmented_reference(a, b, c, halves(H, groups_of(G, T), shifted_segments(G, T)));
     }, q, k, v, w);
     check_same(fused, reference);
     // The composed path (CUDA, dropout) applies the same rule through raw::attention_visible.
     nn::AttentionMask mask;
     mask.causal = true, mask.group = G;
-    Result composed = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+    AttentionResult composed = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
         return nn::composed_attention(a, b, c, mask, 0, nullptr, true);
     }, q, k, v, w);
     check_same(composed, reference);
@@ -165,16 +152,16 @@ TEST_CASE("S2-Attn: the roll form equals rolling the shifted heads by -G/2, caus
     const int64_t B = 2, H = 4, T = 24, D = 8, G = 8;
     Tensor q = randn({B, H, T, D}, gen), k = randn({B, H, T, D}, gen), v = randn({B, H, T, D}, gen);
     Tensor w = randn({B, H, T, D}, gen);
-    Result fused = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+    AttentionResult fused = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
         return fused_attention(a, b, c, s2(G, true), 1.0 / std::sqrt(double(D)));
     }, q, k, v, w);
-    Result reference = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+    AttentionResult reference = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
         return roll_reference(a, b, c, G);
     }, q, k, v, w);
     check_same(fused, reference);
     // The roll leaks: the first G/2 tokens of a shifted head see the last G/2, so the last
     // token's value reaches query 0's output; the no-wrap form keeps them apart.
-    Result no_wrap = run([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+    AttentionResult no_wrap = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
         return fused_attention(a, b, c, s2(G), 1.0 / std::sqrt(double(D)));
     }, q, k, v, w);
     CHECK(max_abs_diff(fused.out.slice(2, 0, G / 2).slice(1, H / 2, H),

@@ -433,3 +433,39 @@ TEST_CASE("LoRA: a ViT adapter with a trained classifier copy round-trips throug
     CHECK(fresh->classifier->bias.same_storage(fresh_head));  // the original head is kept
     std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("LoRA: modules_to_save copies live in the model's tree, so Module::to and state_dict see them") {
+    auto vit = tiny_vit();
+    Generator gen(3);
+    Tensor images = randn({2, 1, 8, 8}, gen);
+    Tensor base = vit->forward(images);
+    LoraConfig c = lora(4, 4, {"query", "value"});
+    c.modules_to_save = {"classifier"};
+    PeftModel pm(vit, c);
+    pm.add_adapter("other", c);
+    nn::StateDict sd = vit->state_dict();
+    for (const char* k : {"modules_to_save.original_module.classifier.weight", "modules_to_save.default.classifier.weight",
+                          "modules_to_save.other.classifier.bias"})
+        CHECK_MESSAGE(sd.count(k), k);
+    {
+        NoGradGuard g;  // tell the two copies apart
+        raw::copy_(vit->get_submodule("modules_to_save.other.classifier")->named_parameters()[1].second,
+                   randn({3}, gen));
+    }
+    vit->to(DType::F64);  // after the PeftModel: every original and copy converts, and stays tied to its slot
+    for (auto& [name, t] : vit->named_parameters()) CHECK_MESSAGE(t.dtype() == DType::F64, name);
+    for (auto& [name, t] : vit->state_dict()) CHECK_MESSAGE(t.dtype() == DType::F64, name);
+    CHECK(vit->classifier->weight.same_storage(vit->state_dict().at("modules_to_save.default.classifier.weight")));
+    Tensor images64 = images.to(DType::F64);
+    Tensor y_default = vit->forward(images64);
+    pm.set_adapter("other");
+    CHECK(vit->classifier->bias.same_storage(vit->state_dict().at("modules_to_save.other.classifier.bias")));
+    CHECK_FALSE(bit_equal(vit->forward(images64), y_default));
+    pm.disable_adapters();
+    CHECK(all_close(vit->forward(images64), base.to(DType::F64), 1e-5, 1e-6));
+    pm.disable_adapters(false);
+    pm.delete_adapter("other");
+    pm.delete_adapter("default");
+    CHECK(vit->state_dict().count("modules_to_save.original_module.classifier.weight") == 0);
+    CHECK(all_close(vit->forward(images64), base.to(DType::F64), 1e-5, 1e-6));
+}
