@@ -111,6 +111,16 @@ std::shared_ptr<TunerLayer> LoraConfig::make_layer(std::shared_ptr<nn::LinearBas
 }
 std::string LoraConfig::layer_type() const { return "LoraLinear"; }
 
+LoraConfig::LayerRank LoraConfig::rank_at(const std::string& key, const char* method) const {
+    std::string rk = pattern_key(rank_pattern, key), ak = pattern_key(alpha_pattern, key);
+    LayerRank out;
+    out.r = rk.empty() ? r : rank_pattern.at(rk);
+    out.alpha = ak.empty() ? lora_alpha : alpha_pattern.at(ak);
+    EMBER_CHECK(out.r > 0, method, " on ", key, ": r must be positive, got ", out.r);
+    out.scaling = use_rslora ? out.alpha / std::sqrt(double(out.r)) : out.alpha / double(out.r);
+    return out;
+}
+
 LoraLayer::LoraLayer(std::shared_ptr<nn::LinearBase> base) : TunerLayer(std::move(base)) {
     lora_A = std::make_shared<ModuleDict>();
     lora_B = std::make_shared<ModuleDict>();
@@ -125,11 +135,8 @@ void LoraLayer::add_adapter(const std::string& name, const PeftConfig& config, c
     const auto* c = dynamic_cast<const LoraConfig*>(&config);
     EMBER_CHECK(c, "LoraLayer.add_adapter('", name, "'): needs a LoraConfig, got ", config.peft_type());
     Settings s;
-    std::string rk = pattern_key(c->rank_pattern, key), ak = pattern_key(c->alpha_pattern, key);
-    s.r = rk.empty() ? c->r : c->rank_pattern.at(rk);
-    s.alpha = ak.empty() ? c->lora_alpha : c->alpha_pattern.at(ak);
-    EMBER_CHECK(s.r > 0, "LoRA on ", key, ": r must be positive, got ", s.r);
-    s.scaling = c->use_rslora ? s.alpha / std::sqrt(double(s.r)) : s.alpha / double(s.r);
+    const LoraConfig::LayerRank rank = c->rank_at(key, "LoRA");
+    s.r = rank.r, s.alpha = rank.alpha, s.scaling = rank.scaling;
     s.dropout = c->lora_dropout;
     s.use_dora = c->use_dora;
     rng = ctx.rng;

@@ -53,6 +53,15 @@ public:
     std::string init_lora_weights = "true";
     std::map<std::string, int64_t> rank_pattern;   // regex-suffix key -> r
     std::map<std::string, double> alpha_pattern;   // regex-suffix key -> alpha
+
+    // r, alpha and the scaling of the layer `key` (its rank_pattern / alpha_pattern entries, else
+    // r and lora_alpha; rsLoRA's alpha / sqrt(r) when use_rslora). `method` names it in the error
+    // for r <= 0.
+    struct LayerRank {
+        int64_t r;
+        double alpha, scaling;
+    };
+    LayerRank rank_at(const std::string& key, const char* method) const;
 };
 
 class LoraLayer : public TunerLayer {

@@ -2,6 +2,7 @@
 #include "peft/modules_to_save.h"
 
 #include <algorithm>
+#include <set>
 
 namespace ember {
 namespace peft {
@@ -84,6 +85,7 @@ std::vector<std::string> ModulesToSave::adapters_of(const std::string& param) co
 
 std::map<std::string, Tensor> ModulesToSave::remove_adapter(const std::string& adapter) {
     std::map<std::string, Tensor> dropped;
+    std::set<std::string> still_copied;  // owner modules some adapter still copies
     for (auto it = copies_.begin(); it != copies_.end();) {
         std::vector<std::string>& adapters = it->second;
         adapters.erase(std::remove(adapters.begin(), adapters.end(), adapter), adapters.end());
@@ -91,22 +93,18 @@ std::map<std::string, Tensor> ModulesToSave::remove_adapter(const std::string& a
             dropped[it->first] = original(it->first);
             it = copies_.erase(it);
         } else {
+            still_copied.insert(owner_and_leaf(it->first).first);
             ++it;
         }
     }
-    // Empty the groups of the adapter, and the originals nobody copies any more.
-    for (auto& [name, g] : groups_) {
-        if (!g) continue;
-        const bool adapters_group = name == adapter || name.rfind(adapter + ".", 0) == 0;
-        bool orphaned_original = false;
-        if (name.rfind(std::string(kOriginal) + ".", 0) == 0 || name == kOriginal) {
-            orphaned_original = true;
-            const std::string owner = name == kOriginal ? "" : name.substr(std::string(kOriginal).size() + 1);
-            for (auto& [param, a] : copies_)
-                if (owner_and_leaf(param).first == owner) orphaned_original = false;
-        }
-        if (adapters_group || orphaned_original) replace_submodule(name, nullptr);
+    // Empty the adapter's groups, and the groups of originals no adapter copies any more.
+    for (auto& [param, original_tensor] : dropped) {
+        const std::string owner = owner_and_leaf(param).first;
+        if (!still_copied.count(owner) && groups_.count(join(kOriginal, owner)))
+            replace_submodule(join(kOriginal, owner), nullptr);
     }
+    for (auto& [name, g] : groups_)
+        if (g && (name == adapter || name.rfind(adapter + ".", 0) == 0)) replace_submodule(name, nullptr);
     return dropped;
 }
 

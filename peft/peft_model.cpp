@@ -503,7 +503,6 @@ std::set<std::string> PeftModel::modules_to_save_names() const {
 
 void PeftModel::setup_modules_to_save(const std::string& name, const PeftConfig& config) {
     if (config.modules_to_save.empty()) return;
-    // The model's parameters before the store joins the tree (its entries are not candidates).
     std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>> modules = model_->named_modules();
     std::shared_ptr<ModulesToSave> store = modules_to_save();
     if (!store) {
@@ -514,7 +513,7 @@ void PeftModel::setup_modules_to_save(const std::string& name, const PeftConfig&
         bool found = false;
         for (auto& [key, mod] : modules) {
             if (key.empty() || !(key == m || ends_with(key, "." + m))) continue;
-            if (key.rfind("modules_to_save", 0) == 0 || std::dynamic_pointer_cast<ModulesToSave>(mod)) continue;
+            if (key.rfind("modules_to_save", 0) == 0) continue;  // the store itself (a later adapter's call)
             found = true;
             for (auto& [local, t] : mod->named_parameters()) {
                 std::string pname = key + "." + local;

@@ -115,14 +115,11 @@ void QALoraLayer::add_adapter(const std::string& name, const PeftConfig& config,
     const auto* c = dynamic_cast<const QALoraConfig*>(&config);
     EMBER_CHECK(c, "QALoraLinear.add_adapter('", name, "'): needs a QALoraConfig, got ", config.peft_type());
     Settings s;
-    std::string rk = pattern_key(c->rank_pattern, key), ak = pattern_key(c->alpha_pattern, key);
-    s.r = rk.empty() ? c->r : c->rank_pattern.at(rk);
-    const double alpha = ak.empty() ? c->lora_alpha : c->alpha_pattern.at(ak);
+    const LoraConfig::LayerRank rank = c->rank_at(key, "QA-LoRA");
+    s.r = rank.r, s.scaling = rank.scaling;
     s.group_size = c->qalora_group_size;
     s.dropout = c->lora_dropout;
-    s.scaling = c->use_rslora ? alpha / std::sqrt(double(s.r)) : alpha / double(s.r);
     const int64_t in = base_layer->in_features, out = base_layer->out_features;
-    EMBER_CHECK(s.r > 0, "QA-LoRA on ", key, ": r must be positive, got ", s.r);
     EMBER_CHECK(in % s.group_size == 0, "QA-LoRA on ", key, ": in_features ", in, " is not a multiple of "
                 "qalora_group_size ", s.group_size, "; pick a group size that divides it");
     if (auto q = std::dynamic_pointer_cast<nn::QuantLinear>(base_layer))
