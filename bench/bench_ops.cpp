@@ -5,10 +5,15 @@
 //
 // GPT-2-small training step: 12 layers x 768, vocabulary 50,257, random weights, batch 4 x 64
 // tokens, AdamW, 2 threads; the full model and LoRA r=8 on c_attn. bench/torch_gpt2_step.py is
-// the same step in PyTorch. `bench_ops [gemm | gpt2 | gpt2-full | gpt2-lora | s2attn] [steps]` runs one part.
+// the same step in PyTorch. `bench_ops [gemm | gpt2 | gpt2-full | gpt2-lora | s2attn | pool] [steps]` runs one part.
 //
 // S2-Attn: see bench_s2attn.
+//
+// Thread pool (`bench_ops pool`): the cost of one parallel_for whose two chunks must run on two
+// threads (waking the worker, handing out the chunks, waiting for both), and f32 adds of 32k to 3M
+// elements on 1 and 2 threads, in microseconds: where splitting a cheap op starts to pay.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <string>
@@ -168,6 +173,34 @@ static void bench_s2attn() {
     std::printf("load after: %s\n", load_average().c_str());
 }
 
+static void bench_pool() {
+    std::printf("Thread pool dispatch (microseconds, median)\n");
+    set_num_threads(2);
+    // Each chunk waits for the other, so the figure includes waking the worker.
+    std::atomic<int> arrived{0};
+    double handoff = median_seconds([&] {
+        arrived = 0;
+        parallel_for(2, 1, [&](int64_t, int64_t) {
+            arrived.fetch_add(1);
+            while (arrived.load() < 2) {}
+        });
+    });
+    std::printf("%-40s %10.2f\n", "parallel_for, 2 chunks that meet", handoff * 1e6);
+    Generator gen(3);
+    std::printf("%10s %12s %12s\n", "add f32 n", "1 thread", "2 threads");
+    for (int64_t n : {int64_t(32768), int64_t(65536), int64_t(196608), int64_t(786432), int64_t(3145728)}) {
+        Tensor a = randn({n}, gen), b = randn({n}, gen);
+        std::printf("%10lld", (long long)n);
+        for (int threads : {1, 2}) {
+            set_num_threads(threads);
+            double s = median_seconds([&] { raw::add(a, b); }, 0.2);
+            std::printf(" %12.2f", s * 1e6);
+        }
+        std::printf("\n");
+    }
+    std::printf("load after: %s\n", load_average().c_str());
+}
+
 int main(int argc, char** argv) {
     const char* part = argc > 1 ? argv[1] : "all";
     const int steps = argc > 2 ? std::atoi(argv[2]) : 7;
@@ -179,5 +212,6 @@ int main(int argc, char** argv) {
         bench_gpt2(steps, all || gpt2 || !std::strcmp(part, "gpt2-full"),
                    all || gpt2 || !std::strcmp(part, "gpt2-lora"));
     if (!std::strcmp(part, "all") || !std::strcmp(part, "s2attn")) bench_s2attn();
+    if (!std::strcmp(part, "all") || !std::strcmp(part, "pool")) bench_pool();
     return 0;
 }
