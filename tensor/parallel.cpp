@@ -47,7 +47,7 @@ void set_num_threads(int n) {
 
 namespace {
 
-constexpr int64_t SPIN_MICROSECONDS = 100;
+constexpr int64_t SPIN_MICROSECONDS = 30;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
