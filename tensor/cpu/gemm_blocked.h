@@ -125,8 +125,15 @@ template <typename T>
 void micro_kernel(int64_t kc, const T* a_panel, const T* b_panel, T* c, int64_t ldc, int rows,
                   int cols, bool accumulate) {
     constexpr int MR = Tiles<T>::MR, NR = Tiles<T>::NR;
-    T acc[MR][NR] = {};
-    for (int64_t k = 0; k < kc; ++k) {
+    // The first rank-1 update initialises the accumulators (kc >= 1 here): `acc = {}` compiled to
+    // a 1 KB rep stos per tile, 5% of the demo GPT's products (perf annotate). 0 + a*b == a*b, so
+    // the sums are unchanged to the bit.
+    T acc[MR][NR];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+        for (int j = 0; j < NR; ++j) acc[r][j] = a_panel[r] * b_panel[j];
+    for (int64_t k = 1; k < kc; ++k) {
         const T* a = a_panel + k * MR;
         const T* b = b_panel + k * NR;
 #pragma GCC unroll 8
