@@ -8,7 +8,7 @@
 //           device-to-device cudaMemcpy of 16M floats (read + write); a whole-tensor sum and
 //           column sums (a bias gradient) in GB/s of input read
 //   fused   the gradient norm over GPT-2 small's parameters, attention's causal softmax (forward
-//           and backward) and cross-entropy, each against the op sequence it replaces where
+//           and backward), the fused attention kernel against the composed path, and cross-entropy, each against the op sequence it replaces where
 //           there is one, timed back to back in ms
 //
 // Timing: cudaEvents on the legacy default stream, which orders itself after Ember's (blocking)
@@ -161,6 +161,32 @@ void fused_rows() {
     Tensor probs = raw::scaled_softmax(scores, 0.125, true);
     row("  its backward", time_ms([&] { raw::scaled_softmax_backward(probs, scores, 0.125, true); }),
         time_ms([&] { raw::mul_scalar(raw::softmax_backward(probs, scores, -1), 0.125); }));
+
+    // fused attention (tensor/cuda/attention.cu), GPT-2 small's shape (8, 12, 1024, 64), causal,
+    // against the composed path (matmul, scaled causal softmax, matmul): forward, then backward.
+    {
+        const int64_t B = 8, H = 12, D = 64;
+        Tensor q = empty({B, H, T, D}, DType::F32, Device::cuda());
+        Tensor k = empty({B, H, T, D}, DType::F32, Device::cuda());
+        Tensor v = empty({B, H, T, D}, DType::F32, Device::cuda());
+        cuda::curand_normal_fill(q, 11), cuda::curand_normal_fill(k, 12), cuda::curand_normal_fill(v, 13);
+        raw::AttentionPattern causal;
+        causal.causal = true;
+        const Tensor qkT = raw::matmul(q, raw::transpose(k, 2, 3));
+        row("attention forward (8, 12, 1024, 64) causal",
+            time_ms([&] { raw::attention_forward(q, k, v, causal, 0.125); }),
+            time_ms([&] { raw::matmul(raw::scaled_softmax(raw::matmul(q, raw::transpose(k, 2, 3)), 0.125, true), v); }));
+        const raw::AttentionOutput saved = raw::attention_forward(q, k, v, causal, 0.125);
+        const Tensor p = raw::scaled_softmax(qkT, 0.125, true);
+        row("  its backward",
+            time_ms([&] { raw::attention_backward(v, q, k, v, saved, causal, 0.125); }),
+            time_ms([&] {  // dV = P^T dO, dP = dO V^T, dS, dQ = dS K, dK = dS^T Q
+                raw::matmul(raw::transpose(p, 2, 3), v);
+                Tensor ds = raw::scaled_softmax_backward(p, raw::matmul(v, raw::transpose(v, 2, 3)), 0.125, true);
+                raw::matmul(ds, k);
+                raw::matmul(raw::transpose(ds, 2, 3), q);
+            }));
+    }
 
     // cross-entropy over (8192, 50257) logits, forward and backward
     Tensor logits = empty({8192, 50257}, DType::F32, Device::cuda());

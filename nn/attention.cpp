@@ -76,7 +76,10 @@ void check_sdpa_inputs(const Tensor& q, const Tensor& k, const Tensor& v, double
 }  // namespace
 
 // The fused kernel (tensor/cpu/attention.cpp) on the CPU; the composed ops on CUDA and when
-// attention dropout is on (the kernel has no dropout).
+// attention dropout is on (the kernel has no dropout). The CUDA fused kernel
+// (tensor/cuda/attention.cu, reached through raw::attention_forward) is not used here yet: it has
+// never run on a GPU, and models should switch to it only once its parity cases
+// (tests/test_cuda_attention.cpp) have passed in a GPU window.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionMask& mask, double dropout_p, Generator* gen,
                                     bool training) {

@@ -15,6 +15,7 @@
 #   racecheck     the op table under racecheck (shared-memory races in the block reductions)
 #   initcheck     the `cuda*` cases under initcheck, allocations exact
 #   synccheck     the op table under synccheck
+#   racecheck_attention, synccheck_attention   the fused attention cases under both (its tiles)
 #
 # Without a GPU every GPU step is marked skipped with the reason, and the script ends in its
 # summary within seconds. The exit status is 0 only when every step passed.
@@ -164,6 +165,9 @@ sanitize racecheck 100 racecheck "$tests" '-tc=cuda: every op*' --no-skip
 EMBER_CUDA_EXACT_ALLOC=1 sanitize initcheck 80 initcheck "$tests" '-tc=cuda*' '-tce=cuda allocator*' \
     --no-skip
 sanitize synccheck 60 synccheck "$tests" '-tc=cuda: every op*' --no-skip
+# The fused attention kernel's shared-memory tiles and block votes (tests/test_cuda_attention.cpp).
+sanitize racecheck_attention 60 racecheck "$tests" '-tc=cuda: the fused attention*' --no-skip
+sanitize synccheck_attention 40 synccheck "$tests" '-tc=cuda: the fused attention*' --no-skip
 
 # ---- what comes back ----
 echo "total            $(elapsed) s of ${deadline_s} s; $failures step(s) not ok" | tee -a "$summary"

@@ -1,7 +1,8 @@
-// Fused attention front-ends: shape checks, then the CPU kernel (tensor/cpu/attention.cpp).
-// There is no CUDA kernel yet: nn::scaled_dot_product_attention uses the composed path there.
+// Fused attention front-ends: shape checks, then the kernel of the tensors' device: the CPU one
+// (tensor/cpu/attention.cpp) or the CUDA one (tensor/cuda/attention.cu), same arguments.
 #include "tensor/cpu/attention.h"
 #include "tensor/cpu/kernels.h"
+#include "tensor/cuda/kernels.h"
 #include "tensor/dispatch.h"
 #include "tensor/ops.h"
 
@@ -45,8 +46,6 @@ Checked check_attention(const char* op, const Tensor& q, const Tensor& k, const 
     EMBER_CHECK(Hkv > 0 && H % Hkv == 0, op, ": ", H, " query heads cannot be shared evenly by ",
                 Hkv, " key/value heads");
     for (const Tensor* t : {&k, &v}) check_same_device(op, q, *t);
-    EMBER_CHECK(q.device().is_cpu(), op, ": the fused kernel runs on the CPU only, got tensors on ",
-                q.device(), "; use nn::scaled_dot_product_attention, which picks the composed path there");
     check_groups(op, pattern, H, q.size(2), Tk);
     Checked c{unit_last_stride(q), unit_last_stride(k), unit_last_stride(v), Tensor()};
     if (pattern.key_padding.defined()) {
@@ -65,7 +64,13 @@ AttentionOutput attention_forward(const Tensor& q, const Tensor& k, const Tensor
     const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3);
     AttentionOutput res{make_tensor({B, H, Tq, D}, q.dtype(), q.device()),
                         make_tensor({B, H, Tq}, q.dtype(), q.device())};
-    cpu::attention_forward(c.q, c.k, c.v, c.real, pattern, scale, res.out, res.lse);
+    switch (q.device().type) {
+        case DeviceType::CPU: cpu::attention_forward(c.q, c.k, c.v, c.real, pattern, scale, res.out, res.lse); break;
+        case DeviceType::CUDA:
+            ON_CUDA("attention_forward", cuda::attention_forward(c.q, c.k, c.v, c.real, pattern, scale,
+                                                                 res.out, res.lse));
+            break;
+    }
     return res;
 }
 
@@ -78,8 +83,16 @@ AttentionGrads attention_backward(const Tensor& dout, const Tensor& q, const Ten
                 dout.shape(), " and out ", saved.out.shape(), " must have q's shape ", q.shape());
     AttentionGrads g{zeros(q.shape(), q.dtype(), q.device()), zeros(k.shape(), k.dtype(), k.device()),
                      zeros(v.shape(), v.dtype(), v.device())};
-    cpu::attention_backward(contiguous(dout), c.q, c.k, c.v, contiguous(saved.out), contiguous(saved.lse),
-                            c.real, pattern, scale, g.dq, g.dk, g.dv);
+    const Tensor g_out = contiguous(dout), out = contiguous(saved.out), lse = contiguous(saved.lse);
+    switch (q.device().type) {
+        case DeviceType::CPU:
+            cpu::attention_backward(g_out, c.q, c.k, c.v, out, lse, c.real, pattern, scale, g.dq, g.dk, g.dv);
+            break;
+        case DeviceType::CUDA:
+            ON_CUDA("attention_backward", cuda::attention_backward(g_out, c.q, c.k, c.v, out, lse, c.real,
+                                                                   pattern, scale, g.dq, g.dk, g.dv));
+            break;
+    }
     return g;
 }
 

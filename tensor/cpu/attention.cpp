@@ -14,11 +14,9 @@
 // Work is split by (batch, kv head): the G query heads that share a kv head accumulate into the
 // same dk / dv rows, so they stay on one thread and the sums never race or depend on threads.
 //
-// Which keys a query sees is decided in one place, visible_keys(): the causal rule (query i sits
-// at key position i + Tk - Tq, after prefix or cached keys) gives a contiguous range, and padded
-// keys inside it are skipped. LongLoRA's shifted sparse attention (S2-Attn, pattern.group > 0)
-// narrows that range to the query's group per head; its roll form can wrap past the end, so the
-// visible keys are at most two spans. A query that sees no key attends uniformly to all Tk
+// Which keys a query sees is decided in one place, attention_keys::visible_keys()
+// (tensor/cpu/attention_keys.h, shared with the CUDA kernel): at most two spans of keys, and
+// padded keys inside them are skipped. A query that sees no key attends uniformly to all Tk
 // keys, as the composed path's finite mask score gives.
 #include <algorithm>
 #include <cmath>
@@ -26,6 +24,7 @@
 #include <vector>
 
 #include "tensor/cpu/attention.h"
+#include "tensor/cpu/attention_keys.h"
 #include "tensor/cpu/kernels.h"
 #include "tensor/ops.h"
 #include "tensor/parallel.h"
@@ -36,6 +35,11 @@ namespace {
 
 constexpr int64_t KEY_TILE = 64;
 
+using attention_keys::KeyRange;
+using attention_keys::KeySpans;
+
+attention_keys::Rule rule_of(const raw::AttentionPattern& p) { return {p.causal, p.group, p.group_roll}; }
+
 // Strided (B, H, T, D) access with a unit stride along D.
 template <typename T>
 struct Heads {
@@ -43,57 +47,6 @@ struct Heads {
     int64_t sb, sh, st;
     T* row(int64_t b, int64_t h, int64_t t) const { return ptr + b * sb + h * sh + t * st; }
 };
-
-struct KeyRange {
-    int64_t lo, hi;  // keys [lo, hi) may be seen, padding aside
-};
-
-struct KeySpans {
-    KeyRange span[2];
-    int n = 0;
-    void add(int64_t lo, int64_t hi) {
-        if (hi > lo) span[n++] = {lo, hi};
-    }
-};
-
-// The keys query i of head h (of H) may see: without groups the causal rule; with S2-Attn
-// (G = pattern.group, s = G / 2, T = Tq = Tk) the query's group, cut by the causal rule:
-//   heads [0, H/2):                 [kG, (k+1)G) holding i
-//   heads [H/2, H), no wrap:        the segment holding i among [0, s), [s, s+G), ...,
-//                                   [T-G+s, T): half-groups at both ends, nothing wraps
-//   heads [H/2, H), roll:           token i sits at rolled position p = (i - s) mod T; its group
-//                                   is rolled [gG, gG+G) = tokens (gG + s .. gG + G + s) mod T,
-//                                   causal in rolled order, so the last group wraps to [0, s)
-KeySpans visible_keys(const raw::AttentionPattern& pattern, int64_t h, int64_t H, int64_t i,
-                      int64_t Tq, int64_t Tk) {
-    KeySpans keys;
-    const int64_t G = pattern.group;
-    if (G == 0) {
-        keys.add(0, pattern.causal ? std::min(Tk, i + (Tk - Tq) + 1) : Tk);
-        return keys;
-    }
-    const int64_t T = Tk, s = G / 2;
-    if (h < H / 2 || s == 0) {
-        const int64_t lo = i / G * G;
-        keys.add(lo, pattern.causal ? i + 1 : lo + G);
-    } else if (!pattern.group_roll) {
-        const int64_t lo = i < s ? 0 : s + (i - s) / G * G;
-        const int64_t end = i < s ? s : std::min(T, lo + G);
-        keys.add(lo, pattern.causal ? i + 1 : end);
-    } else {
-        const int64_t p = (i - s + T) % T, g0 = p / G * G;
-        const int64_t a = g0 + s, b = (pattern.causal ? p + 1 : g0 + G) + s;  // tokens [a, b) mod T
-        if (b <= T) {
-            keys.add(a, b);
-        } else if (a >= T) {
-            keys.add(a - T, b - T);
-        } else {
-            keys.add(a, T);
-            keys.add(0, b - T);
-        }
-    }
-    return keys;
-}
 
 template <typename T>
 T dot(const T* a, const T* b, int64_t n) {
@@ -127,7 +80,7 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const T* r
             const T* qi = qh.row(b, h, i);
             T* acc = op + row * D;
             std::fill(acc, acc + D, T(0));
-            const KeySpans spans = visible_keys(pattern, h, H, i, Tq, Tk);
+            const KeySpans spans = attention_keys::visible_keys(rule_of(pattern), h, H, i, Tq, Tk);
             T m = -std::numeric_limits<T>::infinity(), l = 0;
             for (int si = 0; si < spans.n; ++si) {
                 const KeyRange keys = spans.span[si];
@@ -204,7 +157,7 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
                         continue;
                     }
                     const T delta = dot(gi, op + row * D, D);
-                    const KeySpans spans = visible_keys(pattern, h, H, i, Tq, Tk);
+                    const KeySpans spans = attention_keys::visible_keys(rule_of(pattern), h, H, i, Tq, Tk);
                     for (int si = 0; si < spans.n; ++si) {
                         for (int64_t j = spans.span[si].lo; j < spans.span[si].hi; ++j) {
                             if (real && real[b * Tk + j] == T(0)) continue;
@@ -232,7 +185,7 @@ void attention_visible(const raw::AttentionPattern& pattern, int64_t H, int64_t 
         std::fill(o, o + H * Tq * Tk, T(0));
         for (int64_t h = 0; h < H; ++h)
             for (int64_t i = 0; i < Tq; ++i) {
-                const KeySpans spans = visible_keys(pattern, h, H, i, Tq, Tk);
+                const KeySpans spans = attention_keys::visible_keys(rule_of(pattern), h, H, i, Tq, Tk);
                 for (int si = 0; si < spans.n; ++si)
                     std::fill(o + (h * Tq + i) * Tk + spans.span[si].lo, o + (h * Tq + i) * Tk + spans.span[si].hi, T(1));
             }

@@ -82,6 +82,18 @@ void normal_fill(const Tensor& out, uint64_t seed, uint64_t offset);
 void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out,
              const Tensor& mask);
 
+// ---- attention.cu ---- q (B, H, Tq, D), k/v (B, Hkv, Tk, D), any strides but a unit one along
+// D, D <= 256; real (B, Tk) in q's dtype (nonzero = a real key) or undefined. out (B, H, Tq, D)
+// and lse (B, H, Tq) contiguous; dout, out, lse contiguous; dq, dk, dv contiguous (every element
+// is written). The CPU kernel's arguments and rule (tensor/cpu/attention.cpp).
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& real,
+                       const raw::AttentionPattern& pattern, double scale, const Tensor& out,
+                       const Tensor& lse);
+void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& out, const Tensor& lse, const Tensor& real,
+                        const raw::AttentionPattern& pattern, double scale, const Tensor& dq,
+                        const Tensor& dk, const Tensor& dv);
+
 // ---- optim.cu ---- all contiguous, same shape and dtype; in place on param, exp_avg, exp_avg_sq
 void adamw_(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
             const Tensor& exp_avg_sq, const raw::AdamWParams& p);
