@@ -50,6 +50,40 @@ TEST_CASE("fused attention: equals the composed path in f32 (causal, padding, GQ
             }
 }
 
+// The kernel works on blocks of 16 query rows against tiles of 64 keys: these sizes put rows and
+// keys on both sides of those edges (one row, a tile less one, a tile, a tile plus one, and a
+// length that leaves partial blocks and tiles), with every pattern feature on.
+TEST_CASE("fused attention: equals the composed path across query blocks and key tiles") {
+    Generator gen(6);
+    const int64_t B = 2, H = 4, Hkv = 2, D = 24;
+    for (int64_t Tq : {1, 15, 63, 64, 65, 150})
+        for (int64_t prefix : {0, 7})
+            for (bool causal : {false, true}) {
+                CAPTURE(Tq);
+                CAPTURE(prefix);
+                CAPTURE(causal);
+                const int64_t Tk = Tq + prefix;
+                Tensor q = randn({B, Tq, H, D}, gen).permute({0, 2, 1, 3});
+                Tensor k = randn({B, Hkv, Tk, D}, gen), v = randn({B, Hkv, Tk, D}, gen);
+                Tensor w = randn({B, H, Tq, D}, gen);
+                // the second sequence: every third key padded, and the last 5
+                std::vector<float> p(size_t(B * Tk), 1.0f);
+                for (int64_t j = 0; j < Tk; ++j)
+                    if (j % 3 == 1 || j >= Tk - 5) p[size_t(Tk + j)] = 0;
+                nn::AttentionMask mask{causal, from_vector(p, {B, Tk})};
+                AttentionResult fused = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+                    return nn::scaled_dot_product_attention(a, b, c, mask, 0, nullptr, true);
+                }, q, k, v, w);
+                AttentionResult composed = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+                    return nn::composed_attention(a, b, c, mask, 0, nullptr, true);
+                }, q, k, v, w);
+                CHECK(max_abs_diff(fused.out, composed.out) < 2e-6);
+                CHECK(max_abs_diff(fused.dq, composed.dq) < 2e-5);
+                CHECK(max_abs_diff(fused.dk, composed.dk) < 2e-5);
+                CHECK(max_abs_diff(fused.dv, composed.dv) < 2e-5);
+            }
+}
+
 TEST_CASE("fused attention: a query that sees no key attends uniformly, as the composed path") {
     Generator gen(4);
     Tensor q = randn({2, 2, 3, 8}, gen), k = randn({2, 2, 3, 8}, gen), v = randn({2, 2, 3, 8}, gen);
@@ -77,6 +111,21 @@ TEST_CASE("fused attention: float64 gradcheck of the raw op with every pattern f
         CAPTURE(causal);
         pattern.causal = causal;
         expect_gradcheck([&](Inputs x) { return fused_attention(x[0], x[1], x[2], pattern, 0.37); },
+                         {q, k, v});
+    }
+}
+
+TEST_CASE("fused attention: float64 gradcheck across query blocks and key tiles") {
+    // 70 queries (blocks of 16: four whole, one of 6) after 5 prefix keys: 75 keys, two tiles.
+    Tensor q = leaf({1, 2, 70, 2}, 14), k = leaf({1, 1, 75, 2}, 15), v = leaf({1, 1, 75, 2}, 16);
+    raw::AttentionPattern pattern;
+    std::vector<double> real(75, 1.0);
+    real[3] = real[64] = real[70] = 0;
+    pattern.key_padding = from_vector(real, {1, 75});
+    for (bool causal : {false, true}) {
+        CAPTURE(causal);
+        pattern.causal = causal;
+        expect_gradcheck([&](Inputs x) { return fused_attention(x[0], x[1], x[2], pattern, 0.9); },
                          {q, k, v});
     }
 }

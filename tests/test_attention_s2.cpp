@@ -169,6 +169,28 @@ TEST_CASE("S2-Attn: the roll form equals rolling the shifted heads by -G/2, caus
     CHECK(max_abs_diff(fused.out.slice(1, 0, H / 2), no_wrap.out.slice(1, 0, H / 2)) == 0);
 }
 
+// Groups that straddle the kernel's 64-key tiles and 16-row query blocks: G = 48 at T = 192 puts
+// group and segment edges at 24, 48, 72, ..., inside tiles; the roll form's last group wraps.
+TEST_CASE("S2-Attn: both forms equal their references when groups straddle the kernel's tiles") {
+    Generator gen(24);
+    const int64_t B = 1, H = 4, T = 192, D = 16, G = 48;
+    Tensor q = randn({B, H, T, D}, gen), k = randn({B, H, T, D}, gen), v = randn({B, H, T, D}, gen);
+    Tensor w = randn({B, H, T, D}, gen);
+    const double scale = 1.0 / std::sqrt(double(D));
+    AttentionResult no_wrap = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+        return fused_attention(a, b, c, s2(G), scale);
+    }, q, k, v, w);
+    check_same(no_wrap, run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+        return segmented_reference(a, b, c, halves(H, groups_of(G, T), shifted_segments(G, T)));
+    }, q, k, v, w));
+    AttentionResult rolled = run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+        return fused_attention(a, b, c, s2(G, true), scale);
+    }, q, k, v, w);
+    check_same(rolled, run_attention([&](const Tensor& a, const Tensor& b, const Tensor& c) {
+        return roll_reference(a, b, c, G);
+    }, q, k, v, w));
+}
+
 TEST_CASE("S2-Attn: float64 gradchecks of G = T, the no-wrap and the roll forms (with padding, GQA)") {
     Tensor q = leaf({2, 4, 8, 3}, 31), k = leaf({2, 2, 8, 3}, 32), v = leaf({2, 2, 8, 3}, 33);
     for (int form = 0; form < 3; ++form) {

@@ -2,17 +2,24 @@
 // score matrix, so memory stays linear in T (FlashAttention's scheme: Dao et al., 2022, "Fast and
 // memory-efficient exact attention with IO-awareness", Algorithms 1 and 2).
 //
-// Forward, for each query row i: walk the keys it may see in tiles of KEY_TILE, keep the running
-// max m, the running sum l of exp(s - m) and the running output acc = sum exp(s - m) v, and
-// rescale l and acc by exp(m_old - m_new) whenever a tile raises the max (the online softmax of
-// Milakov & Gimelshein, 2018). Then out_i = acc / l and lse_i = m + log l, the row's log-sum-exp,
-// which is all the backward pass keeps.
+// Work is done on tiles: a block of QUERY_BLOCK query rows of one head against KEY_TILE keys.
+// The tile's scores are a small matrix product, S = scale Q K^T, computed with K transposed into
+// a scratch panel so that the inner loop runs along the keys (vector FMAs, no horizontal sums);
+// exp runs over a whole row of the tile at once, and the products with V or dO run along D.
+//
+// Forward, for each query row i: walk the key tiles it may see, keep the running max m, the
+// running sum l of exp(s - m) and the running output acc = sum exp(s - m) v, and rescale l and
+// acc by exp(m_old - m_new) whenever a tile raises the max (the online softmax of Milakov &
+// Gimelshein, 2018). Then out_i = acc / l and lse_i = m + log l, the row's log-sum-exp, which is
+// all the backward pass keeps.
 //
 // Backward, with p_ij = exp(s_ij - lse_i) recomputed from the saved lse:
 //   dv_j += p_ij dout_i;  dp_ij = dout_i . v_j;  ds_ij = p_ij (dp_ij - delta_i),
 //   delta_i = dout_i . out_i;  dq_i += scale ds_ij k_j;  dk_j += scale ds_ij q_i.
 // Work is split by (batch, kv head): the G query heads that share a kv head accumulate into the
 // same dk / dv rows, so they stay on one thread and the sums never race or depend on threads.
+// Key tiles are the outer loop there (FlashAttention-2's order), so each tile's dk / dv rows stay
+// in cache while every query block that sees them passes.
 //
 // Which keys a query sees is decided in one place, attention_keys::visible_keys()
 // (tensor/cpu/attention_keys.h, shared with the CUDA kernel): at most two spans of keys, and
@@ -20,12 +27,14 @@
 // keys, as the composed path's finite mask score gives.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
 #include "tensor/cpu/attention.h"
 #include "tensor/cpu/attention_keys.h"
 #include "tensor/cpu/kernels.h"
+#include "tensor/cpu/row_math.h"
 #include "tensor/ops.h"
 #include "tensor/parallel.h"
 
@@ -33,12 +42,16 @@ namespace ember {
 namespace cpu {
 namespace {
 
-constexpr int64_t KEY_TILE = 64;
+constexpr int64_t QUERY_BLOCK = 16;  // query rows that share one pass over a key tile
+constexpr int64_t KEY_TILE = 64;     // keys per tile: a row of scores is 8 AVX2 vectors
 
 using attention_keys::KeyRange;
 using attention_keys::KeySpans;
 
 attention_keys::Rule rule_of(const raw::AttentionPattern& p) { return {p.causal, p.group, p.group_roll}; }
+
+template <typename T>
+constexpr T neg_inf() { return -std::numeric_limits<T>::infinity(); }
 
 // Strided (B, H, T, D) access with a unit stride along D.
 template <typename T>
@@ -60,6 +73,101 @@ void axpy(T alpha, const T* x, T* y, int64_t n) {  // y += alpha x
     for (int64_t d = 0; d < n; ++d) y[d] += alpha * x[d];
 }
 
+// 32 bytes of T as one GCC vector: an AVX2 register, 8 floats or 4 doubles (plain code on other
+// targets). Kept in registers where an array of T would round-trip through memory.
+template <typename T>
+struct Lanes {
+    static constexpr int n = 32 / sizeof(T);
+    typedef T vec __attribute__((vector_size(32)));
+};
+template <typename T>
+using Vec = typename Lanes<T>::vec;
+
+template <typename T>
+Vec<T> load_vec(const T* p) {
+    Vec<T> v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+template <typename T>
+void store_vec(T* p, Vec<T> v) { std::memcpy(p, &v, sizeof v); }
+
+// y += sum_s c[s * c_stride] x_s over the rows s < count whose weight is nonzero (a masked key's
+// row is never read, so an inf in a padded value cannot leak as 0 * inf); x_s = x + s * x_stride.
+// y (n), x_s (n). Four vectors of y at a time are summed in registers across all the rows before
+// one store: updating y row by row instead chains every term through a store and a reload of
+// the same address.
+template <typename T>
+void add_weighted_rows(T* y, int64_t n, const T* c, int64_t c_stride, int64_t count, const T* x,
+                       int64_t x_stride) {
+    constexpr int L = Lanes<T>::n;
+    int64_t d0 = 0;
+    for (; d0 + 4 * L <= n; d0 += 4 * L) {
+        Vec<T> acc[4];
+        for (int u = 0; u < 4; ++u) acc[u] = load_vec(y + d0 + L * u);
+        for (int64_t s = 0; s < count; ++s) {
+            const T cs = c[s * c_stride];
+            if (cs == T(0)) continue;
+            const T* xs = x + s * x_stride + d0;
+            for (int u = 0; u < 4; ++u) acc[u] += cs * load_vec(xs + L * u);
+        }
+        for (int u = 0; u < 4; ++u) store_vec(y + d0 + L * u, acc[u]);
+    }
+    for (; d0 + L <= n; d0 += L) {
+        Vec<T> acc = load_vec(y + d0);
+        for (int64_t s = 0; s < count; ++s)
+            if (c[s * c_stride] != T(0)) acc += c[s * c_stride] * load_vec(x + s * x_stride + d0);
+        store_vec(y + d0, acc);
+    }
+    for (int64_t s = 0; s < count && d0 < n; ++s)
+        if (c[s * c_stride] != T(0)) axpy(c[s * c_stride], x + s * x_stride + d0, y + d0, n - d0);
+}
+
+// One key tile of one kv head: keys [j0, j0 + n), n <= KEY_TILE.
+struct KeyTile {
+    int64_t j0, n;
+};
+
+// panel[d * KEY_TILE + t] = rows(j0 + t)[d] for t < n, and 0 for n <= t < KEY_TILE: the tile's
+// keys (or values) as columns, so that a score row is a sum over d of vector FMAs along t.
+template <typename T, typename Rows>
+void transpose_tile(Rows rows, KeyTile tile, int64_t D, T* panel) {  // panel (D, KEY_TILE)
+    for (int64_t d = 0; d < D; ++d) std::fill(panel + d * KEY_TILE + tile.n, panel + (d + 1) * KEY_TILE, T(0));
+    for (int64_t t = 0; t < tile.n; ++t) {
+        const T* src = rows(tile.j0 + t);
+        for (int64_t d = 0; d < D; ++d) panel[d * KEY_TILE + t] = src[d];
+    }
+}
+
+// out[t] = scale * sum_d a[d] panel[d][t] for the KEY_TILE columns of a transposed tile.
+template <typename T>
+void tile_row_product(const T* a, const T* panel, int64_t D, T scale, T* out) {  // a (D), out (KEY_TILE)
+    constexpr int L = Lanes<T>::n, V = KEY_TILE / L;
+    Vec<T> acc[V] = {};
+    for (int64_t d = 0; d < D; ++d) {
+        const T ad = a[d];
+        const T* col = panel + d * KEY_TILE;
+#pragma GCC unroll 16
+        for (int u = 0; u < V; ++u) acc[u] += ad * load_vec(col + L * u);
+    }
+    for (int u = 0; u < V; ++u) store_vec(out + L * u, scale * acc[u]);
+}
+
+// Scores of the tile that query row i may not see (outside its spans, padded, or past the
+// tile's end) become -inf. Returns whether any key of the tile stays visible.
+template <typename T>
+bool mask_row(const KeySpans& spans, KeyTile tile, const T* real, T* s) {  // real (Tk) or null
+    bool any = false;
+    for (int64_t t = 0; t < KEY_TILE; ++t) {
+        const int64_t j = tile.j0 + t;
+        const bool visible = t < tile.n && spans.contains(j) && (!real || real[j] != T(0));
+        s[t] = visible ? s[t] : neg_inf<T>();
+        any |= visible;
+    }
+    return any;
+}
+
 template <typename T>
 void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const T* real,
                    const raw::AttentionPattern& pattern, double scale_d, const Tensor& out,
@@ -72,53 +180,67 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const T* r
     T* op = out.data<T>();  // (B, H, Tq, D), contiguous
     T* lp = lse.data<T>();  // (B, H, Tq)
     const T scale = T(scale_d);
-    parallel_for(B * H * Tq, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, Tk * D)),
+    const int64_t blocks = (Tq + QUERY_BLOCK - 1) / QUERY_BLOCK;
+    const int64_t block_cost = QUERY_BLOCK * Tk * D;
+    parallel_for(B * H * blocks, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, block_cost)),
                  [&](int64_t begin, int64_t end) {
-        T s[KEY_TILE];
-        for (int64_t row = begin; row < end; ++row) {
-            const int64_t i = row % Tq, h = (row / Tq) % H, b = row / (Tq * H), hk = h / G;
-            const T* qi = qh.row(b, h, i);
-            T* acc = op + row * D;
-            std::fill(acc, acc + D, T(0));
-            const KeySpans spans = attention_keys::visible_keys(rule_of(pattern), h, H, i, Tq, Tk);
-            T m = -std::numeric_limits<T>::infinity(), l = 0;
-            for (int si = 0; si < spans.n; ++si) {
-                const KeyRange keys = spans.span[si];
-                for (int64_t j0 = keys.lo; j0 < keys.hi; j0 += KEY_TILE) {
-                    const int64_t n = std::min(KEY_TILE, keys.hi - j0);
-                    T tile_max = -std::numeric_limits<T>::infinity();
-                    for (int64_t t = 0; t < n; ++t) {
-                        const int64_t j = j0 + t;
-                        if (real && real[b * Tk + j] == T(0)) {
-                            s[t] = -std::numeric_limits<T>::infinity();
-                            continue;
-                        }
-                        s[t] = scale * dot(qi, kh.row(b, hk, j), D);
-                        tile_max = std::max(tile_max, s[t]);
-                    }
-                    if (tile_max == -std::numeric_limits<T>::infinity()) continue;  // all padding
-                    if (tile_max > m) {
-                        const T rescale = std::exp(m - tile_max);  // 0 on the first visible tile
-                        l *= rescale;
-                        for (int64_t d = 0; d < D; ++d) acc[d] *= rescale;
-                        m = tile_max;
-                    }
-                    for (int64_t t = 0; t < n; ++t) {
-                        if (s[t] == -std::numeric_limits<T>::infinity()) continue;
-                        const T p = std::exp(s[t] - m);
-                        l += p;
-                        axpy(p, vh.row(b, hk, j0 + t), acc, D);
-                    }
-                }
+        static thread_local std::vector<T> scratch;
+        scratch.resize(std::max(scratch.size(), size_t(D * KEY_TILE + QUERY_BLOCK * KEY_TILE)));
+        T* kt = scratch.data();                  // (D, KEY_TILE)
+        T* p = kt + D * KEY_TILE;                // (QUERY_BLOCK, KEY_TILE) scores, then weights
+        for (int64_t item = begin; item < end; ++item) {
+            const int64_t blk = item % blocks, h = (item / blocks) % H, b = item / (blocks * H), hk = h / G;
+            const int64_t i0 = blk * QUERY_BLOCK, nq = std::min(QUERY_BLOCK, Tq - i0);
+            const T* real_b = real ? real + b * Tk : nullptr;
+            KeySpans spans[QUERY_BLOCK];
+            T m[QUERY_BLOCK], l[QUERY_BLOCK];
+            int64_t lo = Tk, hi = 0;  // the keys any row of the block may see
+            for (int64_t r = 0; r < nq; ++r) {
+                spans[r] = attention_keys::visible_keys(rule_of(pattern), h, H, i0 + r, Tq, Tk);
+                for (int si = 0; si < spans[r].n; ++si)
+                    lo = std::min(lo, spans[r].span[si].lo), hi = std::max(hi, spans[r].span[si].hi);
+                m[r] = neg_inf<T>(), l[r] = 0;
             }
-            if (l > 0) {
-                const T inv = T(1) / l;
-                for (int64_t d = 0; d < D; ++d) acc[d] *= inv;
-                lp[row] = m + std::log(l);
-            } else {  // nothing visible: the mean of every value row
-                for (int64_t j = 0; j < Tk; ++j) axpy(T(1), vh.row(b, hk, j), acc, D);
-                for (int64_t d = 0; d < D; ++d) acc[d] /= T(Tk);
-                lp[row] = std::numeric_limits<T>::quiet_NaN();  // marks the row for the backward
+            T* acc = op + ((b * H + h) * Tq + i0) * D;  // (nq, D): the block's output rows
+            std::fill(acc, acc + nq * D, T(0));
+            for (int64_t j0 = lo; j0 < hi; j0 += KEY_TILE) {
+                const KeyTile tile{j0, std::min(KEY_TILE, hi - j0)};
+                bool seen = false;
+                for (int64_t r = 0; r < nq && !seen; ++r) seen = spans[r].meets(tile.j0, tile.j0 + tile.n);
+                if (!seen) continue;
+                transpose_tile<T>([&](int64_t j) { return kh.row(b, hk, j); }, tile, D, kt);
+                for (int64_t r = 0; r < nq; ++r) {
+                    T* pr = p + r * KEY_TILE;
+                    tile_row_product(qh.row(b, h, i0 + r), kt, D, scale, pr);
+                    if (!mask_row(spans[r], tile, real_b, pr)) {
+                        std::fill(pr, pr + KEY_TILE, T(0));
+                        continue;
+                    }
+                    const T tile_max = row_max(pr, KEY_TILE);
+                    if (tile_max > m[r]) {
+                        const T rescale = exp_of(m[r] - tile_max);  // 0 on the row's first tile
+                        l[r] *= rescale;
+                        for (int64_t d = 0; d < D; ++d) acc[r * D + d] *= rescale;
+                        m[r] = tile_max;
+                    }
+                    for (int64_t t = 0; t < KEY_TILE; ++t) pr[t] = exp_of(pr[t] - m[r]);
+                    l[r] += T(row_sum(pr, KEY_TILE));
+                }
+                for (int64_t r = 0; r < nq; ++r)  // acc_i += sum_j p_ij v_j
+                    add_weighted_rows(acc + r * D, D, p + r * KEY_TILE, 1, tile.n, vh.row(b, hk, j0), vh.st);
+            }
+            for (int64_t r = 0; r < nq; ++r) {
+                T* o = acc + r * D;
+                const int64_t row = (b * H + h) * Tq + i0 + r;
+                if (l[r] > 0) {
+                    const T inv = T(1) / l[r];
+                    for (int64_t d = 0; d < D; ++d) o[d] *= inv;
+                    lp[row] = m[r] + std::log(l[r]);
+                } else {  // nothing visible: the mean of every value row
+                    for (int64_t j = 0; j < Tk; ++j) axpy(T(1), vh.row(b, hk, j), o, D);
+                    for (int64_t d = 0; d < D; ++d) o[d] /= T(Tk);
+                    lp[row] = std::numeric_limits<T>::quiet_NaN();  // marks the row for the backward
+                }
             }
         }
     });
@@ -142,32 +264,62 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
     T* dvp = dv.data<T>();         // (B, Hkv, Tk, D), zeroed
     const T scale = T(scale_d);
     parallel_for(B * Hkv, 1, [&](int64_t begin, int64_t end) {
+        static thread_local std::vector<T> scratch;
+        scratch.resize(std::max(scratch.size(), size_t(2 * D * KEY_TILE + 2 * QUERY_BLOCK * KEY_TILE + Tq)));
+        T* kt = scratch.data();                     // (D, KEY_TILE) keys of the tile, transposed
+        T* vt = kt + D * KEY_TILE;                  // (D, KEY_TILE) values of the tile, transposed
+        T* p = vt + D * KEY_TILE;                   // (QUERY_BLOCK, KEY_TILE) weights p_ij
+        T* ds = p + QUERY_BLOCK * KEY_TILE;         // (QUERY_BLOCK, KEY_TILE) dp_ij, then ds_ij
+        T* delta = ds + QUERY_BLOCK * KEY_TILE;     // (Tq) dout_i . out_i
         for (int64_t item = begin; item < end; ++item) {
             const int64_t b = item / Hkv, hk = item % Hkv;
+            const T* real_b = real ? real + b * Tk : nullptr;
             T* dk_head = dkp + item * Tk * D;
             T* dv_head = dvp + item * Tk * D;
             for (int64_t h = hk * G; h < (hk + 1) * G; ++h) {
+                const int64_t head_row = (b * H + h) * Tq;  // row of query 0 of this head
                 for (int64_t i = 0; i < Tq; ++i) {
-                    const int64_t row = (b * H + h) * Tq + i;
-                    const T* qi = qh.row(b, h, i);
-                    const T* gi = gp + row * D;
-                    T* dqi = dqp + row * D;
-                    if (std::isnan(lp[row])) {  // saw no key: uniform weights, constant scores
-                        for (int64_t j = 0; j < Tk; ++j) axpy(T(1) / T(Tk), gi, dv_head + j * D, D);
-                        continue;
-                    }
-                    const T delta = dot(gi, op + row * D, D);
-                    const KeySpans spans = attention_keys::visible_keys(rule_of(pattern), h, H, i, Tq, Tk);
-                    for (int si = 0; si < spans.n; ++si) {
-                        for (int64_t j = spans.span[si].lo; j < spans.span[si].hi; ++j) {
-                            if (real && real[b * Tk + j] == T(0)) continue;
-                            const T* kj = kh.row(b, hk, j);
-                            const T p = std::exp(scale * dot(qi, kj, D) - lp[row]);
-                            axpy(p, gi, dv_head + j * D, D);
-                            const T ds = p * (dot(gi, vh.row(b, hk, j), D) - delta) * scale;
-                            axpy(ds, kj, dqi, D);
-                            axpy(ds, qi, dk_head + j * D, D);
+                    const int64_t row = head_row + i;
+                    delta[i] = dot(gp + row * D, op + row * D, D);
+                    if (std::isnan(lp[row]))  // saw no key: uniform weights, constant scores
+                        for (int64_t j = 0; j < Tk; ++j) axpy(T(1) / T(Tk), gp + row * D, dv_head + j * D, D);
+                }
+                for (int64_t j0 = 0; j0 < Tk; j0 += KEY_TILE) {
+                    const KeyTile tile{j0, std::min(KEY_TILE, Tk - j0)};
+                    transpose_tile<T>([&](int64_t j) { return kh.row(b, hk, j); }, tile, D, kt);
+                    transpose_tile<T>([&](int64_t j) { return vh.row(b, hk, j); }, tile, D, vt);
+                    for (int64_t i0 = 0; i0 < Tq; i0 += QUERY_BLOCK) {
+                        const int64_t nq = std::min(QUERY_BLOCK, Tq - i0);
+                        bool seen = false;
+                        for (int64_t r = 0; r < nq; ++r) {
+                            T* pr = p + r * KEY_TILE;
+                            const int64_t row = head_row + i0 + r;
+                            const KeySpans spans = attention_keys::visible_keys(rule_of(pattern), h, H, i0 + r, Tq, Tk);
+                            if (std::isnan(lp[row]) || !spans.meets(tile.j0, tile.j0 + tile.n)) {
+                                std::fill(pr, pr + KEY_TILE, T(0));
+                                std::fill(ds + r * KEY_TILE, ds + (r + 1) * KEY_TILE, T(0));
+                                continue;
+                            }
+                            seen = true;
+                            tile_row_product(qh.row(b, h, i0 + r), kt, D, scale, pr);
+                            mask_row(spans, tile, real_b, pr);
+                            for (int64_t t = 0; t < KEY_TILE; ++t) pr[t] = exp_of(pr[t] - lp[row]);
+                            T* dsr = ds + r * KEY_TILE;
+                            tile_row_product(gp + row * D, vt, D, T(1), dsr);  // dp_ij
+                            // ds_ij = p_ij (dp_ij - delta_i) scale, exactly 0 where p_ij is (a masked key)
+                            for (int64_t t = 0; t < KEY_TILE; ++t)
+                                dsr[t] = pr[t] == T(0) ? T(0) : pr[t] * (dsr[t] - delta[i0 + r]) * scale;
                         }
+                        if (!seen) continue;
+                        const T* dout_rows = gp + (head_row + i0) * D;  // (nq, D)
+                        for (int64_t t = 0; t < tile.n; ++t) {
+                            // dv_j += sum_i p_ij dout_i;  dk_j += sum_i ds_ij q_i
+                            add_weighted_rows(dv_head + (j0 + t) * D, D, p + t, KEY_TILE, nq, dout_rows, D);
+                            add_weighted_rows(dk_head + (j0 + t) * D, D, ds + t, KEY_TILE, nq, qh.row(b, h, i0), qh.st);
+                        }
+                        for (int64_t r = 0; r < nq; ++r)  // dq_i += sum_j ds_ij k_j
+                            add_weighted_rows(dqp + (head_row + i0 + r) * D, D, ds + r * KEY_TILE, 1, tile.n,
+                                              kh.row(b, hk, j0), kh.st);
                     }
                 }
             }
