@@ -100,9 +100,24 @@ void record(const char* name, Tensor& output, const std::vector<Tensor>& inputs,
 
 // Adds a gradient into a leaf. The first one is copied so that no two leaves, and no saved
 // tensor, ever share .grad storage (an in-place update of one .grad must not touch another).
+// True when nothing but `t` can reach its memory: the only handle to its view, which covers the
+// whole of a storage nobody else holds, with no autograd history. Such a tensor may become a
+// leaf's .grad as it is, or be added into in place, without any other tensor seeing the change.
+static bool sole_owner(const Tensor& t) {
+    return t.impl_ptr().use_count() == 1 && t.storage().use_count() == 1 && t.offset() == 0 &&
+           t.is_contiguous() && t.storage()->bytes() == size_t(t.numel()) * dtype_size(t.dtype()) &&
+           !t.impl().autograd;
+}
+
+// A leaf's gradient: the first one is taken as it is when the backward made it for this leaf
+// alone (a copy otherwise, so that updating .grad in place, as clipping does, cannot write into
+// a tensor someone else holds); later ones are added in place into a .grad nobody else holds. On
+// GPT-2 small the copies were 2.4% of a training step (perf).
 static void accumulate_into_leaf(AutogradMeta& leaf, const Tensor& g) {
     if (!leaf.grad.defined())
-        leaf.grad = raw::clone(g);
+        leaf.grad = sole_owner(g) ? g : raw::clone(g);
+    else if (sole_owner(leaf.grad) && leaf.grad.shape() == g.shape() && leaf.grad.dtype() == g.dtype())
+        raw::add_(leaf.grad, g);
     else
         leaf.grad = raw::add(leaf.grad, g);
 }

@@ -16,6 +16,35 @@ TEST_CASE("autograd: gradients accumulate across backward calls until zero_grad"
     CHECK_FALSE(x.grad().defined());
 }
 
+// A leaf takes a gradient the backward made for it alone without copying it, and adds later ones
+// in place: neither may ever reach a tensor that someone else holds.
+TEST_CASE("autograd: a leaf's .grad never shares memory with a tensor someone else holds") {
+    Tensor x = tensor({1, 2, 3}, {3}, DType::F64);
+    x.set_requires_grad();
+    Tensor seed = tensor({1, 1, 1}, {3}, DType::F64);
+    x.backward(seed);  // backward from a leaf: the seed is the caller's, so .grad is a copy
+    CHECK_FALSE(x.grad().same_storage(seed));
+    raw::mul_(x.grad(), 5);
+    CHECK(seed.to_vector<double>() == std::vector<double>{1, 1, 1});
+
+    x.zero_grad();
+    Tensor y = x * 2.0;
+    y.backward(seed);
+    Tensor held = x.grad();  // a handle the caller keeps across the next backward
+    CHECK(held.to_vector<double>() == std::vector<double>{2, 2, 2});
+    (x * 3.0).backward(seed);  // .grad is held elsewhere, so the sum is a new tensor
+    CHECK(held.to_vector<double>() == std::vector<double>{2, 2, 2});
+    CHECK(x.grad().to_vector<double>() == std::vector<double>{5, 5, 5});
+    CHECK_FALSE(x.grad().same_storage(held));
+    held = Tensor();
+    Tensor before = x.grad();
+    const void* memory = before.raw_data();
+    before = Tensor();
+    (x * 4.0).backward(seed);  // nobody else holds .grad now: added in place, same memory
+    CHECK(x.grad().to_vector<double>() == std::vector<double>{9, 9, 9});
+    CHECK(x.grad().raw_data() == memory);
+}
+
 TEST_CASE("autograd: a tensor used twice gets both contributions") {
     Tensor x = tensor({2}, {1}, DType::F64);
     x.set_requires_grad();
