@@ -124,26 +124,31 @@ void add_weighted_rows(T* y, int64_t n, const T* c, int64_t c_stride, int64_t co
         if (c[s * c_stride] != T(0)) axpy(c[s * c_stride], x + s * x_stride + d0, y + d0, n - d0);
 }
 
-// One key tile of one kv head: keys [j0, j0 + n), n <= KEY_TILE.
+// One key tile of one kv head: keys [j0, j0 + n), n <= KEY_TILE, of which the first `width`
+// columns (n rounded up to 8, a whole number of vectors) are computed: a short sequence or the
+// causal corner of a block pays for the keys it has, not for a whole tile.
 struct KeyTile {
-    int64_t j0, n;
+    int64_t j0, n, width;
 };
 
-// panel[d * KEY_TILE + t] = rows(j0 + t)[d] for t < n, and 0 for n <= t < KEY_TILE: the tile's
-// keys (or values) as columns, so that a score row is a sum over d of vector FMAs along t.
+KeyTile key_tile(int64_t j0, int64_t n) { return {j0, n, (n + 7) / 8 * 8}; }
+
+// panel[d * KEY_TILE + t] = rows(j0 + t)[d] for t < n, and 0 for n <= t < width: the tile's keys
+// (or values) as columns, so that a score row is a sum over d of vector FMAs along t.
 template <typename T, typename Rows>
 void transpose_tile(Rows rows, KeyTile tile, int64_t D, T* panel) {  // panel (D, KEY_TILE)
-    for (int64_t d = 0; d < D; ++d) std::fill(panel + d * KEY_TILE + tile.n, panel + (d + 1) * KEY_TILE, T(0));
+    for (int64_t d = 0; d < D; ++d) std::fill(panel + d * KEY_TILE + tile.n, panel + d * KEY_TILE + tile.width, T(0));
     for (int64_t t = 0; t < tile.n; ++t) {
         const T* src = rows(tile.j0 + t);
         for (int64_t d = 0; d < D; ++d) panel[d * KEY_TILE + t] = src[d];
     }
 }
 
-// out[t] = scale * sum_d a[d] panel[d][t] for the KEY_TILE columns of a transposed tile.
-template <typename T>
-void tile_row_product(const T* a, const T* panel, int64_t D, T scale, T* out) {  // a (D), out (KEY_TILE)
-    constexpr int L = Lanes<T>::n, V = KEY_TILE / L;
+// out[t] = scale * sum_d a[d] panel[d][t] for the first V vectors of columns of a transposed
+// tile, V fixed so that the accumulators stay in registers.
+template <typename T, int V>
+void tile_row_product_fixed(const T* a, const T* panel, int64_t D, T scale, T* out) {  // a (D), out (V lanes)
+    constexpr int L = Lanes<T>::n;
     Vec<T> acc[V] = {};
     for (int64_t d = 0; d < D; ++d) {
         const T ad = a[d];
@@ -154,12 +159,22 @@ void tile_row_product(const T* a, const T* panel, int64_t D, T scale, T* out) { 
     for (int u = 0; u < V; ++u) store_vec(out + L * u, scale * acc[u]);
 }
 
-// Scores of the tile that query row i may not see (outside its spans, padded, or past the
-// tile's end) become -inf. Returns whether any key of the tile stays visible.
+// The same for the tile's `width` columns: picks the fixed-V version (V from KEY_TILE / lanes
+// down to 1).
+template <typename T, int V = KEY_TILE / Lanes<T>::n>
+void tile_row_product(const T* a, const T* panel, int64_t D, int64_t width, T scale, T* out) {
+    if constexpr (V > 1) {
+        if (width < V * Lanes<T>::n) return tile_row_product<T, V - 1>(a, panel, D, width, scale, out);
+    }
+    tile_row_product_fixed<T, V>(a, panel, D, scale, out);
+}
+
+// Scores of the tile's columns that query row i may not see (outside its spans, padded, or past
+// the tile's keys) become -inf. Returns whether any key of the tile stays visible.
 template <typename T>
 bool mask_row(const KeySpans& spans, KeyTile tile, const T* real, T* s) {  // real (Tk) or null
     bool any = false;
-    for (int64_t t = 0; t < KEY_TILE; ++t) {
+    for (int64_t t = 0; t < tile.width; ++t) {
         const int64_t j = tile.j0 + t;
         const bool visible = t < tile.n && spans.contains(j) && (!real || real[j] != T(0));
         s[t] = visible ? s[t] : neg_inf<T>();
@@ -204,27 +219,27 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const T* r
             T* acc = op + ((b * H + h) * Tq + i0) * D;  // (nq, D): the block's output rows
             std::fill(acc, acc + nq * D, T(0));
             for (int64_t j0 = lo; j0 < hi; j0 += KEY_TILE) {
-                const KeyTile tile{j0, std::min(KEY_TILE, hi - j0)};
+                const KeyTile tile = key_tile(j0, std::min(KEY_TILE, hi - j0));
                 bool seen = false;
                 for (int64_t r = 0; r < nq && !seen; ++r) seen = spans[r].meets(tile.j0, tile.j0 + tile.n);
                 if (!seen) continue;
                 transpose_tile<T>([&](int64_t j) { return kh.row(b, hk, j); }, tile, D, kt);
                 for (int64_t r = 0; r < nq; ++r) {
                     T* pr = p + r * KEY_TILE;
-                    tile_row_product(qh.row(b, h, i0 + r), kt, D, scale, pr);
+                    tile_row_product(qh.row(b, h, i0 + r), kt, D, tile.width, scale, pr);
                     if (!mask_row(spans[r], tile, real_b, pr)) {
-                        std::fill(pr, pr + KEY_TILE, T(0));
+                        std::fill(pr, pr + tile.width, T(0));
                         continue;
                     }
-                    const T tile_max = row_max(pr, KEY_TILE);
+                    const T tile_max = row_max(pr, tile.width);
                     if (tile_max > m[r]) {
                         const T rescale = exp_of(m[r] - tile_max);  // 0 on the row's first tile
                         l[r] *= rescale;
                         for (int64_t d = 0; d < D; ++d) acc[r * D + d] *= rescale;
                         m[r] = tile_max;
                     }
-                    for (int64_t t = 0; t < KEY_TILE; ++t) pr[t] = exp_of(pr[t] - m[r]);
-                    l[r] += T(row_sum(pr, KEY_TILE));
+                    for (int64_t t = 0; t < tile.width; ++t) pr[t] = exp_of(pr[t] - m[r]);
+                    l[r] += T(row_sum(pr, tile.width));
                 }
                 for (int64_t r = 0; r < nq; ++r)  // acc_i += sum_j p_ij v_j
                     add_weighted_rows(acc + r * D, D, p + r * KEY_TILE, 1, tile.n, vh.row(b, hk, j0), vh.st);
@@ -285,40 +300,46 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
                         for (int64_t j = 0; j < Tk; ++j) axpy(T(1) / T(Tk), gp + row * D, dv_head + j * D, D);
                 }
                 for (int64_t j0 = 0; j0 < Tk; j0 += KEY_TILE) {
-                    const KeyTile tile{j0, std::min(KEY_TILE, Tk - j0)};
+                    const KeyTile tile = key_tile(j0, std::min(KEY_TILE, Tk - j0));
                     transpose_tile<T>([&](int64_t j) { return kh.row(b, hk, j); }, tile, D, kt);
                     transpose_tile<T>([&](int64_t j) { return vh.row(b, hk, j); }, tile, D, vt);
                     for (int64_t i0 = 0; i0 < Tq; i0 += QUERY_BLOCK) {
                         const int64_t nq = std::min(QUERY_BLOCK, Tq - i0);
-                        bool seen = false;
+                        KeySpans spans[QUERY_BLOCK];
+                        int64_t hi = j0;  // the block's rows see none of the tile's keys from hi on
+                        for (int64_t r = 0; r < nq; ++r) {
+                            spans[r] = attention_keys::visible_keys(rule_of(pattern), h, H, i0 + r, Tq, Tk);
+                            if (std::isnan(lp[head_row + i0 + r])) spans[r] = KeySpans();  // handled above
+                            for (int si = 0; si < spans[r].n; ++si)
+                                if (spans[r].span[si].lo < j0 + tile.n) hi = std::max(hi, spans[r].span[si].hi);
+                        }
+                        const KeyTile seen = key_tile(j0, std::min(tile.n, hi - j0));  // the columns worth computing
+                        if (seen.n <= 0) continue;
                         for (int64_t r = 0; r < nq; ++r) {
                             T* pr = p + r * KEY_TILE;
+                            T* dsr = ds + r * KEY_TILE;
                             const int64_t row = head_row + i0 + r;
-                            const KeySpans spans = attention_keys::visible_keys(rule_of(pattern), h, H, i0 + r, Tq, Tk);
-                            if (std::isnan(lp[row]) || !spans.meets(tile.j0, tile.j0 + tile.n)) {
-                                std::fill(pr, pr + KEY_TILE, T(0));
-                                std::fill(ds + r * KEY_TILE, ds + (r + 1) * KEY_TILE, T(0));
+                            if (!spans[r].meets(seen.j0, seen.j0 + seen.n)) {
+                                std::fill(pr, pr + seen.width, T(0));
+                                std::fill(dsr, dsr + seen.width, T(0));
                                 continue;
                             }
-                            seen = true;
-                            tile_row_product(qh.row(b, h, i0 + r), kt, D, scale, pr);
-                            mask_row(spans, tile, real_b, pr);
-                            for (int64_t t = 0; t < KEY_TILE; ++t) pr[t] = exp_of(pr[t] - lp[row]);
-                            T* dsr = ds + r * KEY_TILE;
-                            tile_row_product(gp + row * D, vt, D, T(1), dsr);  // dp_ij
+                            tile_row_product(qh.row(b, h, i0 + r), kt, D, seen.width, scale, pr);
+                            mask_row(spans[r], seen, real_b, pr);
+                            for (int64_t t = 0; t < seen.width; ++t) pr[t] = exp_of(pr[t] - lp[row]);
+                            tile_row_product(gp + row * D, vt, D, seen.width, T(1), dsr);  // dp_ij
                             // ds_ij = p_ij (dp_ij - delta_i) scale, exactly 0 where p_ij is (a masked key)
-                            for (int64_t t = 0; t < KEY_TILE; ++t)
+                            for (int64_t t = 0; t < seen.width; ++t)
                                 dsr[t] = pr[t] == T(0) ? T(0) : pr[t] * (dsr[t] - delta[i0 + r]) * scale;
                         }
-                        if (!seen) continue;
                         const T* dout_rows = gp + (head_row + i0) * D;  // (nq, D)
-                        for (int64_t t = 0; t < tile.n; ++t) {
+                        for (int64_t t = 0; t < seen.n; ++t) {
                             // dv_j += sum_i p_ij dout_i;  dk_j += sum_i ds_ij q_i
                             add_weighted_rows(dv_head + (j0 + t) * D, D, p + t, KEY_TILE, nq, dout_rows, D);
                             add_weighted_rows(dk_head + (j0 + t) * D, D, ds + t, KEY_TILE, nq, qh.row(b, h, i0), qh.st);
                         }
                         for (int64_t r = 0; r < nq; ++r)  // dq_i += sum_j ds_ij k_j
-                            add_weighted_rows(dqp + (head_row + i0 + r) * D, D, ds + r * KEY_TILE, 1, tile.n,
+                            add_weighted_rows(dqp + (head_row + i0 + r) * D, D, ds + r * KEY_TILE, 1, seen.n,
                                               kh.row(b, hk, j0), kh.st);
                     }
                 }
