@@ -5,7 +5,7 @@
 //
 // GPT-2-small training step: 12 layers x 768, vocabulary 50,257, random weights, batch 4 x 64
 // tokens, AdamW, 2 threads; the full model and LoRA r=8 on c_attn. bench/torch_gpt2_step.py is
-// the same step in PyTorch. `bench_ops [gemm | gpt2 | gpt2-full | gpt2-lora | s2attn | pool] [steps]` runs one part.
+// the same step in PyTorch. `bench_ops [gemm | gpt2 | gpt2-full | gpt2-lora | attention | s2attn | pool] [steps]` runs one part.
 //
 // S2-Attn: see bench_s2attn.
 //
@@ -173,6 +173,36 @@ static void bench_s2attn() {
     std::printf("load after: %s\n", load_average().c_str());
 }
 
+// Fused CPU attention on the shapes Ember trains (raw kernels, no autograd), 2 threads, median ms:
+// the demo GPT (B 24, H 4, T 64, D 32, causal), GPT-2 small at batch 4 x 64 (H 12, D 64, causal),
+// the demo ViT (B 128, H 4, 17 tokens, D 16, no mask) and one long causal sequence (T 1024).
+static void bench_attention() {
+    std::printf("Fused CPU attention, f32, 2 threads (ms, median; load %s)\n", load_average().c_str());
+    std::printf("%-28s %10s %10s %12s\n", "B x H x T x D", "forward", "backward", "GFLOP/s f+b");
+    set_num_threads(2);
+    struct Shape4 { int64_t B, H, T, D; bool causal; };
+    for (Shape4 s : {Shape4{24, 4, 64, 32, true}, Shape4{4, 12, 64, 64, true}, Shape4{128, 4, 17, 16, false},
+                     Shape4{1, 4, 1024, 64, true}}) {
+        Generator gen(2);
+        Tensor q = randn({s.B, s.H, s.T, s.D}, gen), k = randn({s.B, s.H, s.T, s.D}, gen);
+        Tensor v = randn({s.B, s.H, s.T, s.D}, gen), dout = randn({s.B, s.H, s.T, s.D}, gen);
+        raw::AttentionPattern pattern;
+        pattern.causal = s.causal;
+        const double scale = 1.0 / std::sqrt(double(s.D));
+        raw::AttentionOutput fwd = raw::attention_forward(q, k, v, pattern, scale);
+        const double f = median_seconds([&] { raw::attention_forward(q, k, v, pattern, scale); });
+        const double b = median_seconds([&] { raw::attention_backward(dout, q, k, v, fwd, pattern, scale); });
+        // q k^T and p v forward, four products of the same size backward; half of them when causal
+        const double pairs = double(s.B * s.H) * double(s.T) * double(s.T) * (s.causal ? 0.5 : 1.0);
+        const double flops = 2.0 * pairs * double(s.D) * (2 + 4);
+        char name[64];
+        std::snprintf(name, sizeof name, "%lld x %lld x %lld x %lld%s", (long long)s.B, (long long)s.H,
+                      (long long)s.T, (long long)s.D, s.causal ? " causal" : "");
+        std::printf("%-28s %10.3f %10.3f %12.1f\n", name, f * 1e3, b * 1e3, flops / (f + b) / 1e9);
+        std::fflush(stdout);
+    }
+}
+
 static void bench_pool() {
     std::printf("Thread pool dispatch (microseconds, median)\n");
     set_num_threads(2);
@@ -211,6 +241,7 @@ int main(int argc, char** argv) {
     if (all || gpt2 || !std::strcmp(part, "gpt2-full") || !std::strcmp(part, "gpt2-lora"))
         bench_gpt2(steps, all || gpt2 || !std::strcmp(part, "gpt2-full"),
                    all || gpt2 || !std::strcmp(part, "gpt2-lora"));
+    if (!std::strcmp(part, "all") || !std::strcmp(part, "attention")) bench_attention();
     if (!std::strcmp(part, "all") || !std::strcmp(part, "s2attn")) bench_s2attn();
     if (!std::strcmp(part, "all") || !std::strcmp(part, "pool")) bench_pool();
     return 0;
