@@ -246,6 +246,12 @@ $(BENCH_QLORA_BIN): bench/bench_qlora_memory.cpp $(LIB)
 bench-qlora-memory: $(BENCH_QLORA_BIN)
 	./$(BENCH_QLORA_BIN)
 
+# The f32 FMA roof of this CPU (AVX-512 where the machine has it), the ceiling the GEMM figures
+# are read against; not part of `make bench`.
+$(BUILD)/fma_peak: bench/fma_peak.cpp
+	@mkdir -p $(BUILD)
+	$(CXX) -std=c++17 -O3 -pthread $(if $(filter x86_64,$(shell uname -m)),-mavx512f,) $< -o $@
+
 bench: $(BENCH_BIN) $(BENCH_GPU_BIN) $(BENCH_QUANT_BIN)
 	./$(BENCH_BIN)
 	./$(BENCH_GPU_BIN)

@@ -6,6 +6,8 @@
 // The tile's scores are a small matrix product, S = scale Q K^T, computed with K transposed into
 // a scratch panel so that the inner loop runs along the keys (vector FMAs, no horizontal sums);
 // exp runs over a whole row of the tile at once, and the products with V or dO run along D.
+// A block computes only the keys of a tile that some row of it may see, rounded up to whole
+// vectors: a short sequence or the causal corner of a block pays for the keys it has.
 //
 // Forward, for each query row i: walk the key tiles it may see, keep the running max m, the
 // running sum l of exp(s - m) and the running output acc = sum exp(s - m) v, and rescale l and
