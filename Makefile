@@ -122,6 +122,12 @@ deps:
 
 $(LIB_OBJS) $(TEST_OBJS): | deps
 
+# The test files are orchestration: the library they link does the arithmetic, at $(OPT). Built
+# without optimisation they compile in half the time (a large test file: 16 s at -O3, 8 s at
+# -O0) and the suite runs as fast (7.4 s either way, 2026-12-07), which keeps CI's two builds
+# of the suite short. The last -O on a command line is the one GCC uses.
+$(TEST_OBJS): CXXFLAGS += -O0
+
 # Objects built with CUDA=1 must not be linked into a CUDA=0 build or the other way round (the
 # front-ends compile their CUDA branch only with EMBER_WITH_CUDA). A stamp per setting makes a
 # switch in the same build folder rebuild everything.
@@ -170,10 +176,12 @@ embed-check:
 	$(CXX) examples/embed/main.cpp $$(pkg-config --cflags --libs ember) -o $$tmp/embed; \
 	mkdir $$tmp/model && $$tmp/embed $$tmp/model
 
-# The suite under AddressSanitizer and UBSan, in its own build folder, CPU-only.
+# The suite under AddressSanitizer and UBSan, in its own build folder, CPU-only. -g1 keeps the
+# line tables a report's stack trace needs and drops the rest of the debug information: a
+# quarter of this build's compile time.
 asan:
 	$(MAKE) CUDA=0 BUILD=build-asan OPT=-O1 CLI_TESTS=0 \
-	  EXTRA_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	  EXTRA_FLAGS="-g1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDLIBS="-pthread -lz -fsanitize=address,undefined" test
 
 # ---- fuzzing (not part of `make test`) ----
