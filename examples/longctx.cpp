@@ -11,7 +11,8 @@
 //    LoRA"), so the only difference is the attention pattern in training.
 // 3. Evaluates as LongLoRA does: perplexity (per byte) on held-out books at 256 / 512 / 1024 for
 //    the base as trained (no interpolation: RoPE positions past 256 it never saw), the base with
-//    position interpolation only, LongLoRA and full-attention LoRA; and passkey
+//    position interpolation only, LongLoRA and full-attention LoRA (and LongLoRA at 1024 with
+//    its training-time S2-Attn kept on, to tell the pattern's effect from the length's); and passkey
 //    retrieval: a random 5-digit key hidden at a depth in filler text, then "What is the pass
 //    key? The pass key is"; a trial counts when every one of the 5 digits is the model's argmax
 //    given the digits before it (what greedy decoding would produce).
@@ -182,17 +183,19 @@ double train(models::GPT& gpt, const Data& d, int steps, int64_t B, int64_t T, d
     return last;
 }
 
-// Perplexity per byte on n held-out windows of T bytes (the same windows for every model).
-// keep_s2_attn evaluates in training mode, where a LongLoRA model's S2-Attn stays on (the model
-// has no dropout, so nothing else differs).
-double perplexity(models::GPT& gpt, const Data& d, int64_t T, int n, uint64_t seed, bool keep_s2_attn = false) {
+// Perplexity per byte on n held-out windows of T bytes (drawn from T alone, so every model
+// reads the same windows at a length). keep_s2_attn evaluates in training mode, the only mode
+// in which a LongLoRA model's S2-Attn is on; with dropout 0 nothing else differs.
+double perplexity(models::GPT& gpt, const Data& d, int64_t T, int n, bool keep_s2_attn = false) {
     NoGradGuard no_grad;
     if (keep_s2_attn) {
+        EMBER_CHECK(gpt.config.dropout == 0, "longctx: evaluating with S2-Attn kept on needs dropout 0, got ",
+                    gpt.config.dropout);
         gpt.train();
     } else {
         gpt.eval();
     }
-    Rng rng{seed};
+    Rng rng{777 + uint64_t(T)};
     double total = 0;
     for (int i = 0; i < n; ++i) {
         Tensor ids = ids_of({window(d.eval, T + 1, rng)});
@@ -202,11 +205,12 @@ double perplexity(models::GPT& gpt, const Data& d, int64_t T, int n, uint64_t se
     return std::exp(total / n);
 }
 
-// Passkey accuracy over `trials` documents of T bytes with the key at `depth`.
-double passkey(models::GPT& gpt, const Data& d, int64_t T, double depth, int trials, uint64_t seed) {
+// Passkey accuracy over `trials` documents of T bytes with the key at `depth` (the same
+// documents for every model at a length).
+double passkey(models::GPT& gpt, const Data& d, int64_t T, double depth, int trials) {
     NoGradGuard no_grad;
     gpt.eval();
-    Rng rng{seed};
+    Rng rng{999 + uint64_t(T)};
     int right = 0;
     for (int i = 0; i < trials; ++i) {
         std::string key;
@@ -286,7 +290,7 @@ int main(int argc, char** argv) {
         std::printf("%-34s %8s %8s %8s\n", "model", "256", "512", "1024");
         for (Run& r : runs) {
             std::printf("%-34s", r.name.c_str());
-            for (int64_t T : {256, 512, 1024}) std::printf(" %8.3f", perplexity(*r.gpt, d, T, 16, 777 + uint64_t(T)));
+            for (int64_t T : {256, 512, 1024}) std::printf(" %8.3f", perplexity(*r.gpt, d, T, 16));
             std::printf("\n");
             std::fflush(stdout);
         }
@@ -294,7 +298,7 @@ int main(int argc, char** argv) {
         // in training): whether its loss at 1024 under full attention comes from distances
         // further than a group, which S2-Attn never let it attend over.
         std::printf("%-34s %8s %8s %8.3f\n", "LongLoRA, S2-Attn kept at eval", "-", "-",
-                    perplexity(*longlora, d, 1024, 16, 777 + 1024, true));
+                    perplexity(*longlora, d, 1024, 16, true));
         const std::vector<double> depths = {0.1, 0.3, 0.5, 0.7, 0.9};
         std::printf("\npasskey retrieval accuracy (8 trials per cell), by length and depth of the key\n");
         std::printf("%-34s %6s", "model", "length");
@@ -303,7 +307,7 @@ int main(int argc, char** argv) {
         for (Run& r : runs)
             for (int64_t T : {256, 512, 1024}) {
                 std::printf("%-34s %6lld", r.name.c_str(), (long long)T);
-                for (double dp : depths) std::printf(" %7.2f", passkey(*r.gpt, d, T, dp, 8, 999 + uint64_t(T)));
+                for (double dp : depths) std::printf(" %7.2f", passkey(*r.gpt, d, T, dp, 8));
                 std::printf("\n");
                 std::fflush(stdout);
             }
