@@ -261,6 +261,7 @@ nn::ForwardShape ViT::forward_shape() const {
 // ---- Hugging Face folders ----
 
 void ViT::save_pretrained(const std::string& dir) const {
+    nn::make_folders(dir, "ViT::save_pretrained");
     nn::save_safetensors(dir + "/model.safetensors", state_dict(), {{"format", "pt"}});
     nn::write_file_atomically(dir + "/config.json", config.to_hf_json() + "\n");
 }

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "tensor/check.h"
 
@@ -84,6 +85,12 @@ void write_file_atomically(const std::string& path, const std::string& text) {
     AtomicFile f(path);
     f.write(text);
     f.commit();
+}
+
+void make_folders(const std::string& dir, const std::string& op) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    EMBER_CHECK(!ec, op, ": cannot create the folder ", dir, ": ", ec.message(), " (choose a folder you can write to)");
 }
 
 AppendFile::AppendFile(const std::string& path, bool truncate) : path_(path) {

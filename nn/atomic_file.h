@@ -38,6 +38,10 @@ private:
 // The whole of `text` as the new contents of `path`, atomically.
 void write_file_atomically(const std::string& path, const std::string& text);
 
+// Creates the folder `dir` and any missing parents (a save_pretrained into a new folder, as
+// Hugging Face's does); throws an ember::Error naming `op`, the folder and the OS's reason.
+void make_folders(const std::string& dir, const std::string& op);
+
 class AppendFile {
 public:
     // Opens `path` for appending, creating it; truncate: empty it first.

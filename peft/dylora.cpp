@@ -215,9 +215,7 @@ void save_dylora_as_lora(const PeftModel& pm, const std::string& dir, int64_t b,
         sd[k + "lora_A.weight"] = raw::contiguous(raw::slice(d->lora_A->get_as<nn::Linear>(adapter)->weight, 0, 0, b));
         sd[k + "lora_B.weight"] = raw::contiguous(raw::slice(d->lora_B->get_as<nn::Linear>(adapter)->weight, 1, 0, b));
     }
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    EMBER_CHECK(!ec, "save_dylora_as_lora: cannot create ", dir, ": ", ec.message());
+    nn::make_folders(dir, "save_dylora_as_lora");
     const std::filesystem::path p(dir);
     nn::save_safetensors((p / "adapter_model.safetensors").string(), sd, {{"format", "pt"}});
     nn::write_file_atomically((p / "adapter_config.json").string(), l.to_json() + "\n");

@@ -107,9 +107,7 @@ void save_longlora(const PeftModel& pm, const std::string& dir, const std::strin
         if (tuned.count(key)) trained[key.substr(SAVED_PREFIX.size())] = t;
         else lora[key] = t;
     }
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    EMBER_CHECK(!ec, "save_longlora: cannot create ", dir, ": ", ec.message());
+    nn::make_folders(dir, "save_longlora");
     nn::save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), lora, {{"format", "pt"}});
     nn::save_safetensors((fs::path(dir) / TRAINABLE_FILE).string(), trained, {{"format", "pt"}});
     LoraConfig saved = cfg.lora_part();

@@ -599,9 +599,7 @@ nn::StateDict PeftModel::adapter_state_dict(const std::string& adapter) const {
 void PeftModel::save_adapter(const std::string& dir, const std::string& adapter) const {
     check_usable();
     config(adapter);  // checks the name
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    EMBER_CHECK(!ec, "save_pretrained: cannot create ", dir, ": ", ec.message());
+    nn::make_folders(dir, "save_pretrained");
     nn::save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), adapter_state_dict(adapter),
                          {{"format", "pt"}});
     std::shared_ptr<PeftConfig> c = saved_config(adapter);

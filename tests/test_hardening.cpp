@@ -136,13 +136,29 @@ TEST_CASE("ViT::from_pretrained loads what save_pretrained wrote") {
     c.image_size = 8, c.patch = 4, c.dim = 8, c.layers = 1, c.heads = 2, c.num_labels = 3;
     models::ViT model(c, 5);
     ScratchDir dir;
-    model.save_pretrained(dir.path);
-    auto loaded = models::ViT::from_pretrained(dir.path);
+    const std::string folder = dir.file("new/vit");  // created on save, parents included
+    model.save_pretrained(folder);
+    auto loaded = models::ViT::from_pretrained(folder);
     CHECK(loaded->config.num_labels == 3);
     model.eval(), loaded->eval();
     NoGradGuard no_grad;
     Tensor x = rand({2, 8, 8}, *std::make_shared<Generator>(3));
     CHECK(max_abs_diff(model.forward(x), loaded->forward(x)) == 0);
+}
+
+TEST_CASE("save_pretrained creates its folder, and names the folder it cannot create") {
+    models::GPT model(models::GPTConfig::llama(16, 8, 8, 1, 2, 2, 16), 5);
+    ScratchDir dir;
+    const std::string folder = dir.file("a/b");
+    model.save_pretrained(folder);
+    auto loaded = models::GPT::from_pretrained(folder);
+    NoGradGuard no_grad;
+    Tensor ids = from_vector(std::vector<int64_t>{1, 2, 3}, {1, 3});
+    CHECK(max_abs_diff(model.forward_ids(ids), loaded->forward_ids(ids)) == 0);
+
+    std::ofstream(dir.file("plain")) << "a file, not a folder";
+    std::string e = error_of([&] { model.save_pretrained(dir.file("plain/model")); });
+    CHECK(contains(e, "GPT::save_pretrained: cannot create the folder " + dir.file("plain/model")));
 }
 
 TEST_CASE("Trainer: a non-finite loss stops the run naming the step, or is skipped on request") {
