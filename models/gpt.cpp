@@ -64,10 +64,23 @@ GPTConfig GPTConfig::from_hf_json(const std::string& json_text) {
                     "\" is not supported; Ember's LLaMA MLP is SwiGLU (\"silu\")");
         if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
             const auto& s = j["rope_scaling"];
-            std::string kind = cj::text(s, "type", cj::text(s, "rope_type", "linear", op), op);
-            EMBER_CHECK(kind == "linear", op, ": rope_scaling type \"", kind,
-                        "\" is not supported; Ember implements linear position interpolation");
-            c.rope_scale = cj::real(s, "factor", 1.0, op);
+            std::string kind = cj::text(s, "rope_type", cj::text(s, "type", "linear", op), op);
+            nn::RopeScaling& r = c.rope_scaling;
+            if (kind == "linear") {
+                r.type = nn::RopeScaling::Type::Linear;
+                r.factor = cj::real(s, "factor", 1.0, op);
+            } else if (kind == "yarn") {
+                r.type = nn::RopeScaling::Type::Yarn;
+                r.factor = cj::real(s, "factor", 1.0, op);
+                // HF: without original_max_position_embeddings, max_position_embeddings is the trained context
+                r.original_context = cj::integer(s, "original_max_position_embeddings", c.context, op);
+                r.beta_fast = cj::real(s, "beta_fast", 32.0, op);
+                r.beta_slow = cj::real(s, "beta_slow", 1.0, op);
+                r.attention_factor = cj::real(s, "attention_factor", 0.0, op);
+            } else if (kind != "default") {
+                throw Error(make_message(op, ": rope_scaling type \"", kind, "\" is not supported; Ember "
+                                         "implements \"linear\" (position interpolation) and \"yarn\""));
+            }
         }
     } else {
         throw Error(make_message(op, ": model_type \"", type,
@@ -97,8 +110,7 @@ void GPTConfig::validate() const {
     EMBER_CHECK(std::isfinite(norm_eps) && norm_eps > 0, "GPTConfig: the norm epsilon must be a positive number, not ",
                 norm_eps);
     EMBER_CHECK(std::isfinite(rope_theta) && rope_theta > 0, "GPTConfig: rope_theta must be positive, not ", rope_theta);
-    EMBER_CHECK(std::isfinite(rope_scale) && rope_scale > 0, "GPTConfig: the rope_scaling factor must be positive, not ",
-                rope_scale);
+    rope_scaling.validate("GPTConfig");
 }
 
 double GPTConfig::parameter_count() const {
@@ -136,7 +148,14 @@ std::string GPTConfig::to_hf_json() const {
              {"attention_bias", false},
              {"attention_dropout", dropout},
              {"tie_word_embeddings", tie_embeddings}};
-        if (rope_scale != 1) j["rope_scaling"] = {{"type", "linear"}, {"factor", rope_scale}};
+        const nn::RopeScaling& r = rope_scaling;
+        if (r.type == nn::RopeScaling::Type::Linear) j["rope_scaling"] = {{"type", "linear"}, {"factor", r.factor}};
+        if (r.type == nn::RopeScaling::Type::Yarn) {
+            j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", r.factor},
+                                 {"original_max_position_embeddings", r.original_context},
+                                 {"beta_fast", r.beta_fast}, {"beta_slow", r.beta_slow}};
+            if (r.attention_factor > 0) j["rope_scaling"]["attention_factor"] = r.attention_factor;
+        }
     }
     return j.dump(2);
 }
@@ -165,7 +184,7 @@ public:
         b.attn.dropout = c.dropout;
         b.attn.rope = !gpt2;
         b.attn.rope_theta = c.rope_theta;
-        b.attn.rope_scale = c.rope_scale;
+        b.attn.rope_scaling = c.rope_scaling;
         if (!gpt2) b.attn.names.out = "o_proj";
         b.norm = gpt2 ? nn::NormKind::LayerNorm : nn::NormKind::RMSNorm;
         b.norm_eps = c.norm_eps;

@@ -33,7 +33,8 @@ struct GPTConfig {
     int64_t hidden = 0;       // MLP width; 0: 4 * dim (GPT-2); LLaMA files always give it
     double dropout = 0;       // embeddings, attention probabilities and residual branches
     double norm_eps = 1e-5;
-    double rope_theta = 10000, rope_scale = 1;  // LLaMA; scale > 1 interpolates positions
+    double rope_theta = 10000;    // LLaMA
+    nn::RopeScaling rope_scaling; // LLaMA: a window longer than trained (models/context.h)
     bool tie_embeddings = true;                 // lm_head shares the token embedding
 
     static GPTConfig gpt2(int64_t vocab, int64_t context, int64_t dim, int64_t layers, int64_t heads);

@@ -132,48 +132,7 @@ Tensor composed_attention(const Tensor& q, const Tensor& k, const Tensor& v,
     return out.reshape({B, H, Tq, D});
 }
 
-// ---- rotary embeddings ----
-
-RopeTables rope_tables(int64_t T, int64_t D, int64_t position_offset, double theta, double scale,
-                       DType dtype, Device device) {
-    EMBER_CHECK(D % 2 == 0 && T >= 0, "rope_tables: D must be even, got ", D);
-    EMBER_CHECK(theta > 0 && scale > 0, "rope_tables: theta and scale must be positive, got ", theta,
-                " and ", scale);
-    const int64_t half = D / 2;
-    // dims j and j + half share the angle pos * theta^(-2j/D)
-    std::vector<double> c(size_t(T * D)), s(size_t(T * D));
-    for (int64_t t = 0; t < T; ++t) {
-        const double pos = double(position_offset + t) / scale;
-        for (int64_t j = 0; j < half; ++j) {
-            const double angle = pos * std::pow(theta, -2.0 * double(j) / double(D));
-            c[size_t(t * D + j)] = c[size_t(t * D + j + half)] = std::cos(angle);
-            s[size_t(t * D + j)] = s[size_t(t * D + j + half)] = std::sin(angle);
-        }
-    }
-    auto table = [&](const std::vector<double>& v) {
-        return raw::to_device(raw::to_dtype(from_vector(v, {T, D}), dtype), device);
-    };
-    return {table(c), table(s)};
-}
-
-Tensor apply_rope(const Tensor& x, const RopeTables& tables) {
-    EMBER_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "apply_rope: x must be (B, H, T, D) with D even, "
-                "got ", x.shape());
-    EMBER_CHECK(tables.cos.shape() == Shape({x.size(2), x.size(3)}), "apply_rope: tables of shape ",
-                tables.cos.shape(), " do not fit x of shape ", x.shape(), "; they must be (T, D)");
-    const int64_t D = x.size(3), half = D / 2;
-    // rotate_half(x) = [-x2, x1] for x = [x1, x2] split along D
-    Tensor x1 = x.slice(3, 0, half), x2 = x.slice(3, half, D);
-    Tensor rotated = cat({neg(x2), x1}, 3);
-    return x * tables.cos + rotated * tables.sin;
-}
-
-Tensor apply_rope(const Tensor& x, int64_t position_offset, double theta, double scale) {
-    EMBER_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "apply_rope: x must be (B, H, T, D) with D even, "
-                "got ", x.shape());
-    return apply_rope(x, rope_tables(x.size(2), x.size(3), position_offset, theta, scale, x.dtype(),
-                                     x.device()));
-}
+// ---- heads ----
 
 Tensor split_heads(const Tensor& x, int64_t heads) {
     EMBER_CHECK(x.dim() == 3 && heads > 0 && x.size(2) % heads == 0, "split_heads: x must be "
@@ -238,7 +197,7 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionInputs& in) {
     Tensor q = p.q, k = p.k, v = p.v;
     if (config.rope) {
         RopeTables tables = rope_tables(T, head_dim, in.position_offset, config.rope_theta,
-                                        config.rope_scale, x.dtype(), x.device());
+                                        config.rope_scaling, x.dtype(), x.device());
         q = apply_rope(q, tables);
         k = apply_rope(k, tables);
     }

@@ -2,7 +2,7 @@
 //
 //   scaled_dot_product_attention   softmax(q k^T / sqrt(D) + mask) v, with grouped-query heads,
 //                                  causal and key-padding masks, prefix/cached keys, dropout
-//   apply_rope                     rotary position embeddings (LLaMA's rotate-half convention)
+//   apply_rope                     rotary position embeddings (nn/rope.h)
 //   MultiHeadAttention             projections + heads + RoPE + KV cache + prefix keys around it
 //
 // Key order inside attention is always [prefix keys | cached keys | current keys]: prefix keys
@@ -14,6 +14,7 @@
 #include <string>
 
 #include "nn/layers.h"
+#include "nn/rope.h"
 
 namespace ember {
 namespace nn {
@@ -50,19 +51,6 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 Tensor composed_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                           const AttentionMask& mask, double dropout_p, Generator* gen, bool training);
 
-// Rotary embeddings on x (B, H, T, D), D even, rotate-half convention (HF LLaMA): dims j and
-// j + D/2 form a pair rotated by angle pos * theta^(-2j/D), j < D/2, where the token at t has
-// pos = (position_offset + t) / scale. scale > 1 is linear position interpolation (positions are
-// multiplied by 1/scale, HF's rope_scaling {"type": "linear", "factor": scale}). Differentiable.
-Tensor apply_rope(const Tensor& x, int64_t position_offset, double theta = 10000, double scale = 1);
-// The same in two steps, so q and k can share one pair of (T, D) tables.
-struct RopeTables {
-    Tensor cos, sin;  // (T, D)
-};
-RopeTables rope_tables(int64_t T, int64_t D, int64_t position_offset, double theta, double scale,
-                       DType dtype, Device device);
-Tensor apply_rope(const Tensor& x, const RopeTables& tables);
-
 // (B, T, H * D) -> (B, H, T, D) and back.
 Tensor split_heads(const Tensor& x, int64_t heads);
 Tensor merge_heads(const Tensor& x);
@@ -81,7 +69,8 @@ struct AttentionConfig {
     bool causal = true;
     double dropout = 0;      // on the attention probabilities
     bool rope = false;
-    double rope_theta = 10000, rope_scale = 1;
+    double rope_theta = 10000;
+    RopeScaling rope_scaling;  // a longer window than trained: linear or YaRN (nn/rope.h)
     // LongLoRA's S2-Attn, switched on by a method for training (peft/longlora.h): > 0 makes
     // forward() in training mode attend in groups of shifted_group_ratio * T tokens; in eval
     // mode attention stays full, as LongLoRA infers. shifted_roll picks the wrap-around form.

@@ -13,7 +13,7 @@
 //             shifted by half a group, in the no-wrap form (shift_roll picks the roll form);
 //             attention in eval mode stays full, as LongLoRA infers.
 //   positions linear position interpolation, factor = ceil(new context / old) (fine-tune.py),
-//             through the model's RoPE scale: models::interpolate_positions (models/context.h).
+//             through the model's RoPE scaling: models::interpolate_positions (models/context.h).
 //
 // Files: PeftModel::save_pretrained writes Ember's own adapter (peft_type "LONGLORA", the LoRA
 // and the embed/norm tensors in one adapter_model.safetensors). save_longlora writes LongLoRA's

@@ -234,7 +234,7 @@ TEST_CASE("S2-Attn: MultiHeadAttention groups in training and attends fully in e
     CHECK(max_abs_diff(grouped, full) > 1e-3);
     // the same as the composed path with groups of G = 16 / 4 on the module's own q, k, v
     nn::MultiHeadAttention::Projected p = attn.project(x);
-    nn::RopeTables t = nn::rope_tables(16, 4, 0, c.rope_theta, c.rope_scale, x.dtype(), x.device());
+    nn::RopeTables t = nn::rope_tables(16, 4, 0, c.rope_theta, c.rope_scaling, x.dtype(), x.device());
     nn::AttentionMask mask;
     mask.causal = true, mask.group = 4;
     Tensor y = nn::composed_attention(nn::apply_rope(p.q, t), nn::apply_rope(p.k, t), p.v, mask, 0, nullptr, true);

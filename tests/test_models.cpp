@@ -209,12 +209,12 @@ TEST_CASE("GPT: a LLaMA-named file (RoPE, RMSNorm, SwiGLU, grouped-query) loads 
 
 TEST_CASE("GPT: config.json round trip and clear errors") {
     models::GPTConfig c = models::GPTConfig::llama(100, 64, 32, 3, 4, 2, 80);
-    c.rope_scale = 4;
+    c.rope_scaling = nn::RopeScaling::linear(4);
     models::GPTConfig back = models::GPTConfig::from_hf_json(c.to_hf_json());
     CHECK(back.style == c.style);
     CHECK(back.kv_heads == 2);
     CHECK(back.hidden == 80);
-    CHECK(back.rope_scale == 4);
+    CHECK(back.rope_scaling == c.rope_scaling);
     CHECK(contains(error_of([] { models::GPTConfig::from_hf_json(R"({"model_type": "bert"})"); }), "bert"));
     CHECK(contains(error_of([] { models::GPTConfig::from_hf_json(R"({"model_type": "gpt2"})"); }), "needs an integer"));
     models::GPT m(models::GPTConfig::gpt2(10, 4, 8, 1, 2), 0);

@@ -137,27 +137,27 @@ TEST_CASE("attention: dropout on the probabilities is reproducible and off in ev
 
 TEST_CASE("apply_rope: gradcheck, offset equals the full sequence, relative positions") {
     Tensor x = leaf({1, 2, 5, 6}, 3);
-    expect_gradcheck([](Inputs in) { return nn::apply_rope(in[0], 3, 10000, 2); }, {x});
+    expect_gradcheck([](Inputs in) { return nn::apply_rope(in[0], 3, 10000, nn::RopeScaling::linear(2)); }, {x});
 
     // rope(x)[t0:t0+n] == rope(x[t0:t0+n], offset t0)
-    Tensor full = nn::apply_rope(x, 0, 500, 1.5);
-    Tensor part = nn::apply_rope(x.slice(2, 2, 5), 2, 500, 1.5);
+    Tensor full = nn::apply_rope(x, 0, 500, nn::RopeScaling::linear(1.5));
+    Tensor part = nn::apply_rope(x.slice(2, 2, 5), 2, 500, nn::RopeScaling::linear(1.5));
     CHECK(max_abs_diff(full.slice(2, 2, 5), part) < 1e-14);
     // scale s: position p behaves like position p / s without scaling
-    Tensor scaled = nn::apply_rope(x.slice(2, 0, 1), 4, 500, 2);
-    Tensor unscaled = nn::apply_rope(x.slice(2, 0, 1), 2, 500, 1);
+    Tensor scaled = nn::apply_rope(x.slice(2, 0, 1), 4, 500, nn::RopeScaling::linear(2));
+    Tensor unscaled = nn::apply_rope(x.slice(2, 0, 1), 2, 500);
     CHECK(max_abs_diff(scaled, unscaled) < 1e-14);
     // the same vector at positions (m, n) and (m + 5, n + 5): equal dot products
     Tensor a = x.slice(2, 0, 1), b = x.slice(2, 1, 2);
     auto dot = [](const Tensor& u, const Tensor& w) { return sum(u * w).item<double>(); };
-    double d1 = dot(nn::apply_rope(a, 1, 100, 1), nn::apply_rope(b, 3, 100, 1));
-    double d2 = dot(nn::apply_rope(a, 6, 100, 1), nn::apply_rope(b, 8, 100, 1));
+    double d1 = dot(nn::apply_rope(a, 1, 100), nn::apply_rope(b, 3, 100));
+    double d2 = dot(nn::apply_rope(a, 6, 100), nn::apply_rope(b, 8, 100));
     CHECK(std::abs(d1 - d2) < 1e-12);
     // position 0 is the identity, and rotate-half pairs dim j with j + D/2
-    CHECK(max_abs_diff(nn::apply_rope(a, 0, 100, 1), a) < 1e-15);
+    CHECK(max_abs_diff(nn::apply_rope(a, 0, 100), a) < 1e-15);
     Tensor e0 = zeros({1, 1, 1, 4}, DType::F64);
     raw::fill_(raw::slice(e0, 3, 0, 1), 1.0);
-    auto r = nn::apply_rope(e0, 1, 10000, 1).to_vector<double>();  // angle 1 for pair (0, 2)
+    auto r = nn::apply_rope(e0, 1, 10000).to_vector<double>();  // angle 1 for pair (0, 2)
     CHECK(r[0] == doctest::Approx(std::cos(1.0)));
     CHECK(r[2] == doctest::Approx(std::sin(1.0)));
     CHECK(r[1] == 0);

@@ -148,15 +148,15 @@ TEST_CASE("LongLoRA: linear position interpolation, factor = ceil(new context / 
     CHECK(contains(error_of([&] { gpt->forward_ids(ids); }), "exceed the context of 16"));
     CHECK(models::interpolate_positions(*gpt, 40) == 3);
     CHECK(gpt->config.context == 40);
-    CHECK(gpt->config.rope_scale == 3);
-    for (size_t i = 0; i < gpt->num_blocks(); ++i) CHECK(gpt->block(i).attn->config.rope_scale == 3);
+    CHECK(gpt->config.rope_scaling == nn::RopeScaling::linear(3));
+    for (size_t i = 0; i < gpt->num_blocks(); ++i) CHECK(gpt->block(i).attn->config.rope_scaling == nn::RopeScaling::linear(3));
     gpt->eval();
     Tensor logits = gpt->forward_ids(ids);
     CHECK(logits.size(1) == 40);
     // Position 3 t under factor 3 has the angles of position t without it: the rotation of q and
     // k at positions (0, 3, 6) of the extended model equals that of (0, 1, 2) of the original.
-    nn::RopeTables a = nn::rope_tables(7, 4, 0, 10000, 3, DType::F64, Device::cpu());
-    nn::RopeTables b = nn::rope_tables(3, 4, 0, 10000, 1, DType::F64, Device::cpu());
+    nn::RopeTables a = nn::rope_tables(7, 4, 0, 10000, nn::RopeScaling::linear(3), DType::F64, Device::cpu());
+    nn::RopeTables b = nn::rope_tables(3, 4, 0, 10000, {}, DType::F64, Device::cpu());
     for (int64_t t = 0; t < 3; ++t) CHECK(max_abs_diff(a.cos.slice(0, 3 * t, 3 * t + 1), b.cos.slice(0, t, t + 1)) < 1e-12);
     auto gpt2 = tiny_gpt2();
     CHECK(contains(error_of([&] { models::interpolate_positions(*gpt2, 64); }), "learned table"));
