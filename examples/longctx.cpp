@@ -1,28 +1,33 @@
 // longctx: context extension with LongLoRA on a small LLaMA-style byte-level GPT.
 //
-//   longctx [--data FILE] [--base-steps N] [--ext-steps N] [--passkey-share P] [--seed S] [--threads N]
+//   longctx [--data FILE] [--base-steps N] [--ext-steps N] [--passkey-share P] [--rope linear|yarn|both]
+//           [--save-base DIR] [--load-base DIR] [--seed S] [--threads N]
 //
 // 1. Trains a LLaMA-style GPT (RoPE, RMSNorm, SwiGLU; 4 layers x 128, 4 heads) from scratch at
 //    context 256 on the King James Bible read as whole books (Debian's bible-kjv, dumped by
-//    scripts/longctx.sh; every 8th book held out for evaluation).
-// 2. Extends it to context 1024 by linear position interpolation (factor 4) and fine-tunes two
-//    copies at 1024 for the same steps: LongLoRA (LoRA r 8 on q, k, v, o + embeddings + norms,
-//    S2-Attn with groups of 256) and the same trainables with full attention ("full-attention
-//    LoRA"), so the only difference is the attention pattern in training.
+//    scripts/longctx.sh; every 8th book held out for evaluation). --save-base keeps it in a
+//    folder and --load-base starts from one, so extensions can be compared without retraining.
+// 2. Extends it to context 1024, factor 4, in each of two ways of rescaling RoPE
+//    (models/context.h): linear position interpolation, LongLoRA's, and YaRN's "NTK-by-parts".
+//    For each it fine-tunes two copies at 1024 for the same steps on the same batches: LongLoRA
+//    (LoRA r 8 on q, k, v, o + embeddings + norms, S2-Attn with groups of 256) and the same
+//    trainables with full attention ("full-attention LoRA"), so within a way the only
+//    difference is the attention pattern in training.
 // 3. Evaluates as LongLoRA does: perplexity (per byte) on held-out books at 256 / 512 / 1024 for
-//    the base as trained (no interpolation: RoPE positions past 256 it never saw), the base with
-//    position interpolation only, LongLoRA and full-attention LoRA (and LongLoRA at 1024 with
-//    its training-time S2-Attn kept on, to tell the pattern's effect from the length's); and passkey
+//    the base as trained (no interpolation: RoPE positions past 256 it never saw), the base
+//    rescaled but not trained, LongLoRA and full-attention LoRA (and LongLoRA at 1024 with its
+//    training-time S2-Attn kept on, to tell the pattern's effect from the length's); and passkey
 //    retrieval: a random 5-digit key hidden at a depth in filler text, then "What is the pass
 //    key? The pass key is"; a trial counts when every one of the 5 digits is the model's argmax
 //    given the digits before it (what greedy decoding would produce).
 // A share of the training sequences (--passkey-share, at both stages) are such passkey
 // documents, so the small model can learn to copy at all (at 256, in the base training); the
 // question is whether it still finds the key far back after the extension to 1024. The defaults
-// (half of the sequences, 3000 base steps, 800 extension steps; ~8 minutes on 2 cores) are the
+// (half of the sequences, 3000 base steps, 800 extension steps; ~12 minutes on 2 cores) are the
 // smallest run seen to teach the base the passkey at 256 and to bring the extensions' perplexity
-// back to the base's: with 400 base steps it scored 0% everywhere, and after 80 extension steps
-// both extensions stayed at twice the base's perplexity (docs/LONGCTX-RESULTS.md).
+// back to the base's. What they show (docs/LONGCTX-RESULTS.md): linear interpolation squeezes the
+// distance between neighbouring bytes 4x and the model no longer copies at any length; with YaRN
+// full-attention LoRA retrieves the key at 1024, and LongLoRA's S2-Attn training does not.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -49,9 +54,19 @@ struct Options {
     std::string data = "build/data/kjv.txt";
     int base_steps = 3000, ext_steps = 800;
     double passkey_share = 0.5;  // of the training sequences, at both stages
+    std::vector<nn::RopeScaling::Type> ropes = {nn::RopeScaling::Type::Linear, nn::RopeScaling::Type::Yarn};
+    std::string save_base, load_base;  // a folder for the trained base (Hugging Face layout)
     uint64_t seed = 1;
     int threads = 2;
 };
+
+std::vector<nn::RopeScaling::Type> ropes_of(const std::string& v) {
+    using Type = nn::RopeScaling::Type;
+    if (v == "linear") return {Type::Linear};
+    if (v == "yarn") return {Type::Yarn};
+    if (v == "both") return {Type::Linear, Type::Yarn};
+    throw Error(make_message("longctx: --rope ", v, " is not one of linear, yarn, both"));
+}
 
 Options parse(int argc, char** argv) {
     Options o;
@@ -66,9 +81,13 @@ Options parse(int argc, char** argv) {
         else if (a == "--ext-steps") o.ext_steps = std::stoi(next());
         else if (a == "--passkey-share") o.passkey_share = std::stod(next());
         else if (a == "--seed") o.seed = std::stoull(next());
+        else if (a == "--save-base") o.save_base = next();
+        else if (a == "--load-base") o.load_base = next();
+        else if (a == "--rope") o.ropes = ropes_of(next());
         else if (a == "--threads") o.threads = std::stoi(next());
         else throw Error(make_message("longctx: unknown option ", a,
-                                      "; use --data FILE --base-steps N --ext-steps N --passkey-share P --seed S --threads N"));
+                                      "; use --data FILE --base-steps N --ext-steps N --passkey-share P --rope linear|yarn|both "
+                                      "--save-base DIR --load-base DIR --seed S --threads N"));
     }
     return o;
 }
@@ -256,11 +275,17 @@ int main(int argc, char** argv) {
         auto base = std::make_shared<models::GPT>(cfg, o.seed);
         std::printf("base: LLaMA-style, 4 x 128, 4 heads, context 256, %.2f M parameters\n",
                     cfg.parameter_count() / 1e6);
-        train(*base, d, o.base_steps, 8, 256, 3e-3, rng, "base@256");
-
-        // Position interpolation only.
-        auto pi = copy_of(*base, o.seed);
-        const double factor = models::interpolate_positions(*pi, 1024);
+        if (!o.load_base.empty()) {
+            base = models::GPT::from_pretrained(o.load_base, o.seed);
+            const models::GPTConfig& c = base->config;
+            EMBER_CHECK(c.style == cfg.style && c.vocab_size == 256 && c.context == 256 &&
+                            c.rope_scaling.type == nn::RopeScaling::Type::None,
+                        "longctx: --load-base ", o.load_base, " holds a model of context ", c.context, " and vocabulary ",
+                        c.vocab_size, "; it needs a byte-level LLaMA-style base of context 256 saved by --save-base");
+        } else {
+            train(*base, d, o.base_steps, 8, 256, 3e-3, rng, "base@256");
+        }
+        if (!o.save_base.empty()) base->save_pretrained(o.save_base);
 
         struct Run {
             std::string name;
@@ -269,21 +294,27 @@ int main(int argc, char** argv) {
         // The base as trained: only its context raised, RoPE angles unscaled (extrapolation).
         auto plain = copy_of(*base, o.seed);
         plain->config.context = 1024;
-        std::vector<Run> runs = {{"base (no interpolation)", plain},
-                                 {"base (position interpolation x" + std::to_string(int(factor)) + ")", pi}};
-        std::shared_ptr<models::GPT> longlora;
-        for (bool s2 : {true, false}) {
-            auto g = copy_of(*base, o.seed);
-            models::interpolate_positions(*g, 1024);
-            peft::LongLoraConfig lc;
-            lc.use_s2_attn = s2;
-            lc.target_modules = peft::ModuleSelector{"q_proj", "k_proj", "v_proj", "o_proj"};
-            peft::PeftModel pm(g, lc, "default", o.seed, "llama");
-            std::printf("%s: %s\n", s2 ? "LongLoRA" : "full-attention LoRA", pm.trainable_parameters_line().c_str());
-            Rng ext{o.seed + 100};  // both see the same batches
-            train(*g, d, o.ext_steps, 2, 1024, 2e-3, ext, s2 ? "LongLoRA@1024" : "full-attn LoRA@1024");
-            runs.push_back({s2 ? "LongLoRA (S2-Attn in training)" : "full-attention LoRA", g});
-            if (s2) longlora = g;
+        std::vector<Run> runs = {{"base (no interpolation)", plain}};
+        std::vector<Run> longloras;  // evaluated again with S2-Attn kept on
+        for (nn::RopeScaling::Type how : o.ropes) {
+            const std::string way = how == nn::RopeScaling::Type::Linear ? "linear" : "YaRN";
+            auto only = copy_of(*base, o.seed);
+            models::interpolate_positions(*only, 1024, how);
+            runs.push_back({"base, " + way + " x4 only", only});
+            for (bool s2 : {true, false}) {
+                auto g = copy_of(*base, o.seed);
+                models::interpolate_positions(*g, 1024, how);
+                peft::LongLoraConfig lc;
+                lc.use_s2_attn = s2;
+                lc.target_modules = peft::ModuleSelector{"q_proj", "k_proj", "v_proj", "o_proj"};
+                peft::PeftModel pm(g, lc, "default", o.seed, "llama");
+                const std::string name = (s2 ? "LongLoRA, " : "full-attention LoRA, ") + way;
+                std::printf("%s: %s\n", name.c_str(), pm.trainable_parameters_line().c_str());
+                Rng ext{o.seed + 100};  // every extension sees the same batches
+                train(*g, d, o.ext_steps, 2, 1024, 2e-3, ext, name.c_str());
+                runs.push_back({name, g});
+                if (s2) longloras.push_back({name + ", S2 kept", g});
+            }
         }
 
         std::printf("\nperplexity per byte on held-out books (16 windows each)\n");
@@ -297,8 +328,8 @@ int main(int argc, char** argv) {
         // LongLoRA evaluated with the attention it trained with, at 1024 only (groups of 256, as
         // in training): whether its loss at 1024 under full attention comes from distances
         // further than a group, which S2-Attn never let it attend over.
-        std::printf("%-34s %8s %8s %8.3f\n", "LongLoRA, S2-Attn kept at eval", "-", "-",
-                    perplexity(*longlora, d, 1024, 16, true));
+        for (Run& r : longloras)
+            std::printf("%-34s %8s %8s %8.3f\n", r.name.c_str(), "-", "-", perplexity(*r.gpt, d, 1024, 16, true));
         const std::vector<double> depths = {0.1, 0.3, 0.5, 0.7, 0.9};
         std::printf("\npasskey retrieval accuracy (8 trials per cell), by length and depth of the key\n");
         std::printf("%-34s %6s", "model", "length");
