@@ -77,6 +77,11 @@ GPTConfig GPTConfig::from_hf_json(const std::string& json_text) {
                 r.beta_fast = cj::real(s, "beta_fast", 32.0, op);
                 r.beta_slow = cj::real(s, "beta_slow", 1.0, op);
                 r.attention_factor = cj::real(s, "attention_factor", 0.0, op);
+                for (const char* key : {"mscale", "mscale_all_dim"})
+                    EMBER_CHECK(!s.contains(key), op, ": yarn rope_scaling's \"", key, "\" (DeepSeek's attention "
+                                "factor) is not supported; give \"attention_factor\" instead");
+                EMBER_CHECK(!s.contains("truncate") || s["truncate"] == true, op, ": yarn rope_scaling with "
+                            "\"truncate\": false is not supported; Ember rounds the ramp's ends, as HF by default");
             } else if (kind != "default") {
                 throw Error(make_message(op, ": rope_scaling type \"", kind, "\" is not supported; Ember "
                                          "implements \"linear\" (position interpolation) and \"yarn\""));

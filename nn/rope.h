@@ -13,10 +13,13 @@
 //            follow a linear ramp over the pair index j; c = attention_factor, by default
 //            0.1 ln(factor) + 1, so every q.k is scaled by c^2. The fast pairs carry the
 //            distances between neighbouring tokens, which linear interpolation squeezes by the
-//            factor. Exactly HF's _compute_yarn_parameters: {"rope_type": "yarn", "factor": f,
+//            factor. As HF's _compute_yarn_parameters: {"rope_type": "yarn", "factor": f,
 //            "original_max_position_embeddings": L, "beta_fast", "beta_slow", "attention_factor"},
 //            including its ramp bounds (floor and ceil of the pair index where a pair turns
-//            beta_fast and beta_slow times in L, clamped to [0, D - 1]).
+//            beta_fast and beta_slow times in L, clamped to [0, D - 1]) and its use of the
+//            explicit factor (some transformers releases took max_position_embeddings / L
+//            instead; the two agree when the context is f * L, as interpolate_positions leaves
+//            it for a multiple of L). DeepSeek's mscale keys are refused.
 #pragma once
 
 #include <cstdint>

@@ -79,6 +79,8 @@ TEST_CASE("RopeScaling: config.json round trip, HF's fallbacks, and refusals") {
                    "0 < beta_slow < beta_fast"));
     CHECK(contains(error_of([&] { models::GPTConfig::from_hf_json(head + R"({"rope_type": "linear", "factor": -2.0}})"); }),
                    "factor must be positive"));
+    CHECK(contains(error_of([&] { models::GPTConfig::from_hf_json(head + R"({"rope_type": "yarn", "factor": 2.0, "mscale": 1.0}})"); }),
+                   "\"mscale\" (DeepSeek's attention factor) is not supported"));
 }
 
 TEST_CASE("interpolate_positions: YaRN keeps the first trained context, and the two ways do not mix") {
