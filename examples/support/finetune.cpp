@@ -1,7 +1,6 @@
 #include "examples/support/finetune.h"
 
 #include <chrono>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -67,7 +66,7 @@ FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::Micr
     // A method that steers its own training (DyLoRA's rank draws, AdaLoRA's budget) does so
     // through its controller.
     if (peft_model) trainer.add_hooks(peft_model->training_hooks());
-    std::filesystem::create_directories(job.out);
+    nn::make_folders(job.out, "finetune");
     TrainLog log(job.out + "/metrics.csv", job.steps, job.unit, false);
     memory_mark(job.on_cuda);
     auto start = std::chrono::steady_clock::now();

@@ -7,7 +7,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <iostream>
 
 #include "nn/atomic_file.h"
@@ -21,9 +20,7 @@ static bool exists(const std::string& path) {
 }
 
 RunDir::RunDir(const std::string& command, const std::string& out) : command_(command), out_(out) {
-    std::error_code ec;
-    std::filesystem::create_directories(out, ec);
-    EMBER_CHECK(!ec, command, ": cannot create --out ", out, ": ", ec.message());
+    nn::make_folders(out, command + " --out");
     const std::string lock = out + "/.lock";
     lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     EMBER_CHECK(lock_fd_ >= 0, command, ": cannot create ", lock, ": ", std::strerror(errno));
