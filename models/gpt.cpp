@@ -154,6 +154,7 @@ std::string GPTConfig::to_hf_json() const {
              {"attention_dropout", dropout},
              {"tie_word_embeddings", tie_embeddings}};
         const nn::RopeScaling& r = rope_scaling;
+        // linear keeps the older key "type" that Ember's earlier files carry; HF reads both keys
         if (r.type == nn::RopeScaling::Type::Linear) j["rope_scaling"] = {{"type", "linear"}, {"factor", r.factor}};
         if (r.type == nn::RopeScaling::Type::Yarn) {
             j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", r.factor},

@@ -71,14 +71,15 @@ RopeTables rope_tables(int64_t T, int64_t D, int64_t position_offset, double the
     EMBER_CHECK(theta > 0, "rope_tables: theta must be positive, got ", theta);
     scaling.validate("rope_tables");
     const int64_t half = D / 2;
-    const std::vector<double> m = scaling.frequency_multipliers(D, theta);
+    // dims j and j + half share the angle pos * frequency_j, frequency_j = theta^(-2j/D) * m_j
+    std::vector<double> frequency = scaling.frequency_multipliers(D, theta);
+    for (int64_t j = 0; j < half; ++j) frequency[size_t(j)] *= std::pow(theta, -2.0 * double(j) / double(D));
     const double c_factor = scaling.cos_sin_factor();
-    // dims j and j + half share the angle pos * theta^(-2j/D) * m_j
     std::vector<double> c(size_t(T * D)), s(size_t(T * D));
     for (int64_t t = 0; t < T; ++t) {
         const double pos = double(position_offset + t);
         for (int64_t j = 0; j < half; ++j) {
-            const double angle = pos * std::pow(theta, -2.0 * double(j) / double(D)) * m[size_t(j)];
+            const double angle = pos * frequency[size_t(j)];
             c[size_t(t * D + j)] = c[size_t(t * D + j + half)] = c_factor * std::cos(angle);
             s[size_t(t * D + j)] = s[size_t(t * D + j + half)] = c_factor * std::sin(angle);
         }
