@@ -91,7 +91,8 @@ peft-results: deps
 	scripts/peft_results.sh $(BUILD)
 
 # LongLoRA's context-extension example: a small LLaMA-style GPT trained at context 256 on the
-# King James Bible (bible-kjv-text, dumped by the bible-kjv program), extended to 1024 (~8 min).
+# King James Bible (bible-kjv-text, dumped by the bible-kjv program), extended to 1024 by linear
+# interpolation and by YaRN (~12 min).
 LONGCTX_DEPS := /usr/lib/bible.data:bible-kjv-text /usr/bin/bible:bible-kjv
 longctx: deps
 	@scripts/apt_install.sh $(call missing_pkgs,$(LONGCTX_DEPS))

@@ -272,18 +272,17 @@ int main(int argc, char** argv) {
 
         models::GPTConfig cfg = models::GPTConfig::llama(256, 256, 128, 4, 4, 4, 352);
         cfg.tie_embeddings = true;
-        auto base = std::make_shared<models::GPT>(cfg, o.seed);
         std::printf("base: LLaMA-style, 4 x 128, 4 heads, context 256, %.2f M parameters\n",
                     cfg.parameter_count() / 1e6);
-        if (!o.load_base.empty()) {
-            base = models::GPT::from_pretrained(o.load_base, o.seed);
-            const models::GPTConfig& c = base->config;
-            EMBER_CHECK(c.style == cfg.style && c.vocab_size == 256 && c.context == 256 &&
-                            c.rope_scaling.type == nn::RopeScaling::Type::None,
-                        "longctx: --load-base ", o.load_base, " holds a model of context ", c.context, " and vocabulary ",
-                        c.vocab_size, "; it needs a byte-level LLaMA-style base of context 256 saved by --save-base");
-        } else {
+        std::shared_ptr<models::GPT> base;
+        if (o.load_base.empty()) {
+            base = std::make_shared<models::GPT>(cfg, o.seed);
             train(*base, d, o.base_steps, 8, 256, 3e-3, rng, "base@256");
+        } else {
+            base = models::GPT::from_pretrained(o.load_base, o.seed);
+            EMBER_CHECK(base->config.to_hf_json() == cfg.to_hf_json(), "longctx: ", o.load_base,
+                        "/config.json is not the base longctx trains (4 x 128 LLaMA-style, bytes, context 256); "
+                        "give --load-base a folder written by --save-base");
         }
         if (!o.save_base.empty()) base->save_pretrained(o.save_base);
 
