@@ -47,6 +47,9 @@ $(BUILD)/tensor/cpu/matmul_avx512.o: CXXFLAGS += -mavx512f -mavx512vl -mprefer-v
                                                 -DEMBER_HAVE_AVX512_GEMM
 # The 4-bit products likewise (tensor/cpu/quant_avx512.cpp), behind the same run-time check.
 $(BUILD)/tensor/cpu/quant_avx512.o: CXXFLAGS += -mavx512f -mavx512vl -mprefer-vector-width=512
+# The bf16 products (tensor/cpu/bf16_gemm.cpp) need AVX-512 BF16's vdpbf16ps, checked at run time.
+$(BUILD)/tensor/cpu/bf16_gemm.o: CXXFLAGS += -mavx512f -mavx512vl -mavx512bw -mavx512bf16 \
+                                             -mprefer-vector-width=512 -DEMBER_HAVE_AVX512_BF16
 endif
 # The CPU kernels never read errno or the floating-point exception flags, so sqrt and friends
 # may vectorize (AdamW, norms), and so may floor and the clamps of the f32 exp in GELU and SiLU

@@ -5,7 +5,14 @@
 //
 // GPT-2-small training step: 12 layers x 768, vocabulary 50,257, random weights, batch 4 x 64
 // tokens, AdamW, 2 threads; the full model and LoRA r=8 on c_attn. bench/torch_gpt2_step.py is
-// the same step in PyTorch. `bench_ops [gemm | gpt2 | gpt2-full | gpt2-lora | attention | s2attn | pool] [steps]` runs one part.
+// the same step in PyTorch. A third row runs the LoRA step over a bf16 base (GPT::cast_to_bf16:
+// every frozen weight's products in bf16, the tied head's too).
+// `bench_ops [gemm | gemm-bf16 | gpt2 | gpt2-full | gpt2-lora | gpt2-lora-bf16 | attention | s2attn | pool]
+// [steps]`
+// runs one part.
+//
+// bf16 products (`bench_ops gemm-bf16`): GPT-2 small's Linear shapes at 256 rows, the forward
+// x W^T and the input gradient dy W, f32 against a bf16 weight (tensor/bf16.h), 2 threads.
 //
 // S2-Attn: see bench_s2attn.
 //
@@ -26,6 +33,7 @@
 #include "autograd/functions.h"
 #include "models/gpt.h"
 #include "nn/attention.h"
+#include "nn/bf16_linear.h"
 #include "nn/loss.h"
 #include "nn/optim.h"
 #include "peft/lora.h"
@@ -70,9 +78,30 @@ static void bench_gemm() {
     }
 }
 
-// Median seconds of one training step (forward, cross-entropy, backward, AdamW) of GPT-2 small.
-static double gpt2_step_seconds(bool lora, int steps) {
+static void bench_gemm_bf16() {
+    set_num_threads(2);
+    std::printf("CPU linear products, GPT-2 small shapes, f32 vs bf16 weight, 2 threads (GFLOP/s, median; %s)\n",
+                cpu::cpu_has_avx512_bf16() ? "vdpbf16ps" : "no AVX-512 BF16: the portable path");
+    std::printf("%18s %12s %12s %12s %12s\n", "M x K x N", "fwd f32", "fwd bf16", "dX f32", "dX bf16");
+    Generator gen(2);
+    const int64_t shapes[][3] = {{256, 768, 2304}, {256, 768, 3072}, {256, 3072, 768}, {256, 768, 50257}};
+    for (const auto& s : shapes) {
+        const int64_t M = s[0], K = s[1], N = s[2];
+        Tensor x = randn({M, K}, gen), dy = randn({M, N}, gen), w = randn({N, K}, gen);
+        Bf16Weight wb = to_bf16(w);
+        const double flops = 2.0 * double(M) * double(K) * double(N);
+        auto rate = [&](auto&& f) { return flops / median_seconds(f) / 1e9; };
+        std::printf("%6lld x %4lld x %5lld %12.1f %12.1f %12.1f %12.1f\n", (long long)M, (long long)K, (long long)N,
+                    rate([&] { raw::matmul(x, raw::transpose(w, 0, 1)); }), rate([&] { raw::bf16_matmul(x, wb); }),
+                    rate([&] { raw::matmul(dy, w); }), rate([&] { raw::bf16_matmul_t(dy, wb); }));
+    }
+}
+
+// Median seconds of one training step (forward, cross-entropy, backward, AdamW) of GPT-2 small;
+// bf16_base: the frozen Linears' weights in bf16 under the adapter (LoRA only).
+static double gpt2_step_seconds(bool lora, int steps, bool bf16_base = false) {
     auto gpt = std::make_shared<models::GPT>(models::GPTConfig::gpt2(50257, 1024, 768, 12, 12), 0);
+    if (bf16_base) gpt->cast_to_bf16();
     std::unique_ptr<peft::PeftModel> pm;
     if (lora) {
         peft::LoraConfig c;
@@ -102,14 +131,16 @@ static double gpt2_step_seconds(bool lora, int steps) {
     return times[times.size() / 2];
 }
 
-static void bench_gpt2(int steps, bool full, bool lora_too) {
+// rows: which of the three steps to time (full, LoRA, LoRA over a bf16 base).
+static void bench_gpt2(int steps, const bool rows[3]) {
     set_num_threads(2);
     std::printf("GPT-2 small training step (12 x 768, vocab 50257, batch 4 x 64, AdamW, 2 threads, median)\n");
-    std::printf("%8s %12s %12s\n", "model", "ms/step", "tokens/s");
-    for (bool lora : {false, true}) {
-        if ((lora && !lora_too) || (!lora && !full)) continue;
-        double s = gpt2_step_seconds(lora, steps);
-        std::printf("%8s %12.1f %12.0f\n", lora ? "LoRA r=8" : "full", s * 1e3, 256 / s);
+    std::printf("%20s %12s %12s\n", "model", "ms/step", "tokens/s");
+    const char* names[3] = {"full", "LoRA r=8", "LoRA r=8, bf16 base"};
+    for (int row = 0; row < 3; ++row) {
+        if (!rows[row]) continue;
+        double s = gpt2_step_seconds(row > 0, steps, row == 2);
+        std::printf("%20s %12.1f %12.0f\n", names[row], s * 1e3, 256 / s);
         std::fflush(stdout);
     }
 }
@@ -237,10 +268,12 @@ int main(int argc, char** argv) {
     std::printf("Ember op benchmarks\n\n");
     if (!std::strcmp(part, "all") || !std::strcmp(part, "gemm")) bench_gemm();
     if (!std::strcmp(part, "all")) std::printf("\n");
+    if (!std::strcmp(part, "all") || !std::strcmp(part, "gemm-bf16")) bench_gemm_bf16();
     const bool all = !std::strcmp(part, "all"), gpt2 = !std::strcmp(part, "gpt2");
-    if (all || gpt2 || !std::strcmp(part, "gpt2-full") || !std::strcmp(part, "gpt2-lora"))
-        bench_gpt2(steps, all || gpt2 || !std::strcmp(part, "gpt2-full"),
-                   all || gpt2 || !std::strcmp(part, "gpt2-lora"));
+    const bool lora = all || gpt2 || !std::strcmp(part, "gpt2-lora");
+    const bool gpt2_rows[3] = {all || gpt2 || !std::strcmp(part, "gpt2-full"), lora,
+                               lora || !std::strcmp(part, "gpt2-lora-bf16")};
+    if (gpt2_rows[0] || gpt2_rows[1] || gpt2_rows[2]) bench_gpt2(steps, gpt2_rows);
     if (!std::strcmp(part, "all") || !std::strcmp(part, "attention")) bench_attention();
     if (!std::strcmp(part, "all") || !std::strcmp(part, "s2attn")) bench_s2attn();
     if (!std::strcmp(part, "all") || !std::strcmp(part, "pool")) bench_pool();

@@ -7,7 +7,13 @@ model and LoRA r=8 (alpha 16) on c_attn. Prints the median step like bench_ops, 
 when given Ember's figures:
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 bench/torch_gpt2_step.py \
-        [--ember-full-ms X --ember-lora-ms Y] [--steps N]
+        [--ember-full-ms X --ember-lora-ms Y --ember-lora-bf16-ms Z] [--steps N]
+
+The third row, the peer of Ember's LoRA step over a bf16 base, stores every frozen parameter in
+bf16 (as a peft user loads a base with torch_dtype=torch.bfloat16) and runs the step under
+PyTorch's CPU mixed precision, torch.autocast("cpu", dtype=torch.bfloat16): the matrix products
+(the frozen weights', the adapters' and the tied head's) in bf16, the adapters, AdamW and the
+loss in f32. (Ember keeps the adapters' small products in f32.)
 """
 import argparse
 import math
@@ -73,7 +79,7 @@ class GPT2(nn.Module):
         return self.ln_f(x) @ self.wte.weight.t()  # tied lm_head
 
 
-def step_ms(lora, steps):
+def step_ms(lora, steps, bf16=False):
     torch.manual_seed(0)
     model = GPT2()
     if lora:
@@ -81,6 +87,10 @@ def step_ms(lora, steps):
             p.requires_grad_(False)
         for block in model.h:
             block.c_attn = LoraLinear(block.c_attn, 8, 16)
+        if bf16:
+            for p in model.parameters():
+                if not p.requires_grad:
+                    p.data = p.data.to(torch.bfloat16)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
     ids = torch.randint(0, V, (B, T + 1))
@@ -89,7 +99,9 @@ def step_ms(lora, steps):
     for s in range(steps + 2):  # two warm-up steps, as bench_ops
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x).reshape(B * T, V), y.reshape(B * T))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float().reshape(B * T, V), y.reshape(B * T))
         loss.backward()
         opt.step()
         if s >= 2:
@@ -103,14 +115,17 @@ def main():
     ap.add_argument("--steps", type=int, default=7)
     ap.add_argument("--ember-full-ms", type=float)
     ap.add_argument("--ember-lora-ms", type=float)
+    ap.add_argument("--ember-lora-bf16-ms", type=float)
     args = ap.parse_args()
     torch.set_num_threads(2)
     print(f"PyTorch {torch.__version__} GPT-2 small training step (batch {B} x {T}, AdamW, 2 threads, median)")
-    print(f"{'model':>8} {'ms/step':>12} {'tokens/s':>12} {'torch/ember':>12}")
-    for lora, ember in ((False, args.ember_full_ms), (True, args.ember_lora_ms)):
-        ms = step_ms(lora, args.steps)
+    print(f"{'model':>20} {'ms/step':>12} {'tokens/s':>12} {'torch/ember':>12}")
+    rows = (("full", False, False, args.ember_full_ms), ("LoRA r=8", True, False, args.ember_lora_ms),
+            ("LoRA r=8, bf16", True, True, args.ember_lora_bf16_ms))
+    for name, lora, bf16, ember in rows:
+        ms = step_ms(lora, args.steps, bf16)
         ratio = f"{ms / ember:12.2f}" if ember else f"{'-':>12}"
-        print(f"{'LoRA r=8' if lora else 'full':>8} {ms:12.1f} {B * T / ms * 1e3:12.0f} {ratio}", flush=True)
+        print(f"{name:>20} {ms:12.1f} {B * T / ms * 1e3:12.0f} {ratio}", flush=True)
 
 
 if __name__ == "__main__":

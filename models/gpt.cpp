@@ -7,6 +7,7 @@
 #include "models/config_json.h"
 #include "models/memory_check.h"
 #include "nn/atomic_file.h"
+#include "nn/bf16_linear.h"
 #include "nn/init.h"
 #include "nn/safetensors.h"
 
@@ -343,7 +344,19 @@ Tensor GPT::forward_ids(const Tensor& ids, const GPTInputs& in) {
     int64_t virtual_tokens = 0;
     Tensor h = hidden(ids, in, virtual_tokens);
     if (virtual_tokens > 0) h = h.slice(1, virtual_tokens, h.size(1));  // the real tokens' logits only
+    if (head_bf16_) {
+        EMBER_CHECK(!lm_head_weight().requires_grad(), "GPT: the head runs on a bf16 copy of its weight "
+                    "(cast_to_bf16), but that weight (", lm_head ? "lm_head" : "the tied token embedding",
+                    ") now trains and the copy would not follow it; freeze it, or train without cast_to_bf16");
+        return nn::bf16_linear(h, *head_bf16_, Tensor());
+    }
     return matmul(h, lm_head_weight().t());
+}
+
+int GPT::cast_to_bf16() {
+    int cast = nn::cast_linears_to_bf16(*this, [](const std::string& name) { return name == "lm_head"; });
+    head_bf16_ = std::make_shared<const Bf16Weight>(to_bf16(lm_head_weight().detach()));
+    return cast;
 }
 
 // ---- Hugging Face files ----

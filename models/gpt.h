@@ -18,6 +18,7 @@
 #include "nn/containers.h"
 #include "nn/forward_inputs.h"
 #include "nn/transformer.h"
+#include "tensor/bf16.h"
 
 namespace ember {
 namespace models {
@@ -87,6 +88,15 @@ public:
     nn::TransformerBlock& block(size_t i) const { return *(*blocks)[i]; }
     size_t num_blocks() const { return blocks->size(); }
 
+    // bf16 weights for adapter training on the CPU (nn/bf16_linear.h). Every Linear of the body
+    // becomes a frozen Bf16Linear, and the head's product runs on a bf16 copy of its weight (the
+    // token embedding when tied, which stays f32 for the lookup). Call it before a PEFT method
+    // attaches (afterwards it would cast the adapters' own Linears too). The head's weight must
+    // then stay frozen, as LoRA leaves it: the copy does not follow it, so forward refuses to run
+    // once that weight requires a gradient. Returns the number of Linears cast.
+    int cast_to_bf16();
+    bool bf16_head() const { return head_bf16_ != nullptr; }
+
     nn::ForwardShape forward_shape() const override;
     // Positions left for real tokens: the context less the prompt encoder's virtual tokens.
     int64_t token_context() const;
@@ -103,6 +113,7 @@ private:
     std::shared_ptr<Body> body;
     std::shared_ptr<nn::ModuleList<nn::TransformerBlock>> blocks;  // alias of body's list
     std::shared_ptr<nn::Linear> lm_head;                            // null when tied
+    std::shared_ptr<const Bf16Weight> head_bf16_;                   // set by cast_to_bf16
 };
 
 // Names of GPT-2's Conv1D weights, stored (in, out) in its files.
