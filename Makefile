@@ -40,8 +40,9 @@ endif
 
 LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/%.o) $(CU_SRCS:%.cu=$(BUILD)/%.cu.o)
 
-# One file is compiled for AVX-512 on x86-64: the f32 GEMM, chosen at run time when the CPU has
-# AVX-512 (tensor/cpu/matmul.cpp); everything else keeps the portable ARCH_FLAGS.
+# Three files are compiled for AVX-512 on x86-64, each chosen at run time when the CPU has it:
+# the f32 GEMM (tensor/cpu/matmul.cpp), the 4-bit and the bf16 products; everything else keeps the
+# portable ARCH_FLAGS.
 ifeq ($(shell uname -m),x86_64)
 $(BUILD)/tensor/cpu/matmul_avx512.o: CXXFLAGS += -mavx512f -mavx512vl -mprefer-vector-width=512 \
                                                 -DEMBER_HAVE_AVX512_GEMM

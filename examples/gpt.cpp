@@ -317,6 +317,8 @@ int finetune(int argc, char** argv) {
     int64_t& rank = f.integer("rank", 8, "rank r of the low-rank methods (VeRA: 0 keeps its default 256)",
                               Range::at_least(0));
     std::string& device_name = f.text("device", "auto", "cpu, cuda or auto");
+    std::string& base_dtype = f.text("base-dtype", "f32", "f32, or bf16: the frozen weights' products in bf16 "
+                                     "(GPT::cast_to_bf16; CPU only, not with full or methods that train the head)");
     int64_t& steps = f.integer("steps", 200, "optimizer steps", Range::positive());
     double& lr = f.real("lr", 0, "peak learning rate (0: the method's default)", Range::at_least(0));
     int64_t& batch = f.integer("batch", 16, "windows per step", Range::positive());
@@ -328,6 +330,15 @@ int finetune(int argc, char** argv) {
     Device device = pick_device(device_name);
     auto model = load_trained(base, device);
     check_eval_fits(model->config, batch);
+    EMBER_CHECK(base_dtype == "f32" || base_dtype == "bf16", "gpt finetune: --base-dtype ", base_dtype,
+                " is not f32 or bf16");
+    if (base_dtype == "bf16") {
+        EMBER_CHECK(method_name != "full", "gpt finetune: --base-dtype bf16 freezes every weight in bf16, and "
+                    "--method full trains them; choose a PEFT method, or --base-dtype f32");
+        EMBER_CHECK(!device.is_cuda(), "gpt finetune: --base-dtype bf16 is a CPU path; add --device cpu, or "
+                    "keep --base-dtype f32 on the GPU");
+        std::cout << "bf16 base: " << model->cast_to_bf16() << " Linears and the head in bf16\n";
+    }
     const int64_t T = model->config.context;
     std::vector<TextCategory> category;
     try {

@@ -345,7 +345,9 @@ Tensor GPT::forward_ids(const Tensor& ids, const GPTInputs& in) {
     Tensor h = hidden(ids, in, virtual_tokens);
     if (virtual_tokens > 0) h = h.slice(1, virtual_tokens, h.size(1));  // the real tokens' logits only
     if (head_bf16_) {
-        EMBER_CHECK(!lm_head_weight().requires_grad(), "GPT: the head runs on a bf16 copy of its weight "
+        // Only a forward that records a graph could train the weight away from its copy.
+        EMBER_CHECK(!(lm_head_weight().requires_grad() && GradMode::is_enabled()),
+                    "GPT: the head runs on a bf16 copy of its weight "
                     "(cast_to_bf16), but that weight (", lm_head ? "lm_head" : "the tied token embedding",
                     ") now trains and the copy would not follow it; freeze it, or train without cast_to_bf16");
         return nn::bf16_linear(h, *head_bf16_, Tensor());

@@ -92,8 +92,9 @@ public:
     // becomes a frozen Bf16Linear, and the head's product runs on a bf16 copy of its weight (the
     // token embedding when tied, which stays f32 for the lookup). Call it before a PEFT method
     // attaches (afterwards it would cast the adapters' own Linears too). The head's weight must
-    // then stay frozen, as LoRA leaves it: the copy does not follow it, so forward refuses to run
-    // once that weight requires a gradient. Returns the number of Linears cast.
+    // then stay frozen, as LoRA leaves it: the copy does not follow it, so a forward that records
+    // a graph refuses to run while that weight requires a gradient (one under NoGradGuard runs).
+    // Returns the number of Linears cast.
     int cast_to_bf16();
     bool bf16_head() const { return head_bf16_ != nullptr; }
 

@@ -232,6 +232,10 @@ TEST_CASE("bf16: GPT::cast_to_bf16 casts the body's Linears and runs the tied he
     CHECK(gpt->bf16_head());
     // A fresh model trains everything, the tied embedding too: the head's copy would go stale.
     CHECK(contains(error_of([&] { gpt->forward_ids(ids); }), "the tied token embedding) now trains"));
+    {
+        NoGradGuard no_grad;  // evaluating records no graph: allowed
+        CHECK(max_abs_diff(gpt->forward_ids(ids), logits_f32) < 0.02);
+    }
     gpt->requires_grad_(false);
     Tensor logits = gpt->forward_ids(ids);
     const double change = max_abs_diff(logits, logits_f32);

@@ -11,6 +11,9 @@
 // zero (values below 1.2e-38), which the portable path in tensor/bf16.cpp does not.
 #include <algorithm>
 #include <vector>
+#if defined(__x86_64__) && defined(EMBER_HAVE_AVX512_BF16)
+#include <immintrin.h>
+#endif
 
 #include "tensor/bf16.h"
 #include "tensor/parallel.h"
@@ -19,11 +22,6 @@ namespace ember {
 namespace cpu {
 
 #if defined(__x86_64__) && defined(EMBER_HAVE_AVX512_BF16)
-}  // namespace cpu
-}  // namespace ember
-#include <immintrin.h>
-namespace ember {
-namespace cpu {
 
 namespace {
 
