@@ -552,6 +552,12 @@ PeftModel::ParamCounts PeftModel::count_parameters() const {
     };
     // The modules_to_save originals and every adapter's copy are in the tree: peft counts them all.
     for (auto& [n, t] : model_->named_parameters()) add(t);
+    // A 4-bit or bf16 base keeps its frozen weight outside the parameters. peft counts a 4-bit
+    // weight at its logical size (peft_model.py get_nb_trainable_parameters doubles the packed
+    // bytes), so each such base adds out x in to the whole.
+    for (auto& [n, m] : model_->named_modules())
+        if (auto base = std::dynamic_pointer_cast<nn::LinearBase>(m); base && !base->stores_dense_weight())
+            c.all += base->in_features * base->out_features;
     return c;
 }
 

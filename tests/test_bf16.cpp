@@ -181,7 +181,9 @@ TEST_CASE("bf16: LoRA on a bf16 base: float64 gradients, merged equals unmerged,
 
     peft::LoraConfig lc;
     lc.r = 4, lc.lora_alpha = 8, lc.target_modules = {"q_proj", "v_proj", "down_proj"};
+    const int64_t f32_count = models::GPT(c, 1).num_parameters();
     peft::PeftModel pm(gpt, lc, "default", 2, "llama");
+    CHECK(pm.count_parameters().all == f32_count + pm.count_parameters().trainable);  // bf16 weights count
     auto base = std::dynamic_pointer_cast<nn::Bf16Linear>(gpt->get_submodule("model.layers.0.self_attn.q_proj.base_layer"));
     REQUIRE(base);
     std::vector<int32_t> bits_before = base->weight.bits.to_vector<int32_t>();

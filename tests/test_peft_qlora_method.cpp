@@ -68,6 +68,8 @@ TEST_CASE("qlora method: every Linear but lm_head is an NF4 base under LoRA; the
     int64_t expect = 0;
     for (auto& [key, tl] : pm.tuner_layers()) expect += 4 * (tl->base_layer->in_features + tl->base_layer->out_features);
     CHECK(pm.count_parameters().trainable == expect);
+    // The 4-bit weights count at their logical size, as peft counts them: the f32 model's count.
+    CHECK(pm.count_parameters().all == tiny_llama()->num_parameters() + expect);
 
     std::string dir = tmp_dir("file");
     pm.save_pretrained(dir);
