@@ -393,6 +393,7 @@ void GPT::load_hf_state_dict(const nn::StateDict& sd, bool strict) {
 }
 
 void GPT::save_pretrained(const std::string& dir) const {
+    nn::require_dense_weights(*this, "GPT::save_pretrained");
     nn::make_folders(dir, "GPT::save_pretrained");
     nn::save_safetensors(dir + "/model.safetensors", hf_state_dict(), {{"format", "pt"}});
     nn::write_file_atomically(dir + "/config.json", config.to_hf_json() + "\n");

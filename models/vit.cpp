@@ -7,6 +7,7 @@
 #include "models/memory_check.h"
 #include "nn/atomic_file.h"
 #include "nn/init.h"
+#include "nn/linear_base.h"
 #include "nn/safetensors.h"
 
 namespace ember {
@@ -261,6 +262,7 @@ nn::ForwardShape ViT::forward_shape() const {
 // ---- Hugging Face folders ----
 
 void ViT::save_pretrained(const std::string& dir) const {
+    nn::require_dense_weights(*this, "ViT::save_pretrained");
     nn::make_folders(dir, "ViT::save_pretrained");
     nn::save_safetensors(dir + "/model.safetensors", state_dict(), {{"format", "pt"}});
     nn::write_file_atomically(dir + "/config.json", config.to_hf_json() + "\n");

@@ -10,6 +10,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <string>
 
 #include "nn/module.h"
 
@@ -33,6 +35,21 @@ public:
     Tensor bias;  // (out) or undefined
     int64_t in_features, out_features;
 };
+
+// Throws, naming the module, when a Linear-like module under `root` keeps its weight outside
+// state_dict() (a 4-bit or bf16 base): a file written from state_dict() would silently lack it.
+// `op` names the caller ("GPT::save_pretrained").
+inline void require_dense_weights(const Module& root, const std::string& op, const std::string& prefix = "") {
+    for (const auto& [name, child] : root.named_children()) {
+        const std::string path = name.empty() ? prefix : prefix.empty() ? name : prefix + "." + name;
+        auto base = std::dynamic_pointer_cast<LinearBase>(child);
+        EMBER_CHECK(!base || base->stores_dense_weight(), op, ": ", path, " is a ", child->type_name(),
+                    ", whose frozen weight a file of f32 tensors cannot hold; save the adapter "
+                    "(PeftModel::save_pretrained), merge_and_unload first (it leaves f32 Linears), or "
+                    "write a 4-bit model with nn::save_quantized");
+        require_dense_weights(*child, op, path);
+    }
+}
 
 }  // namespace nn
 }  // namespace ember

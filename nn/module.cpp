@@ -147,7 +147,7 @@ std::vector<std::pair<std::string, std::shared_ptr<Module>>> Module::named_modul
     return out;
 }
 
-std::vector<std::pair<std::string, std::shared_ptr<Module>>> Module::named_children() {
+std::vector<std::pair<std::string, std::shared_ptr<Module>>> Module::named_children() const {
     std::vector<std::pair<std::string, std::shared_ptr<Module>>> out;
     for (const auto& c : children_)
         if (std::shared_ptr<Module> m = c.get()) out.emplace_back(c.name, m);

@@ -49,7 +49,7 @@ public:
     std::vector<Tensor> parameters() const;
     std::vector<std::pair<std::string, Tensor>> named_buffers() const;  // persistent ones only
     std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_modules();  // "" is self
-    std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_children();
+    std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_children() const;
     // The module at a dotted path; the error names the part that is missing.
     std::shared_ptr<Module> get_submodule(const std::string& dotted) const;
     // Puts m in the child slot at `dotted`; an error if the slot's C++ type does not accept m.

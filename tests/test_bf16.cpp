@@ -3,6 +3,7 @@
 // strides, and the frozen Bf16Linear under LoRA: gradients, merging, frozen bits.
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 
 #include "models/gpt.h"
@@ -248,4 +249,10 @@ TEST_CASE("bf16: GPT::cast_to_bf16 casts the body's Linears and runs the tied he
     Tensor h = gpt->hidden_states(ids);
     Tensor wte = from_bf16(to_bf16(gpt->lm_head_weight()));
     CHECK(max_abs_diff(logits, raw::matmul(raw::round_to_bf16(h), raw::transpose(wte, 0, 1))) < 1e-5);
+    // A model file of f32 tensors cannot hold the bf16 weights: saving it is refused, not cut short.
+    const std::string dir = "/tmp/ember_test_bf16_save";
+    std::filesystem::remove_all(dir);
+    CHECK(contains(error_of([&] { gpt->save_pretrained(dir); }),
+                   "GPT::save_pretrained: transformer.h.0.attn.c_attn is a Bf16Linear"));
+    CHECK(!std::filesystem::exists(dir));
 }

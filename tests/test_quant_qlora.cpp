@@ -58,4 +58,7 @@ TEST_CASE("qlora: preparing a LLaMA-style GPT quantizes every Linear but the hea
     CHECK(plain == 1);  // lm_head
     CHECK(peft::QLoraDefaults::r == 64);
     CHECK(peft::QLoraDefaults::lora_alpha == 16);
+    // model.safetensors holds f32 tensors: a 4-bit model is refused there (nn::save_quantized writes it).
+    CHECK(contains(error_of([&] { gpt->save_pretrained("/tmp/ember_test_qlora_save"); }),
+                   "model.layers.0.self_attn.q_proj is a QuantLinear"));
 }
