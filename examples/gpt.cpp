@@ -330,15 +330,8 @@ int finetune(int argc, char** argv) {
     Device device = pick_device(device_name);
     auto model = load_trained(base, device);
     check_eval_fits(model->config, batch);
-    EMBER_CHECK(base_dtype == "f32" || base_dtype == "bf16", "gpt finetune: --base-dtype ", base_dtype,
-                " is not f32 or bf16");
-    if (base_dtype == "bf16") {
-        EMBER_CHECK(method_name != "full", "gpt finetune: --base-dtype bf16 freezes every weight in bf16, and "
-                    "--method full trains them; choose a PEFT method, or --base-dtype f32");
-        EMBER_CHECK(!device.is_cuda(), "gpt finetune: --base-dtype bf16 is a CPU path; add --device cpu, or "
-                    "keep --base-dtype f32 on the GPU");
+    if (examples::bf16_base_requested("gpt finetune", base_dtype, method_name, device.is_cuda()))
         std::cout << "bf16 base: " << model->cast_to_bf16() << " Linears and the head in bf16\n";
-    }
     const int64_t T = model->config.context;
     std::vector<TextCategory> category;
     try {

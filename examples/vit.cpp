@@ -16,6 +16,7 @@
 #include "models/datasets.h"
 #include "models/memory_check.h"
 #include "models/vit.h"
+#include "nn/bf16_linear.h"
 #include "nn/safetensors.h"
 #include "nn/init.h"
 #include "nn/trainer.h"
@@ -208,6 +209,8 @@ int finetune(int argc, char** argv) {
     int64_t& rank = f.integer("rank", 8, "rank r of the low-rank methods (VeRA: 0 keeps its default 256)",
                               Range::at_least(0));
     std::string& device_name = f.text("device", "auto", "cpu, cuda or auto");
+    std::string& base_dtype = f.text("base-dtype", "f32", "f32, or bf16: the frozen Linears' products in bf16 "
+                                     "(the new classifier stays f32; CPU only, not with full)");
     int64_t& steps = f.integer("steps", 300, "optimizer steps", Range::positive());
     double& lr = f.real("lr", 0, "peak learning rate (0: the method's default)", Range::at_least(0));
     int64_t& batch = f.integer("batch", 128, "images per step", Range::positive());
@@ -229,6 +232,10 @@ int finetune(int argc, char** argv) {
         Generator head_gen(uint64_t(seed) + 17);
         nn::trunc_normal_(model->classifier->weight, 0, 0.02, head_gen);
         nn::zeros_(model->classifier->bias);
+    }
+    if (examples::bf16_base_requested("vit finetune", base_dtype, method_name, device.is_cuda())) {
+        const int cast = nn::cast_linears_to_bf16(*model, [](const std::string& name) { return name == "classifier"; });
+        std::cout << "bf16 base: " << cast << " Linears in bf16\n";
     }
     double before = accuracy(*model, test_set, 500, device);
 

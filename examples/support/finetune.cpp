@@ -88,6 +88,18 @@ FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::Micr
     return r;
 }
 
+bool bf16_base_requested(const std::string& program, const std::string& base_dtype, const std::string& method,
+                         bool on_cuda) {
+    EMBER_CHECK(base_dtype == "f32" || base_dtype == "bf16", program, ": --base-dtype ", base_dtype,
+                " is not f32 or bf16");
+    if (base_dtype == "f32") return false;
+    EMBER_CHECK(method != "full", program, ": --base-dtype bf16 freezes every weight in bf16, and --method full "
+                "trains them; choose a PEFT method, or --base-dtype f32");
+    EMBER_CHECK(!on_cuda, program, ": --base-dtype bf16 is a CPU path; add --device cpu, or keep --base-dtype f32 "
+                "on the GPU");
+    return true;
+}
+
 void append_result(const std::string& csv_path, const FinetuneResult& r) {
     bool is_new = !std::ifstream(csv_path).good();
     std::ostringstream out;
