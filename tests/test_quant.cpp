@@ -210,6 +210,16 @@ TEST_CASE("quant: forward kernels equal the dequantized product (matvec, small b
             }
 }
 
+TEST_CASE("quant: the matvec's two accumulators per block, with groups of 16 and 48 (a 16-code tail)") {
+    for (int64_t group : {16, 48, 96}) {
+        CAPTURE(group);
+        Tensor w = normal({37, 96}, 13);
+        QuantizedWeight q = quantize_int4(w, group);
+        Tensor x = normal({1, 96}, 14);
+        CHECK(max_rel(raw::quant_matmul(x, q), reference_forward(x, q)) < 1e-5);
+    }
+}
+
 TEST_CASE("quant: the input-gradient kernel equals dy times the dequantized weight") {
     for (bool avx512 : {true, false})
     for (QuantFormat f : {QuantFormat::NF4, QuantFormat::INT4})
