@@ -41,16 +41,7 @@ std::shared_ptr<Bf16Linear> Bf16Linear::from_linear(const Linear& linear) {
 }
 
 int cast_linears_to_bf16(Module& root, const std::function<bool(const std::string&)>& keep) {
-    std::vector<std::pair<std::string, std::shared_ptr<Linear>>> targets;
-    for (auto& [name, m] : root.named_modules()) {
-        auto linear = std::dynamic_pointer_cast<Linear>(m);
-        if (linear && !name.empty() && !(keep && keep(name))) targets.emplace_back(name, linear);
-    }
-    for (auto& [name, linear] : targets) {
-        NoGradGuard no_grad;
-        root.replace_submodule(name, Bf16Linear::from_linear(*linear));
-    }
-    return int(targets.size());
+    return replace_linears(root, [](const Linear& l) { return Bf16Linear::from_linear(l); }, keep);
 }
 
 }  // namespace nn

@@ -151,5 +151,17 @@ Tensor SwiGLU::forward(const Tensor& x) {
     return down->forward(silu(gate->forward(x)) * up->forward(x));
 }
 
+int replace_linears(Module& root, const std::function<std::shared_ptr<LinearBase>(const Linear&)>& make,
+                    const std::function<bool(const std::string&)>& keep) {
+    std::vector<std::pair<std::string, std::shared_ptr<Linear>>> targets;  // found first, replaced after
+    for (auto& [name, m] : root.named_modules()) {
+        auto linear = std::dynamic_pointer_cast<Linear>(m);
+        if (linear && !name.empty() && !(keep && keep(name))) targets.emplace_back(name, linear);
+    }
+    NoGradGuard no_grad;
+    for (auto& [name, linear] : targets) root.replace_submodule(name, make(*linear));
+    return int(targets.size());
+}
+
 }  // namespace nn
 }  // namespace ember

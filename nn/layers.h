@@ -5,6 +5,7 @@
 // std::shared_ptr<Module> and are called through ->forward(x), so any unary module fits them.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -36,6 +37,12 @@ public:
 // The projection x W^T + b that Linear computes, for wrappers that hold W and b elsewhere.
 // x (..., in), weight (out, in), bias (out) or undefined -> (..., out).
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
+
+// Replaces every Linear under `root` for which keep(dotted name) is false (keep null: every one)
+// by make(that Linear), recording no gradients: how a model's Linears become frozen 4-bit
+// (nn/quant_linear.h) or bf16 (nn/bf16_linear.h) bases. Returns how many it replaced.
+int replace_linears(Module& root, const std::function<std::shared_ptr<LinearBase>(const Linear&)>& make,
+                    const std::function<bool(const std::string&)>& keep = nullptr);
 
 // Rows of weight (num, dim) ~ N(0, 1), looked up by integer ids.
 class Embedding : public Module {

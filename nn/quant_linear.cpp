@@ -80,16 +80,7 @@ std::shared_ptr<QuantLinear> QuantLinear::from_linear(const Linear& linear, cons
 
 int quantize_linears(Module& root, const QuantConfig& config,
                      const std::function<bool(const std::string&)>& keep) {
-    std::vector<std::pair<std::string, std::shared_ptr<Linear>>> targets;
-    for (auto& [name, m] : root.named_modules()) {
-        auto linear = std::dynamic_pointer_cast<Linear>(m);
-        if (linear && !name.empty() && !(keep && keep(name))) targets.emplace_back(name, linear);
-    }
-    for (auto& [name, linear] : targets) {
-        NoGradGuard no_grad;
-        root.replace_submodule(name, QuantLinear::from_linear(*linear, config));
-    }
-    return int(targets.size());
+    return replace_linears(root, [&](const Linear& l) { return QuantLinear::from_linear(l, config); }, keep);
 }
 
 }  // namespace nn

@@ -20,6 +20,12 @@ inline Tensor leaf(const Shape& shape, uint64_t seed = 1) {
     return t;
 }
 
+// Standard-normal f32 values times `scale`, from a fixed seed (no gradient): test data.
+inline Tensor seeded_normal(const Shape& shape, uint64_t seed, double scale = 1.0) {
+    Generator gen(seed);
+    return raw::mul_scalar(randn(shape, gen), scale);
+}
+
 // Like leaf(), with values in [lo, hi]: for ops defined only on part of the line (log, sqrt).
 inline Tensor leaf_in(const Shape& shape, double lo, double hi, uint64_t seed = 1) {
     Generator gen(seed);

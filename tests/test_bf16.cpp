@@ -20,11 +20,6 @@ using namespace ember::testing;
 
 namespace {
 
-Tensor normal(const Shape& shape, uint64_t seed, double scale = 1.0) {
-    Generator gen(seed);
-    return raw::mul_scalar(randn(shape, gen), scale);
-}
-
 uint32_t bits_of(float x) {
     uint32_t b;
     std::memcpy(&b, &x, 4);
@@ -71,7 +66,7 @@ TEST_CASE("bf16: rounding is to nearest even, as torch's .to(bfloat16)") {
     for (float x : {0.1f, -3.14159f, 1e-30f, 65504.0f})
         CHECK(uint16_t(bits_of(bf16_to_float(float_to_bf16(x))) >> 16) == float_to_bf16(x));
 
-    Tensor w = normal({3, 5}, 1);
+    Tensor w = seeded_normal({3, 5}, 1);
     Bf16Weight b = to_bf16(w);
     CHECK(b.rows == 3);
     CHECK(b.cols == 5);
@@ -94,10 +89,10 @@ TEST_CASE("bf16: both products equal an f64 product of the bf16 values, on awkwa
         CAPTURE(s.M);
         CAPTURE(s.N);
         CAPTURE(s.K);
-        Bf16Weight w = to_bf16(normal({s.N, s.K}, 2));   // (out, in) = (N, K)
-        Bf16Weight wt = to_bf16(normal({s.K, s.N}, 3));  // for the input gradient: (out, in) = (K, N)
-        Tensor x = normal({s.M, s.K}, 4);
-        Tensor x_strided = raw::transpose(normal({s.K, s.M}, 5), 0, 1);  // columns contiguous
+        Bf16Weight w = to_bf16(seeded_normal({s.N, s.K}, 2));   // (out, in) = (N, K)
+        Bf16Weight wt = to_bf16(seeded_normal({s.K, s.N}, 3));  // for the input gradient: (out, in) = (K, N)
+        Tensor x = seeded_normal({s.M, s.K}, 4);
+        Tensor x_strided = raw::transpose(seeded_normal({s.K, s.M}, 5), 0, 1);  // columns contiguous
         for (bool use_kernel : {true, false}) {
             if (use_kernel && !kernel) continue;
             CAPTURE(use_kernel);
@@ -118,8 +113,8 @@ TEST_CASE("bf16: both products equal an f64 product of the bf16 values, on awkwa
 }
 
 TEST_CASE("bf16: the kernel gives the same bits on one thread and on two") {
-    Bf16Weight w = to_bf16(normal({300, 200}, 6));
-    Tensor x = normal({70, 200}, 7);
+    Bf16Weight w = to_bf16(seeded_normal({300, 200}, 6));
+    Tensor x = seeded_normal({70, 200}, 7);
     const int before = num_threads();
     set_num_threads(1);
     std::vector<float> one = raw::bf16_matmul(x, w).to_vector<float>();
@@ -130,11 +125,11 @@ TEST_CASE("bf16: the kernel gives the same bits on one thread and on two") {
 }
 
 TEST_CASE("bf16: the products refuse what does not fit, naming the op and the shapes") {
-    Bf16Weight w = to_bf16(normal({4, 6}, 8));
-    CHECK(contains(error_of([&] { raw::bf16_matmul(normal({3, 5}, 9), w); }), "bf16_matmul: input of shape (3, 5)"));
-    CHECK(contains(error_of([&] { raw::bf16_matmul_t(normal({3, 6}, 9), w); }), "its last dim must be 4"));
-    CHECK(contains(error_of([&] { raw::bf16_matmul(normal({6}, 9), w); }), "needs a 2-D input"));
-    CHECK(contains(error_of([&] { to_bf16(normal({6}, 9)); }), "to_bf16: needs a 2-D weight"));
+    Bf16Weight w = to_bf16(seeded_normal({4, 6}, 8));
+    CHECK(contains(error_of([&] { raw::bf16_matmul(seeded_normal({3, 5}, 9), w); }), "bf16_matmul: input of shape (3, 5)"));
+    CHECK(contains(error_of([&] { raw::bf16_matmul_t(seeded_normal({3, 6}, 9), w); }), "its last dim must be 4"));
+    CHECK(contains(error_of([&] { raw::bf16_matmul(seeded_normal({6}, 9), w); }), "needs a 2-D input"));
+    CHECK(contains(error_of([&] { to_bf16(seeded_normal({6}, 9)); }), "to_bf16: needs a 2-D weight"));
     CHECK(contains(error_of([&] { raw::bf16_matmul(zeros({2, 6}, DType::I32), w); }), "bf16_matmul"));
 }
 
@@ -151,14 +146,14 @@ TEST_CASE("bf16: Bf16Linear in f32 is a Linear of the rounded weight fed the rou
     Generator gen(12);
     nn::Linear linear(96, 40, true, gen);
     auto bl = nn::Bf16Linear::from_linear(linear);
-    Tensor x = normal({3, 7, 96}, 13);
+    Tensor x = seeded_normal({3, 7, 96}, 13);
     x.set_requires_grad();
     Tensor y = bl->forward(x);
     Tensor w = from_bf16(bl->weight);
     Tensor want = raw::add(raw::matmul(raw::round_to_bf16(x), raw::transpose(w, 0, 1)), linear.bias);
     CHECK(max_abs_diff(y, want) < 1e-5);
     CHECK(max_abs_diff(y, linear.forward(x)) > 1e-4);  // and it is not the f32 Linear
-    Tensor g = normal({3, 7, 40}, 14);
+    Tensor g = seeded_normal({3, 7, 40}, 14);
     y.backward(g);
     CHECK(max_abs_diff(x.grad(), raw::matmul(raw::round_to_bf16(g), w)) < 1e-5);
 }
@@ -217,7 +212,7 @@ TEST_CASE("bf16: float64 gradcheck of LoRA over a Bf16Linear w.r.t. A and B") {
     nn::Linear linear(20, 12, true, gen);
     auto bl = nn::Bf16Linear::from_linear(linear);
     bl->input_dtype = DType::F64;
-    Tensor x = normal({2, 3, 20}, 17).to(DType::F64);
+    Tensor x = seeded_normal({2, 3, 20}, 17).to(DType::F64);
     Tensor bias64 = bl->bias.to(DType::F64);
     expect_gradcheck(
         [&](const std::vector<Tensor>& in) {

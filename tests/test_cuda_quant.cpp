@@ -13,11 +13,6 @@ namespace {
 
 const auto NO_GPU = [] { return !cuda_is_available(); };
 
-Tensor normal(const Shape& shape, uint64_t seed) {
-    Generator gen(seed);
-    return randn(shape, gen);
-}
-
 std::vector<uint8_t> bytes_of(const ByteBuffer& b) {
     ByteBuffer host = b.to(Device::cpu());
     return std::vector<uint8_t>(host.data(), host.data() + host.bytes);
@@ -46,7 +41,7 @@ TEST_CASE("cuda: quantize gives the CPU's codes and statistics" * doctest::skip(
         for (QuantShape s : SHAPES) {
             CAPTURE(s.out);
             CAPTURE(s.in);
-            Tensor w = normal({s.out, s.in}, 1);
+            Tensor w = seeded_normal({s.out, s.in}, 1);
             QuantizedWeight cpu = make(f, w), gpu = make(f, w.to(Device::cuda()));
             CHECK(gpu.device().is_cuda());
             CHECK(bytes_of(gpu.codes) == bytes_of(cpu.codes));
@@ -66,14 +61,14 @@ TEST_CASE("cuda: dequantize and the 4-bit products match the CPU" * doctest::ski
         for (QuantShape s : SHAPES) {
             CAPTURE(s.out);
             CAPTURE(s.in);
-            QuantizedWeight cpu = make(f, normal({s.out, s.in}, 2));
+            QuantizedWeight cpu = make(f, seeded_normal({s.out, s.in}, 2));
             QuantizedWeight gpu = cpu.to(Device::cuda());
             CHECK(dequantize(gpu).to(Device::cpu()).to_vector<float>() == dequantize(cpu).to_vector<float>());
             CHECK(dequantize(gpu, DType::F64).to(Device::cpu()).to_vector<double>() ==
                   dequantize(cpu, DType::F64).to_vector<double>());
             for (int64_t M : {1, 3, 130}) {
                 CAPTURE(M);
-                Tensor x = normal({M, s.in}, 3), dy = normal({M, s.out}, 4);
+                Tensor x = seeded_normal({M, s.in}, 3), dy = seeded_normal({M, s.out}, 4);
                 CHECK(max_rel(raw::quant_matmul(x.to(Device::cuda()), gpu), raw::quant_matmul(x, cpu)) < 1e-5);
                 CHECK(max_rel(raw::quant_matmul_t(dy.to(Device::cuda()), gpu), raw::quant_matmul_t(dy, cpu)) < 1e-5);
             }
@@ -87,7 +82,7 @@ TEST_CASE("cuda: QuantLinear forward and input gradient match the CPU" * doctest
     auto on_gpu = nn::QuantLinear::from_linear(linear, {});
     on_gpu->to(Device::cuda());
     CHECK(on_gpu->weight.device().is_cuda());
-    Tensor x = normal({4, 9, 256}, 6), g = normal({4, 9, 96}, 7);
+    Tensor x = seeded_normal({4, 9, 256}, 6), g = seeded_normal({4, 9, 96}, 7);
     Tensor xc = x.detach(), xg = x.to(Device::cuda()).detach();
     xc.set_requires_grad(), xg.set_requires_grad();
     Tensor yc = on_cpu->forward(xc), yg = on_gpu->forward(xg);

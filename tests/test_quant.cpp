@@ -17,11 +17,6 @@ using namespace ember::testing;
 
 namespace {
 
-Tensor normal(const Shape& shape, uint64_t seed, double scale = 1.0) {
-    Generator gen(seed);
-    return raw::mul_scalar(randn(shape, gen), scale);
-}
-
 std::vector<uint8_t> bytes_of(const ByteBuffer& b) {
     ByteBuffer host = b.to(Device::cpu());
     return std::vector<uint8_t>(host.data(), host.data() + host.bytes);
@@ -97,7 +92,7 @@ TEST_CASE("quant: every NF4 code is the nearest table value, whatever the size a
     // leave a short last block and an odd element count (its last byte's low nibble is 0).
     for (int64_t n : {64, 100, 127, 333, 4096 + 7}) {
         CAPTURE(n);
-        Tensor w = normal({1, n}, 100 + uint64_t(n));
+        Tensor w = seeded_normal({1, n}, 100 + uint64_t(n));
         QuantizedWeight q = quantize_nf4(w, false);
         std::vector<float> x = w.to_vector<float>(), a = q.absmax.to_vector<float>();
         std::vector<uint8_t> b = bytes_of(q.codes);
@@ -131,7 +126,7 @@ TEST_CASE("quant: the 8-bit dynamic code and its nearest-code search") {
 }
 
 TEST_CASE("quant: double quantization keeps 4.127 bits per parameter and the absmaxes close") {
-    Tensor w = normal({2048, 1024}, 3, 0.02);
+    Tensor w = seeded_normal({2048, 1024}, 3, 0.02);
     QuantizedWeight q = quantize_nf4(w);
     INFO(q.describe());
     // 4 bits + 8 / 64 + 32 / (64 * 256) = 4.1270 (and 32 bits of offset per weight).
@@ -149,7 +144,7 @@ TEST_CASE("quant: double quantization keeps 4.127 bits per parameter and the abs
 }
 
 TEST_CASE("quant: NF4 error is bounded by half the widest gap of the table") {
-    Tensor w = normal({64, 256}, 5);
+    Tensor w = seeded_normal({64, 256}, 5);
     QuantizedWeight q = quantize_nf4(w, false);
     std::vector<float> a = q.absmax.to_vector<float>(), x = w.to_vector<float>(),
                        back = dequantize(q).to_vector<float>();
@@ -159,7 +154,7 @@ TEST_CASE("quant: NF4 error is bounded by half the widest gap of the table") {
 }
 
 TEST_CASE("quant: INT4 groups are GPTQ's asymmetric min-max, codes in [0, 15]") {
-    Tensor w = normal({8, 96}, 7);
+    Tensor w = seeded_normal({8, 96}, 7);
     QuantizedWeight q = quantize_int4(w, 32);
     CHECK(q.bits_per_param() == doctest::Approx(4 + 64.0 / 32).epsilon(1e-9));  // f32 s and z
     std::vector<float> x = w.to_vector<float>(), back = dequantize(q).to_vector<float>();
@@ -182,7 +177,7 @@ TEST_CASE("quant: bad arguments get clear errors") {
     CHECK(contains(error_of([] { quantize_nf4(zeros({4, 64}), true, 48); }), "power of two"));
     CHECK(contains(error_of([] { quantize_nf4(zeros({4}), true); }), "2-D weight"));
     CHECK(contains(error_of([] { quantize_nf4(zeros({4, 64}, DType::F64)); }), "f32"));
-    QuantizedWeight q = quantize_nf4(normal({16, 64}, 1));
+    QuantizedWeight q = quantize_nf4(seeded_normal({16, 64}, 1));
     CHECK(contains(error_of([&] { raw::quant_matmul(zeros({3, 32}), q); }), "last dim must be 64"));
     CHECK(contains(error_of([&] { nn::quant_linear(zeros({3, 63}), q, Tensor()); }), "must be 64"));
 }
@@ -201,9 +196,9 @@ TEST_CASE("quant: forward kernels equal the dequantized product (matvec, small b
                 CAPTURE(s.out);
                 CAPTURE(s.in);
                 CAPTURE(M);
-                Tensor w = normal({s.out, s.in}, 11);
+                Tensor w = seeded_normal({s.out, s.in}, 11);
                 QuantizedWeight q = f == QuantFormat::NF4 ? quantize_nf4(w) : quantize_int4(w, 32);
-                Tensor x = normal({M, s.in}, 12);
+                Tensor x = seeded_normal({M, s.in}, 12);
                 cpu::allow_avx512_quant(avx512);
                 CHECK(max_rel(raw::quant_matmul(x, q), reference_forward(x, q)) < 1e-5);
                 cpu::allow_avx512_quant(true);
@@ -213,9 +208,9 @@ TEST_CASE("quant: forward kernels equal the dequantized product (matvec, small b
 TEST_CASE("quant: the matvec's two accumulators per block, with groups of 16 and 48 (a 16-code tail)") {
     for (int64_t group : {16, 48, 96}) {
         CAPTURE(group);
-        Tensor w = normal({37, 96}, 13);
+        Tensor w = seeded_normal({37, 96}, 13);
         QuantizedWeight q = quantize_int4(w, group);
-        Tensor x = normal({1, 96}, 14);
+        Tensor x = seeded_normal({1, 96}, 14);
         CHECK(max_rel(raw::quant_matmul(x, q), reference_forward(x, q)) < 1e-5);
     }
 }
@@ -227,9 +222,9 @@ TEST_CASE("quant: the input-gradient kernel equals dy times the dequantized weig
             const char* format = quant_format_name(f);
             CAPTURE(format);
             CAPTURE(M);
-            Tensor w = normal({300, 2 * 320}, 21);  // in not a multiple of NR = 16 panels' KC
+            Tensor w = seeded_normal({300, 2 * 320}, 21);  // in not a multiple of NR = 16 panels' KC
             QuantizedWeight q = f == QuantFormat::NF4 ? quantize_nf4(w) : quantize_int4(w, 32);
-            Tensor dy = normal({M, 300}, 22);
+            Tensor dy = seeded_normal({M, 300}, 22);
             cpu::allow_avx512_quant(avx512);
             CHECK(max_rel(raw::quant_matmul_t(dy, q), raw::matmul(dy, dequantize(q))) < 1e-5);
             cpu::allow_avx512_quant(true);
@@ -238,22 +233,22 @@ TEST_CASE("quant: the input-gradient kernel equals dy times the dequantized weig
 
 TEST_CASE("quant: layouts the kernels do not take fall back to dequantize-and-multiply") {
     // NF4 with in % 64 != 0: blocks straddle rows (and rows start mid-byte when in is odd).
-    Tensor w = normal({9, 37}, 31);
+    Tensor w = seeded_normal({9, 37}, 31);
     QuantizedWeight q = quantize_nf4(w);
-    Tensor x = normal({4, 37}, 32);
+    Tensor x = seeded_normal({4, 37}, 32);
     CHECK(max_rel(raw::quant_matmul(x, q), reference_forward(x, q)) < 1e-6);
     // INT4 with a group that is not a multiple of 8 (the vector width): scalar tails.
-    QuantizedWeight q6 = quantize_int4(normal({5, 36}, 33), 6);
-    Tensor x6 = normal({1, 36}, 34);
+    QuantizedWeight q6 = quantize_int4(seeded_normal({5, 36}, 33), 6);
+    Tensor x6 = seeded_normal({1, 36}, 34);
     CHECK(max_rel(raw::quant_matmul(x6, q6), reference_forward(x6, q6)) < 1e-5);
-    Tensor d6 = normal({12, 5}, 35);
+    Tensor d6 = seeded_normal({12, 5}, 35);
     CHECK(max_rel(raw::quant_matmul_t(d6, q6), raw::matmul(d6, dequantize(q6))) < 1e-5);
 }
 
 TEST_CASE("quant: the threaded GEMM gives the same numbers on 1 and 2 threads") {
-    Tensor w = normal({200, 256}, 41);
+    Tensor w = seeded_normal({200, 256}, 41);
     QuantizedWeight q = quantize_nf4(w);
-    Tensor x = normal({50, 256}, 42);
+    Tensor x = seeded_normal({50, 256}, 42);
     const int before = num_threads();
     set_num_threads(1);
     std::vector<float> one = raw::quant_matmul(x, q).to_vector<float>();
@@ -289,13 +284,13 @@ TEST_CASE("quant: QuantLinear in f32 matches a Linear holding the dequantized we
     nn::Linear ref(128, 64, true, gen);
     ref.weight = dequantize(ql->weight);
     ref.bias = linear.bias.detach();
-    Tensor x = normal({4, 10, 128}, 62);
+    Tensor x = seeded_normal({4, 10, 128}, 62);
     x.set_requires_grad();
     Tensor x_ref = x.detach();
     x_ref.set_requires_grad();
     Tensor y = ql->forward(x), y_ref = ref.forward(x_ref);
     CHECK(max_rel(y, y_ref) < 1e-5);
-    Tensor g = normal({4, 10, 64}, 63);
+    Tensor g = seeded_normal({4, 10, 64}, 63);
     y.backward(g);
     y_ref.backward(g);
     CHECK(max_rel(x.grad(), x_ref.grad()) < 1e-5);
@@ -373,7 +368,7 @@ TEST_CASE("quant: a quantized model saves with bitsandbytes' keys and loads back
         auto b = std::dynamic_pointer_cast<nn::QuantLinear>(fresh->up);
         REQUIRE(b != nullptr);
         CHECK(bytes_of(a->weight.codes) == bytes_of(b->weight.codes));
-        Tensor x = normal({3, 64}, 83);
+        Tensor x = seeded_normal({3, 64}, 83);
         CHECK(model->forward(x).to_vector<float>() == fresh->forward(x).to_vector<float>());
         // And into a model that is already quantized (other weights): the same numbers again.
         Generator third(84);
@@ -393,11 +388,11 @@ TEST_CASE("quant: a quantized model saves with bitsandbytes' keys and loads back
 
 TEST_CASE("quant: QA-LoRA's change folds into the zero points: merged == unmerged, codes unchanged") {
     const int64_t out = 48, in = 128, L = 32, r = 4;
-    QuantizedWeight w = quantize_int4(normal({out, in}, 91, 0.05), L);
-    Tensor A = normal({r, in / L}, 92, 0.3), B = normal({out, r}, 93, 0.3);
+    QuantizedWeight w = quantize_int4(seeded_normal({out, in}, 91, 0.05), L);
+    Tensor A = seeded_normal({r, in / L}, 92, 0.3), B = seeded_normal({out, r}, 93, 0.3);
     const double s = 16.0 / r;
     // Unmerged: y = x W^T + s B A pool(x), pool = the mean of each group of L inputs.
-    Tensor x = normal({5, in}, 94);
+    Tensor x = seeded_normal({5, in}, 94);
     Tensor pooled = raw::mean(raw::reshape(x, {5, in / L, L}), {-1});
     Tensor unmerged = raw::add(raw::quant_matmul(x, w),
                                raw::mul_scalar(raw::matmul(raw::matmul(pooled, raw::transpose(A, 0, 1)),
@@ -411,13 +406,13 @@ TEST_CASE("quant: QA-LoRA's change folds into the zero points: merged == unmerge
     // The original's zero points are untouched (the merge made new ones).
     for (float z : w.zeros.to_vector<float>()) CHECK(z == std::nearbyint(z));
     CHECK(contains(error_of([&] { fold_into_zero_points(merged, zeros({out, in})); }), "(out, in / L)"));
-    QuantizedWeight nf4 = quantize_nf4(normal({out, in}, 95));
+    QuantizedWeight nf4 = quantize_nf4(seeded_normal({out, in}, 95));
     CHECK(contains(error_of([&] { fold_into_zero_points(nf4, zeros({out, in / L})); }), "INT4"));
 }
 
 TEST_CASE("quant: a requantizing merge reports its rounding error") {
-    QuantizedWeight w = quantize_nf4(normal({64, 256}, 96, 0.02));
-    Tensor delta = normal({64, 256}, 97, 0.002);
+    QuantizedWeight w = quantize_nf4(seeded_normal({64, 256}, 96, 0.02));
+    Tensor delta = seeded_normal({64, 256}, 97, 0.002);
     RequantizeError err;
     QuantizedWeight merged = requantize_merge(w, delta, &err);
     INFO("max ", err.max_abs, " rms ", err.rms, " max delta ", err.max_abs_delta);

@@ -6,12 +6,6 @@
 using namespace ember;
 using namespace ember::testing;
 
-namespace {
-Tensor normal(const Shape& shape, uint64_t seed, double scale = 1.0) {
-    Generator gen(seed);
-    return raw::mul_scalar(randn(shape, gen), scale);
-}
-}  // namespace
 
 TEST_CASE("qalora: group_mean averages each group of L inputs, with its gradient") {
     Tensor x = tensor({1, 2, 3, 4, 5, 6, 7, 8}, {2, 4});
@@ -23,9 +17,9 @@ TEST_CASE("qalora: group_mean averages each group of L inputs, with its gradient
 
 TEST_CASE("qalora: float64 gradcheck of the forward w.r.t. A and B (base as its f64 values)") {
     const int64_t out = 12, in = 32, L = 8, r = 3;
-    QuantizedWeight w = quantize_int4(normal({out, in}, 2, 0.1), L);
-    Tensor bias = normal({out}, 3, 0.1);
-    Tensor x = normal({2, 3, in}, 4).to(DType::F64);
+    QuantizedWeight w = quantize_int4(seeded_normal({out, in}, 2, 0.1), L);
+    Tensor bias = seeded_normal({out}, 3, 0.1);
+    Tensor x = seeded_normal({2, 3, in}, 4).to(DType::F64);
     Tensor A = leaf({r, in / L}, 5), B = leaf({out, r}, 6);
     expect_gradcheck(
         [&](const std::vector<Tensor>& in_) { return peft::qalora_forward(x, w, bias, in_[0], in_[1], 16.0 / r); },
@@ -39,10 +33,10 @@ TEST_CASE("qalora: float64 gradcheck of the forward w.r.t. A and B (base as its 
 
 TEST_CASE("qalora: merging into the zero points keeps the codes and the outputs") {
     const int64_t out = 40, in = 96, L = 32, r = 8;
-    QuantizedWeight w = quantize_int4(normal({out, in}, 8, 0.05), L);
-    Tensor A = normal({r, in / L}, 9, 0.5), B = normal({out, r}, 10, 0.5);
+    QuantizedWeight w = quantize_int4(seeded_normal({out, in}, 8, 0.05), L);
+    Tensor A = seeded_normal({r, in / L}, 9, 0.5), B = seeded_normal({out, r}, 10, 0.5);
     const double s = 16.0 / r;
-    Tensor x = normal({6, in}, 11);
+    Tensor x = seeded_normal({6, in}, 11);
     Tensor unmerged = peft::qalora_forward(x, w, Tensor(), A, B, s);
     QuantizedWeight merged = w;
     peft::merge_qalora(merged, A, B, s);
@@ -53,7 +47,7 @@ TEST_CASE("qalora: merging into the zero points keeps the codes and the outputs"
     ByteBuffer a = w.codes, b = merged.codes;
     CHECK(std::equal(a.data(), a.data() + a.bytes, b.data()));
     CHECK(merged.zeros.to_vector<float>() != w.zeros.to_vector<float>());  // the change went there
-    QuantizedWeight nf4 = quantize_nf4(normal({out, in}, 12));
+    QuantizedWeight nf4 = quantize_nf4(seeded_normal({out, in}, 12));
     CHECK(contains(error_of([&] { peft::qalora_forward(x, nf4, Tensor(), A, B, s); }), "must be INT4"));
     CHECK(contains(error_of([&] { peft::qalora_forward(x, w, Tensor(), B, A, s); }), "do not fit"));
 }

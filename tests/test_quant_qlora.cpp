@@ -7,18 +7,12 @@
 using namespace ember;
 using namespace ember::testing;
 
-namespace {
-Tensor normal(const Shape& shape, uint64_t seed, double scale = 1.0) {
-    Generator gen(seed);
-    return raw::mul_scalar(randn(shape, gen), scale);
-}
-}  // namespace
 
 TEST_CASE("qlora: float64 gradcheck of the forward w.r.t. A and B (base as its f64 values)") {
     const int64_t out = 10, in = 64, r = 4;
-    QuantizedWeight w = quantize_nf4(normal({out, in}, 1, 0.1));
-    Tensor bias = normal({out}, 2, 0.1);
-    Tensor x = normal({2, 3, in}, 3).to(DType::F64);
+    QuantizedWeight w = quantize_nf4(seeded_normal({out, in}, 1, 0.1));
+    Tensor bias = seeded_normal({out}, 2, 0.1);
+    Tensor x = seeded_normal({2, 3, in}, 3).to(DType::F64);
     expect_gradcheck(
         [&](const std::vector<Tensor>& in_) { return peft::qlora_forward(x, w, bias, in_[0], in_[1], 16.0 / r); },
         {leaf({r, in}, 4), leaf({out, r}, 5)});
@@ -26,10 +20,10 @@ TEST_CASE("qlora: float64 gradcheck of the forward w.r.t. A and B (base as its f
 
 TEST_CASE("qlora: merging into the dequantized base is exact; requantizing reports its error") {
     const int64_t out = 64, in = 128, r = 8;
-    QuantizedWeight w = quantize_nf4(normal({out, in}, 6, 0.02));
-    Tensor A = normal({r, in}, 7, 0.05), B = normal({out, r}, 8, 0.05);
+    QuantizedWeight w = quantize_nf4(seeded_normal({out, in}, 6, 0.02));
+    Tensor A = seeded_normal({r, in}, 7, 0.05), B = seeded_normal({out, r}, 8, 0.05);
     const double s = 16.0 / r;
-    Tensor x = normal({5, in}, 9);
+    Tensor x = seeded_normal({5, in}, 9);
     Tensor unmerged = peft::qlora_forward(x, w, Tensor(), A, B, s);
     Tensor W = peft::merge_lora_dequantized(w, A, B, s);
     Tensor merged = raw::matmul(x, raw::transpose(W, 0, 1));

@@ -16,6 +16,7 @@
 #endif
 
 #include "tensor/bf16.h"
+#include "tensor/cpu/transpose_8x8.h"
 #include "tensor/parallel.h"
 
 namespace ember {
@@ -54,28 +55,6 @@ void pack_a(const float* a, int64_t rs, int64_t cs, int64_t i0, int64_t mc, int6
     }
 }
 
-// dst[q * NR + c] = src[c * stride + q] for c, q in 0..7: the 8 x 8 transpose of 32-bit words
-// (a Linear weight's rows, read as pairs, become a panel's columns).
-inline void transpose_8x8_words(const uint32_t* src, int64_t stride, uint32_t* dst) {
-    __m256 r[8], t[8], u[8];
-    for (int c = 0; c < 8; ++c) r[c] = _mm256_loadu_ps(reinterpret_cast<const float*>(src + c * stride));
-    for (int c = 0; c < 8; c += 2) {
-        t[c] = _mm256_unpacklo_ps(r[c], r[c + 1]);
-        t[c + 1] = _mm256_unpackhi_ps(r[c], r[c + 1]);
-    }
-    for (int c = 0; c < 8; c += 4) {
-        u[c + 0] = _mm256_shuffle_ps(t[c], t[c + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        u[c + 1] = _mm256_shuffle_ps(t[c], t[c + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        u[c + 2] = _mm256_shuffle_ps(t[c + 1], t[c + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        u[c + 3] = _mm256_shuffle_ps(t[c + 1], t[c + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    float* d = reinterpret_cast<float*>(dst);
-    for (int q = 0; q < 4; ++q) {
-        _mm256_storeu_ps(d + q * NR, _mm256_permute2f128_ps(u[q], u[q + 4], 0x20));
-        _mm256_storeu_ps(d + (q + 4) * NR, _mm256_permute2f128_ps(u[q], u[q + 4], 0x31));
-    }
-}
-
 // Depths [k0, k0+kc) x columns [j0, j0+nc) of B into NR-column panels: word q * NR + c of panel p
 // is the pair (B[k0+2q][j0+p*NR+c], B[k0+2q+1][..]), zero past the last column or depth.
 void pack_b(const uint16_t* b, int64_t rs, int64_t cs, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
@@ -89,7 +68,9 @@ void pack_b(const uint16_t* b, int64_t rs, int64_t cs, int64_t k0, int64_t kc, i
             // B = W^T (the forward): a column is a row of W, its pairs are aligned words.
             const uint32_t* words = reinterpret_cast<const uint32_t*>(src);
             for (; q + 8 <= kc / 2; q += 8)
-                for (int c = 0; c < NR; c += 8) transpose_8x8_words(words + c * (cs / 2) + q, cs / 2, packed + q * NR + c);
+                for (int c = 0; c < NR; c += 8)
+                    transpose_8x8(reinterpret_cast<const float*>(words + c * (cs / 2) + q), cs / 2,
+                                  reinterpret_cast<float*>(packed + q * NR + c), NR);
         } else if (cols == NR && cs == 1) {
             // B = W (the input gradient): two rows of 32 bf16 interleave into 32 pairs.
             const __m512i lo_idx = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,

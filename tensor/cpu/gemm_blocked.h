@@ -17,10 +17,7 @@
 #include <algorithm>
 #include <type_traits>
 #include <vector>
-#if defined(__AVX__)
-#include <immintrin.h>
-#endif
-
+#include "tensor/cpu/transpose_8x8.h"
 #include "tensor/parallel.h"
 #include "tensor/tensor.h"
 
@@ -62,29 +59,6 @@ void pack_a(MatrixView<T> a, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* 
     }
 }
 
-#if defined(__AVX__)
-// dst[k * ld + c] = src[c * cs + k] for c, k in 0..7: eight columns of B that are contiguous
-// along k (eight rows of a Linear weight) become eight rows of a packed panel, by the usual
-// in-register 8 x 8 transpose (unpack pairs, shuffle quads, swap 128-bit halves).
-inline void transpose_8x8(const float* src, int64_t cs, float* dst, int64_t ld) {
-    __m256 r[8], t[8], u[8];
-    for (int c = 0; c < 8; ++c) r[c] = _mm256_loadu_ps(src + c * cs);
-    for (int c = 0; c < 8; c += 2) {
-        t[c] = _mm256_unpacklo_ps(r[c], r[c + 1]);
-        t[c + 1] = _mm256_unpackhi_ps(r[c], r[c + 1]);
-    }
-    for (int c = 0; c < 8; c += 4) {
-        u[c + 0] = _mm256_shuffle_ps(t[c], t[c + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        u[c + 1] = _mm256_shuffle_ps(t[c], t[c + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        u[c + 2] = _mm256_shuffle_ps(t[c + 1], t[c + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        u[c + 3] = _mm256_shuffle_ps(t[c + 1], t[c + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int k = 0; k < 4; ++k) {
-        _mm256_storeu_ps(dst + k * ld, _mm256_permute2f128_ps(u[k], u[k + 4], 0x20));
-        _mm256_storeu_ps(dst + (k + 4) * ld, _mm256_permute2f128_ps(u[k], u[k + 4], 0x31));
-    }
-}
-#endif
 
 // Packs depth [k0, k0+kc) x columns [j0, j0+nc) of B into NR-column panels: panel p holds, for
 // each k, the NR values B[k0 + k][j0 + p*NR + 0..NR-1], zero-padded past the last column. A
