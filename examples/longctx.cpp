@@ -1,7 +1,7 @@
 // longctx: context extension with LongLoRA on a small LLaMA-style byte-level GPT.
 //
-//   longctx [--data FILE] [--base-steps N] [--ext-steps N] [--passkey-share P] [--rope linear|yarn|both]
-//           [--save-base DIR] [--load-base DIR] [--seed S] [--threads N]
+//   longctx [--data FILE] [--base-steps N] [--ext-steps N] [--passkey-share P] [--ext-min-depth D]
+//           [--rope linear|yarn|both] [--save-base DIR] [--load-base DIR] [--seed S] [--threads N]
 //
 // 1. Trains a LLaMA-style GPT (RoPE, RMSNorm, SwiGLU; 4 layers x 128, 4 heads) from scratch at
 //    context 256 on the King James Bible read as whole books (Debian's bible-kjv, dumped by
@@ -28,6 +28,8 @@
 // back to the base's. What they show (docs/LONGCTX-RESULTS.md): linear interpolation squeezes the
 // distance between neighbouring bytes 4x and the model no longer copies at any length; with YaRN
 // full-attention LoRA retrieves the key at 1024, and LongLoRA's S2-Attn training does not.
+// --ext-min-depth D puts the extension's keys at depths [D, 1) only: with D = 0.82 every key lies
+// in the question's S2 group (the last 256 bytes), a diagnostic of what S2-Attn lets training see.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -54,6 +56,7 @@ struct Options {
     std::string data = "build/data/kjv.txt";
     int base_steps = 3000, ext_steps = 800;
     double passkey_share = 0.5;  // of the training sequences, at both stages
+    double ext_min_depth = 0;    // the extension's passkey documents hide the key at depths [D, 1)
     std::vector<nn::RopeScaling::Type> ropes = {nn::RopeScaling::Type::Linear, nn::RopeScaling::Type::Yarn};
     std::string save_base, load_base;  // a folder for the trained base (Hugging Face layout)
     uint64_t seed = 1;
@@ -80,13 +83,15 @@ Options parse(int argc, char** argv) {
         else if (a == "--base-steps") o.base_steps = std::stoi(next());
         else if (a == "--ext-steps") o.ext_steps = std::stoi(next());
         else if (a == "--passkey-share") o.passkey_share = std::stod(next());
+        else if (a == "--ext-min-depth") o.ext_min_depth = std::stod(next());
         else if (a == "--seed") o.seed = std::stoull(next());
         else if (a == "--save-base") o.save_base = next();
         else if (a == "--load-base") o.load_base = next();
         else if (a == "--rope") o.ropes = ropes_of(next());
         else if (a == "--threads") o.threads = std::stoi(next());
         else throw Error(make_message("longctx: unknown option ", a,
-                                      "; use --data FILE --base-steps N --ext-steps N --passkey-share P --rope linear|yarn|both "
+                                      "; use --data FILE --base-steps N --ext-steps N --passkey-share P --ext-min-depth D "
+                                      "--rope linear|yarn|both "
                                       "--save-base DIR --load-base DIR --seed S --threads N"));
     }
     return o;
@@ -114,6 +119,7 @@ std::vector<std::string> read_books(const std::string& path) {
 struct Data {
     std::vector<std::string> train, eval;
     double passkey_share = 0;  // of the training sequences
+    double min_depth = 0;      // of the key in a training passkey document
 };
 
 struct Rng {  // splitmix64: the example's own draws, independent of the model's generators
@@ -161,12 +167,14 @@ Tensor ids_of(const std::vector<std::string>& texts) {
     return from_vector(v, {B, T});
 }
 
-// One batch of B sequences of T + 1 bytes: a share d.passkey_share passkey documents at a random depth.
+// One batch of B sequences of T + 1 bytes: a share d.passkey_share passkey documents, the key at a
+// random depth in [d.min_depth, 1).
 std::vector<std::string> batch(const Data& d, int64_t B, int64_t T, Rng& rng) {
     std::vector<std::string> out;
     for (int64_t b = 0; b < B; ++b)
-        out.push_back(double(rng.below(1000)) < 1000 * d.passkey_share ? passkey_doc(d.train, T + 1, double(rng.below(1000)) / 1000.0, rng)
-                                        : window(d.train, T + 1, rng));
+        out.push_back(double(rng.below(1000)) < 1000 * d.passkey_share
+                          ? passkey_doc(d.train, T + 1, d.min_depth + (1 - d.min_depth) * double(rng.below(1000)) / 1000.0, rng)
+                          : window(d.train, T + 1, rng));
     return out;
 }
 
@@ -262,6 +270,8 @@ int main(int argc, char** argv) {
         std::vector<std::string> books = read_books(o.data);
         EMBER_CHECK(o.passkey_share >= 0 && o.passkey_share <= 1, "longctx: --passkey-share must lie in [0, 1], got ",
                     o.passkey_share);
+        EMBER_CHECK(o.ext_min_depth >= 0 && o.ext_min_depth < 1, "longctx: --ext-min-depth must lie in [0, 1), got ",
+                    o.ext_min_depth);
         Data d;
         d.passkey_share = o.passkey_share;
         for (size_t i = 0; i < books.size(); ++i) (i % 8 == 7 ? d.eval : d.train).push_back(books[i]);
@@ -285,6 +295,8 @@ int main(int argc, char** argv) {
                         "give --load-base a folder written by --save-base");
         }
         if (!o.save_base.empty()) base->save_pretrained(o.save_base);
+        d.min_depth = o.ext_min_depth;  // the base trained with keys at every depth
+        if (d.min_depth > 0) std::printf("extension passkey documents: keys at depths %.2f-1\n", d.min_depth);
 
         struct Run {
             std::string name;
