@@ -41,8 +41,9 @@ public:
 };
 
 // Replaces every Linear under `root` for which keep(dotted name) is false by a Bf16Linear of it.
-// Returns how many it replaced. Weights that are tied elsewhere (GPT-2's head is the token
-// embedding, not a Linear) are not touched.
+// Returns how many it replaced. Call it before a PEFT method attaches: afterwards it would cast
+// the adapters' own Linears (LoRA's lora_A, lora_B) too. Weights that are not Linears (GPT-2's
+// head is the token embedding) are not touched; GPT::cast_to_bf16 handles the head.
 int cast_linears_to_bf16(Module& root, const std::function<bool(const std::string&)>& keep = nullptr);
 
 }  // namespace nn
