@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "nn/bf16_linear.h"
 #include "peft/methods.h"
 #include "peft/peft_model.h"
 
@@ -20,8 +21,13 @@ static std::vector<std::string> segments(const std::string& name) {
 
 int quantize_for_qlora(nn::Module& model, const nn::QuantConfig& config, const std::vector<std::string>& keep) {
     std::vector<std::string> peft_paths;  // modules whose Linears belong to a method
-    for (auto& [name, m] : model.named_modules())
+    for (auto& [name, m] : model.named_modules()) {
         if (!name.empty() && std::dynamic_pointer_cast<TunerLayer>(m)) peft_paths.push_back(name + ".");
+        // A bf16 base has no f32 Linears left to quantize: the method would quietly be plain LoRA.
+        EMBER_CHECK(!std::dynamic_pointer_cast<nn::Bf16Linear>(m), "QLoRA / QA-LoRA: ", name, " is a Bf16Linear; "
+                    "these methods quantize the f32 Linears to 4 bits, so start from the f32 model (no "
+                    "cast_to_bf16 or --base-dtype bf16)");
+    }
     return nn::quantize_linears(model, config, [&](const std::string& name) {
         std::vector<std::string> seg = segments(name);
         const std::string& leaf = seg.back();

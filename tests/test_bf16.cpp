@@ -12,6 +12,7 @@
 #include "nn/optim.h"
 #include "peft/lora.h"
 #include "peft/peft_model.h"
+#include "peft/qlora.h"
 #include "tensor/parallel.h"
 #include "tests/helpers.h"
 
@@ -205,6 +206,15 @@ TEST_CASE("bf16: LoRA on a bf16 base: float64 gradients, merged equals unmerged,
     CHECK(max_abs_diff(gpt->forward_ids(ids), unmerged) < 0.05);
     pm.unmerge_adapter();
     CHECK(max_abs_diff(gpt->forward_ids(ids), unmerged) == 0);
+}
+
+TEST_CASE("bf16: QLoRA refuses a bf16 base (it would have no f32 Linears to quantize)") {
+    models::GPTConfig c = models::GPTConfig::llama(64, 32, 64, 2, 4, 2, 128);
+    auto gpt = std::make_shared<models::GPT>(c, 1);
+    gpt->cast_to_bf16();
+    peft::QLoraConfig qc;
+    CHECK(contains(error_of([&] { peft::PeftModel pm(gpt, qc, "default", 1, "llama"); }),
+                   "model.layers.0.self_attn.q_proj is a Bf16Linear"));
 }
 
 TEST_CASE("bf16: float64 gradcheck of LoRA over a Bf16Linear w.r.t. A and B") {

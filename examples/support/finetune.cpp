@@ -97,6 +97,8 @@ bool bf16_base_requested(const std::string& program, const std::string& base_dty
                 "trains them; choose a PEFT method, or --base-dtype f32");
     EMBER_CHECK(!on_cuda, program, ": --base-dtype bf16 is a CPU path; add --device cpu, or keep --base-dtype f32 "
                 "on the GPU");
+    EMBER_CHECK(method != "qlora" && method != "qalora", program, ": --method ", method, " quantizes the f32 "
+                "Linears to 4 bits, and --base-dtype bf16 leaves none; use one or the other");
     return true;
 }
 

@@ -61,8 +61,9 @@ FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::Micr
                             const std::function<void(const std::string&)>& save_full);
 
 // --base-dtype: true for "bf16" (the frozen Linears' products in bf16, nn/bf16_linear.h), false
-// for "f32"; refuses anything else, bf16 with --method full (it trains those weights) and bf16 on
-// the GPU (a CPU path). `program` names the command in the errors ("gpt finetune").
+// for "f32"; refuses anything else, bf16 with --method full (it trains those weights) or qlora /
+// qalora (they quantize the f32 weights), and bf16 on the GPU (a CPU path). `program` names the
+// command in the errors ("gpt finetune").
 bool bf16_base_requested(const std::string& program, const std::string& base_dtype, const std::string& method,
                          bool on_cuda);
 

@@ -78,6 +78,7 @@ check "adapter_config.json: inference_mode true, as peft writes it" grep -q '"in
 expect "finetune LoRA over a bf16 base" 0 "bf16 base: 4 Linears and the head in bf16" "$GPT" finetune --base run --data fortunes --domain beta --out ftb --steps 2 --batch 2 --eval-batches 1 --device cpu --base-dtype bf16
 expect "finetune --base-dtype bf16 --method full" 1 "--base-dtype bf16 freezes every weight in bf16, and --method full trains them" "$GPT" finetune --base run --data fortunes --domain beta --out z --base-dtype bf16 --method full --device cpu
 expect "finetune --base-dtype f16" 1 "--base-dtype f16 is not f32 or bf16" "$GPT" finetune --base run --data fortunes --domain beta --out z --base-dtype f16 --device cpu
+expect "finetune --method qlora on a bf16 base" 1 "--method qlora quantizes the f32 Linears to 4 bits, and --base-dtype bf16 leaves none" "$GPT" finetune --base run --data fortunes --domain beta --out z --base-dtype bf16 --method qlora --device cpu
 expect "finetune bf16 base with a method that trains the embedding" 1 "now trains and the copy would not follow it" "$GPT" finetune --base run --data fortunes --domain beta --out ftz --base-dtype bf16 --method longlora --steps 1 --batch 2 --eval-batches 1 --device cpu
 expect "train a small ViT" 0 "saved vrun/model.safetensors after step 2" "$VIT" train --data images --out vrun --steps 2 $VSMALL
 expect "vit finetune LoRA over a bf16 base" 0 "bf16 base: 6 Linears in bf16" "$VIT" finetune --base vrun --data images --out vftb --classes 0-9 --steps 1 --batch 4 --device cpu --base-dtype bf16
