@@ -16,6 +16,7 @@
 #endif
 
 #include "tensor/bf16.h"
+#include "tensor/cpu/gemm_bands.h"
 #include "tensor/cpu/transpose_8x8.h"
 #include "tensor/parallel.h"
 
@@ -175,19 +176,14 @@ bool bf16_gemm(const float* a, int64_t a_rs, int64_t a_cs, const uint16_t* b, in
                float* c, int64_t M, int64_t N, int64_t K) {
     if (!g_allowed || !cpu_has_avx512_bf16()) return false;
     const Operands o{a, a_rs, a_cs, b, b_rs, b_cs, c, N, K};
-    // Threads take bands of whole tiles: rows when C is taller than wide, else columns.
-    const bool split_rows = M >= N;
-    const int64_t unit = split_rows ? MR : NR, extent = split_rows ? M : N;
-    const int64_t units = (extent + unit - 1) / unit;
-    const int64_t bands = std::max<int64_t>(1, std::min<int64_t>(units, num_threads()));
-    const bool worth_threads = 2 * M * N * K / bands > (1 << 20);
-    parallel_for(bands, worth_threads ? 1 : bands, [&](int64_t begin, int64_t end) {
-        for (int64_t band = begin; band < end; ++band) {
-            const int64_t lo = units * band / bands * unit, hi = std::min(extent, units * (band + 1) / bands * unit);
-            if (split_rows)
-                gemm_band(o, lo, hi, 0, N);
-            else
-                gemm_band(o, 0, M, lo, hi);
+    // As the f32 GEMM: row bands when C is taller than wide, else column bands.
+    const GemmBands bands(M, N, MR, NR, M >= N);
+    const bool worth_threads = 2 * M * N * K / bands.count > (1 << 20);
+    parallel_for(bands.count, worth_threads ? 1 : bands.count, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+            int64_t i0, i1, j0, j1;
+            bands.range(b, i0, i1, j0, j1);
+            gemm_band(o, i0, i1, j0, j1);
         }
     });
     return true;

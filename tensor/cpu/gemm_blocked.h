@@ -11,12 +11,14 @@
 // Packing makes the inner loop read memory in order whatever A's and B's strides are (so a
 // transposed operand costs nothing extra) and keeps the working set in cache. The micro-kernel is
 // plain C++ with fixed trip counts that the compiler unrolls and vectorizes.
-// Threads split C into row bands (or column bands when C is wide and short), one per thread.
+// Threads split C into row bands (or column bands when C is wide and short), one per thread
+// (gemm_bands.h).
 #pragma once
 
 #include <algorithm>
 #include <type_traits>
 #include <vector>
+#include "tensor/cpu/gemm_bands.h"
 #include "tensor/cpu/transpose_8x8.h"
 #include "tensor/parallel.h"
 #include "tensor/tensor.h"
@@ -174,24 +176,18 @@ void matmul_typed(const Tensor& a, const Tensor& b, const Tensor& out) {
     const T* b_base = static_cast<const T*>(b.raw_data());  // (batch, K, N), any strides
     T* c_base = out.data<T>();                               // (batch, M, N), contiguous
 
-    // Work items: (matrix, band). Bands are whole MR-row (or NR-column) groups, enough of them
-    // to give every thread work even for a single matrix.
-    const bool split_rows = M >= N;
-    const int64_t unit = split_rows ? MR : NR, extent = split_rows ? M : N;
-    const int64_t units = (extent + unit - 1) / unit;
-    const int64_t bands = std::max<int64_t>(1, std::min<int64_t>(units, num_threads()));
-    const int64_t flops_per_band = 2 * M * N * K / bands;
-    parallel_for(batch * bands, flops_per_band > (1 << 20) ? 1 : 64, [&](int64_t begin, int64_t end) {
+    // Work items: (matrix, band), enough bands to give every thread work even for a single
+    // matrix: row bands when C is taller than wide, else column bands.
+    const GemmBands bands(M, N, MR, NR, M >= N);
+    const int64_t flops_per_band = 2 * M * N * K / bands.count;
+    parallel_for(batch * bands.count, flops_per_band > (1 << 20) ? 1 : 64, [&](int64_t begin, int64_t end) {
         for (int64_t item = begin; item < end; ++item) {
-            int64_t m = item / bands, band = item % bands;
-            int64_t lo = units * band / bands * unit, hi = std::min(extent, units * (band + 1) / bands * unit);
+            const int64_t m = item / bands.count;
+            int64_t i0, i1, j0, j1;
+            bands.range(item % bands.count, i0, i1, j0, j1);
             MatrixView<T> av{a_base + m * a.stride(0), a.stride(1), a.stride(2)};
             MatrixView<T> bv{b_base + m * b.stride(0), b.stride(1), b.stride(2)};
-            T* c = c_base + m * M * N;
-            if (split_rows)
-                gemm_band(av, bv, c, N, K, lo, hi, 0, N);
-            else
-                gemm_band(av, bv, c, N, K, 0, M, lo, hi);
+            gemm_band(av, bv, c_base + m * M * N, N, K, i0, i1, j0, j1);
         }
     });
 }

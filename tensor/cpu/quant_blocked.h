@@ -327,17 +327,12 @@ template <typename PackB>
 void quant_gemm(const float* a, float* c, int64_t M, int64_t N, int64_t K, const PackB& pack) {
     const int64_t threads = num_threads();
     const bool split_cols = N >= 2 * NR * threads || M < 2 * MR * threads;
-    const int64_t unit = split_cols ? NR : MR, extent = split_cols ? N : M;
-    const int64_t units = (extent + unit - 1) / unit;
-    const int64_t bands = std::max<int64_t>(1, std::min<int64_t>(units, threads));
-    parallel_for(bands, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t band = begin; band < end; ++band) {
-            const int64_t lo = units * band / bands * unit;
-            const int64_t hi = std::min(extent, units * (band + 1) / bands * unit);
-            if (split_cols)
-                quant_gemm_band(a, c, N, K, 0, M, lo, hi, pack);
-            else
-                quant_gemm_band(a, c, N, K, lo, hi, 0, N, pack);
+    const GemmBands bands(M, N, MR, NR, !split_cols);
+    parallel_for(bands.count, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+            int64_t i0, i1, j0, j1;
+            bands.range(b, i0, i1, j0, j1);
+            quant_gemm_band(a, c, N, K, i0, i1, j0, j1, pack);
         }
     });
 }
