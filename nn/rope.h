@@ -47,7 +47,6 @@ struct RopeScaling {
     // Throws an ember::Error naming `op`, the field and the fix.
     void validate(const char* op) const;
     bool operator==(const RopeScaling& o) const;
-    bool operator!=(const RopeScaling& o) const { return !(*this == o); }
 };
 
 // The (T, D) cos and sin tables for T tokens from position_offset, shared by q and k.
