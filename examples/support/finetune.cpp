@@ -9,6 +9,7 @@
 #include "nn/atomic_file.h"
 #include "peft/methods.h"
 #include "peft/peft_model.h"
+#include "tensor/bf16.h"
 
 #include "tensor/check.h"
 
@@ -99,6 +100,9 @@ bool bf16_base_requested(const std::string& program, const std::string& base_dty
                 "on the GPU");
     EMBER_CHECK(method != "qlora" && method != "qalora", program, ": --method ", method, " quantizes the f32 "
                 "Linears to 4 bits, and --base-dtype bf16 leaves none; use one or the other");
+    if (!cpu::cpu_has_avx512_bf16())
+        std::cout << program << ": this CPU has no AVX-512 BF16, so each bf16 product widens its weight to f32 "
+                     "first: slower than --base-dtype f32\n";
     return true;
 }
 
