@@ -9,17 +9,9 @@ Tensor bf16_linear(const Tensor& x, const Bf16Weight& w, const Tensor& bias) {
     EMBER_CHECK(x.defined() && x.dim() >= 1 && x.size(-1) == w.cols, "bf16_linear: input of shape ",
                 x.defined() ? make_message(x.shape()) : std::string("(undefined)"), " does not fit ",
                 w.describe(), "; the last dim must be ", w.cols);
-    Shape out_shape = x.shape();
-    out_shape[out_shape.rank - 1] = w.rows;
-    Tensor x2 = x.reshape({-1, w.cols});  // (N, in)
-    Tensor y = raw::bf16_matmul(x2, w);   // (N, out)
-    if (needs_graph({x2})) {
-        record("bf16_linear", y, {x2}, [w](const Tensor& g, const Needs&) {
-            return Grads{raw::bf16_matmul_t(g, w)};  // (N, out) -> (N, in)
-        });
-    }
-    if (bias.defined()) y = y + (bias.dtype() == y.dtype() ? bias : bias.to(y.dtype()));
-    return y.reshape(out_shape);
+    return frozen_linear(
+        "bf16_linear", x, w.cols, w.rows, [&](const Tensor& x2) { return raw::bf16_matmul(x2, w); },
+        [w](const Tensor& dy) { return raw::bf16_matmul_t(dy, w); }, bias);
 }
 
 Bf16Linear::Bf16Linear(Bf16Weight w, Tensor b, DType input)

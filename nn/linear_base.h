@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "autograd/autograd.h"
 #include "nn/module.h"
 
 namespace ember {
@@ -35,6 +36,24 @@ public:
     Tensor bias;  // (out) or undefined
     int64_t in_features, out_features;
 };
+
+// The forward of a frozen Linear-like base whose weight is not a Tensor (4-bit, bf16): x
+// (..., in) flattened to (N, in), y = product(x2) (N, out) with an autograd node that maps dy to
+// input_grad(dy) (N, in), then the bias (met in x's dtype: f64 in gradient checks), back to
+// (..., out). The weight never gets a gradient. The caller checks that x's last dim is `in`.
+template <class Product, class InputGrad>
+Tensor frozen_linear(const char* op, const Tensor& x, int64_t in, int64_t out, const Product& product,
+                     const InputGrad& input_grad, const Tensor& bias) {
+    Shape out_shape = x.shape();
+    out_shape[out_shape.rank - 1] = out;
+    Tensor x2 = x.reshape({-1, in});
+    Tensor y = product(x2);
+    if (needs_graph({x2})) {
+        record(op, y, {x2}, [input_grad](const Tensor& g, const Needs&) { return Grads{input_grad(g)}; });
+    }
+    if (bias.defined()) y = y + (bias.dtype() == y.dtype() ? bias : bias.to(y.dtype()));
+    return y.reshape(out_shape);
+}
 
 // Throws, naming the module, when a Linear-like module under `root` keeps its weight outside
 // state_dict() (a 4-bit or bf16 base): a file written from state_dict() would silently lack it.

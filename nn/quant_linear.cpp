@@ -14,18 +14,9 @@ Tensor quant_linear(const Tensor& x, const QuantizedWeight& w, const Tensor& bia
     EMBER_CHECK(x.defined() && x.dim() >= 1 && x.size(-1) == w.cols, "quant_linear: input of "
                 "shape ", x.defined() ? make_message(x.shape()) : std::string("(undefined)"),
                 " does not fit ", w.describe(), "; the last dim must be ", w.cols);
-    Shape out_shape = x.shape();
-    out_shape[out_shape.rank - 1] = w.rows;
-    Tensor x2 = x.reshape({-1, w.cols});  // (N, in)
-    Tensor y = raw::quant_matmul(x2, w);  // (N, out)
-    if (needs_graph({x2})) {
-        record("quant_linear", y, {x2}, [w](const Tensor& g, const Needs&) {
-            return Grads{raw::quant_matmul_t(g, w)};  // (N, out) -> (N, in)
-        });
-    }
-    // An f64 input (a gradient check) meets the f32 bias in f64.
-    if (bias.defined()) y = y + (bias.dtype() == y.dtype() ? bias : bias.to(y.dtype()));
-    return y.reshape(out_shape);
+    return frozen_linear(
+        "quant_linear", x, w.cols, w.rows, [&](const Tensor& x2) { return raw::quant_matmul(x2, w); },
+        [w](const Tensor& dy) { return raw::quant_matmul_t(dy, w); }, bias);
 }
 
 QuantLinear::QuantLinear(QuantizedWeight w, Tensor b, DType input)
