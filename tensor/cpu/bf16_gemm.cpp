@@ -43,13 +43,32 @@ void pack_a(const float* a, int64_t rs, int64_t cs, int64_t i0, int64_t mc, int6
     const int64_t kp = (kc + 1) / 2;
     for (int64_t p = 0; p < mc; p += MR, packed += MR * kp) {
         const int rows = int(std::min<int64_t>(MR, mc - p));
+        int64_t q0 = 0;  // pairs packed by the fast path
+        if (rows == MR && cs == 1) {
+            // Eight rows contiguous along k, 32 depths at a time: vcvtne2ps2bf16 rounds a row's 32
+            // floats to the 16 pairs in depth order, and an 8 x 16 transpose of those words puts
+            // them pair-major. It rounds to nearest even as float_to_bf16 does, but flushes
+            // subnormal floats to zero, as vdpbf16ps does with its inputs anyway.
+            alignas(64) uint32_t words[MR][16];
+            for (; q0 + 16 <= kc / 2; q0 += 16) {
+                for (int r = 0; r < MR; ++r) {
+                    const float* src = a + (i0 + p + r) * rs + k0 + 2 * q0;
+                    const __m512bh w = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
+                    _mm512_store_si512(words[r], (__m512i)w);
+                }
+                transpose_8x8(reinterpret_cast<const float*>(&words[0][0]), 16,
+                              reinterpret_cast<float*>(packed + q0 * MR), MR);
+                transpose_8x8(reinterpret_cast<const float*>(&words[0][8]), 16,
+                              reinterpret_cast<float*>(packed + (q0 + 8) * MR), MR);
+            }
+        }
         for (int r = 0; r < MR; ++r) {
             if (r >= rows) {
                 for (int64_t q = 0; q < kp; ++q) packed[q * MR + r] = 0;
                 continue;
             }
             const float* row = a + (i0 + p + r) * rs + k0 * cs;
-            for (int64_t q = 0; q < kc / 2; ++q)
+            for (int64_t q = q0; q < kc / 2; ++q)
                 packed[q * MR + r] = pair(float_to_bf16(row[2 * q * cs]), float_to_bf16(row[(2 * q + 1) * cs]));
             if (kc % 2) packed[(kp - 1) * MR + r] = pair(float_to_bf16(row[(kc - 1) * cs]), 0);
         }
