@@ -41,9 +41,10 @@ TEST_CASE("fused attention: equals the composed path in f32 (causal, padding, GQ
                 CAPTURE(causal);
                 CAPTURE(padded);
                 const int64_t Tk = Tq + prefix;
-                // A strided q, as split_heads leaves it: (B, T, H, D) permuted to (B, H, T, D).
+                // Strided q, k and v, as split_heads leaves them: (B, T, H, D) permuted to (B, H, T, D).
                 Tensor q = randn({B, Tq, H, D}, gen).permute({0, 2, 1, 3});
-                Tensor k = randn({B, Hkv, Tk, D}, gen), v = randn({B, Hkv, Tk, D}, gen);
+                Tensor k = randn({B, Tk, Hkv, D}, gen).permute({0, 2, 1, 3});
+                Tensor v = randn({B, Tk, Hkv, D}, gen).permute({0, 2, 1, 3});
                 Tensor w = randn({B, H, Tq, D}, gen);
                 Tensor pad;
                 if (padded) {  // the second sequence has its last 4 keys padded, and key 1

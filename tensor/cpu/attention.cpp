@@ -31,12 +31,14 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "tensor/cpu/attention.h"
 #include "tensor/cpu/attention_keys.h"
 #include "tensor/cpu/kernels.h"
 #include "tensor/cpu/row_math.h"
+#include "tensor/cpu/transpose_8x8.h"
 #include "tensor/ops.h"
 #include "tensor/parallel.h"
 
@@ -135,15 +137,26 @@ struct KeyTile {
 
 KeyTile key_tile(int64_t j0, int64_t n) { return {j0, n, (n + 7) / 8 * 8}; }
 
-// panel[d * KEY_TILE + t] = rows(j0 + t)[d] for t < n, and 0 for n <= t < width: the tile's keys
-// (or values) as columns, so that a score row is a sum over d of vector FMAs along t.
-template <typename T, typename Rows>
-void transpose_tile(Rows rows, KeyTile tile, int64_t D, T* panel) {  // panel (D, KEY_TILE)
+// panel[d * KEY_TILE + t] = key j0 + t's row [d] for t < n, and 0 for n <= t < width: the tile's
+// keys (or values) as columns, so that a score row is a sum over d of vector FMAs along t. Rows
+// are `stride` apart from rows(j0). f32 moves 8 x 8 blocks through registers: one scalar store
+// per element was a fifth of the kernel's time on GPT-2's heads (perf annotate).
+template <typename T>
+void transpose_tile(const Heads<const T>& rows, int64_t b, int64_t h, KeyTile tile, int64_t D,
+                    T* panel) {  // panel (D, KEY_TILE)
     for (int64_t d = 0; d < D; ++d) std::fill(panel + d * KEY_TILE + tile.n, panel + d * KEY_TILE + tile.width, T(0));
-    for (int64_t t = 0; t < tile.n; ++t) {
-        const T* src = rows(tile.j0 + t);
-        for (int64_t d = 0; d < D; ++d) panel[d * KEY_TILE + t] = src[d];
+    const T* first = rows.row(b, h, tile.j0);
+    int64_t t = 0;
+#if defined(__AVX__)
+    if constexpr (std::is_same_v<T, float>) {
+        if (D % 8 == 0)
+            for (; t + 8 <= tile.n; t += 8)
+                for (int64_t d = 0; d < D; d += 8)
+                    transpose_8x8(first + t * rows.st + d, rows.st, panel + d * KEY_TILE + t, KEY_TILE);
     }
+#endif
+    for (; t < tile.n; ++t)
+        for (int64_t d = 0; d < D; ++d) panel[d * KEY_TILE + t] = first[t * rows.st + d];
 }
 
 // out[t] = scale * sum_d a[d] panel[d][t] for the first V vectors of columns of a transposed
@@ -225,7 +238,7 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const T* r
                 bool seen = false;
                 for (int64_t r = 0; r < nq && !seen; ++r) seen = spans[r].meets(tile.j0, tile.j0 + tile.n);
                 if (!seen) continue;
-                transpose_tile<T>([&](int64_t j) { return kh.row(b, hk, j); }, tile, D, kt);
+                transpose_tile(kh, b, hk, tile, D, kt);
                 for (int64_t r = 0; r < nq; ++r) {
                     T* pr = p + r * KEY_TILE;
                     tile_row_product(qh.row(b, h, i0 + r), kt, D, tile.width, scale, pr);
@@ -303,8 +316,8 @@ void backward_typed(const Tensor& dout, const Tensor& q, const Tensor& k, const 
                 }
                 for (int64_t j0 = 0; j0 < Tk; j0 += KEY_TILE) {
                     const KeyTile tile = key_tile(j0, std::min(KEY_TILE, Tk - j0));
-                    transpose_tile<T>([&](int64_t j) { return kh.row(b, hk, j); }, tile, D, kt);
-                    transpose_tile<T>([&](int64_t j) { return vh.row(b, hk, j); }, tile, D, vt);
+                    transpose_tile(kh, b, hk, tile, D, kt);
+                    transpose_tile(vh, b, hk, tile, D, vt);
                     for (int64_t i0 = 0; i0 < Tq; i0 += QUERY_BLOCK) {
                         const int64_t nq = std::min(QUERY_BLOCK, Tq - i0);
                         KeySpans spans[QUERY_BLOCK];
