@@ -45,6 +45,19 @@ TEST_CASE("autograd: a leaf's .grad never shares memory with a tensor someone el
     CHECK(x.grad().raw_data() == memory);
 }
 
+// The caller's seed, passed through an add to both of its inputs, meets a second gradient at y:
+// the sum must be a new tensor, never written into the seed the caller holds.
+TEST_CASE("autograd: gradients meeting at an op never write into a tensor someone else holds") {
+    Tensor x = tensor({1, 2, 3}, {3}, DType::F64);
+    x.set_requires_grad();
+    Tensor y = x * 2.0;
+    Tensor z = y + y * 3.0;  // dz/dx = 2 (1 + 3)
+    Tensor seed = tensor({1, 1, 1}, {3}, DType::F64);
+    z.backward(seed);
+    CHECK(seed.to_vector<double>() == std::vector<double>{1, 1, 1});
+    CHECK(x.grad().to_vector<double>() == std::vector<double>{8, 8, 8});
+}
+
 TEST_CASE("autograd: a tensor used twice gets both contributions") {
     Tensor x = tensor({2}, {1}, DType::F64);
     x.set_requires_grad();
