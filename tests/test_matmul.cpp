@@ -56,6 +56,40 @@ TEST_CASE("matmul: matches the naive product at awkward sizes, f32 and f64, 1 an
 
 // One to four rows take the small-M path (cpu/matmul_small_m.h): dot products over the columns
 // of B = W^T, or rows of B scaled and summed; five rows and the layouts it refuses use the GEMM.
+// Fewer columns than a tile and at least twice as many rows: computed as C^T = B^T A^T and copied
+// back (tensor/cpu/matmul.cpp). Strided and batched operands, both f32 builds, f64, 1 and 2 threads.
+TEST_CASE("matmul: narrow products (N < 32, M >= 2N) match the naive product") {
+    Generator gen(23);
+    const int saved_threads = num_threads();
+    for (DType dt : {DType::F32, DType::F64})
+        for (bool avx512 : {true, false})
+            for (int threads : {1, 2})
+                for (const auto& mkn : std::vector<std::array<int64_t, 3>>{
+                         {64, 768, 8}, {130, 33, 1}, {300, 257, 17}, {65, 5, 31}, {10, 1, 5}}) {
+                    const int64_t M = mkn[0], K = mkn[1], N = mkn[2];
+                    CAPTURE(M);
+                    CAPTURE(K);
+                    CAPTURE(N);
+                    cpu::allow_avx512_matmul(avx512);
+                    set_num_threads(threads);
+                    const double tol = (dt == DType::F32 ? 2e-5 : 1e-12) * std::sqrt(double(K)) * 4;
+                    Tensor a = randn({M, K}, gen, dt), b = randn({K, N}, gen, dt);
+                    CHECK(max_abs_diff(raw::matmul(a, b).reshape({1, M, N}), naive_matmul(a, b)) < tol);
+                    Tensor at = randn({K, M}, gen, dt), w = randn({N, K}, gen, dt);  // A^T and W views
+                    Tensor a_view = raw::transpose(at, 0, 1), b_view = raw::transpose(w, 0, 1);
+                    CHECK(max_abs_diff(raw::matmul(a_view, b_view).reshape({1, M, N}),
+                                       naive_matmul(raw::contiguous(a_view), raw::contiguous(b_view))) < tol);
+                    Tensor a3 = randn({3, M, K}, gen, dt), b3 = randn({3, K, N}, gen, dt);
+                    Tensor got = raw::matmul(a3, b3);
+                    for (int64_t i = 0; i < 3; ++i)
+                        CHECK(max_abs_diff(raw::select(got, 0, i).reshape({1, M, N}),
+                                           naive_matmul(raw::contiguous(raw::select(a3, 0, i)),
+                                                        raw::contiguous(raw::select(b3, 0, i)))) < tol);
+                }
+    cpu::allow_avx512_matmul(true);
+    set_num_threads(saved_threads);
+}
+
 TEST_CASE("matmul: one to five rows against the naive product, both layouts of B, batched") {
     Generator gen(8);
     int saved_threads = num_threads();

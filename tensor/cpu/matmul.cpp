@@ -1,8 +1,10 @@
 // CPU matrix product: C (M, N) = A (M, K) @ B (K, N), for each matrix of a batch. The blocked
 // algorithm is in gemm_blocked.h; this file compiles it for AVX2 and picks the AVX-512 build of
 // it (matmul_avx512.cpp) for f32 when the CPU has AVX-512. Products of one to four rows (batch-1
-// inference) take the memory-bound path of matmul_small_m.h instead.
+// inference) take the memory-bound path of matmul_small_m.h instead, and products with few
+// columns and many rows are computed transposed (narrow_product below).
 #include "tensor/cpu/kernels.h"
+#include "tensor/ops.h"
 
 namespace ember {
 namespace cpu {
@@ -27,6 +29,12 @@ void matmul_f32_avx512(const Tensor& a, const Tensor& b, const Tensor& out);  //
 static bool g_avx512_allowed = true;
 void allow_avx512_matmul(bool allow) { g_avx512_allowed = allow; }
 
+// A product with fewer columns than a tile is wide (an adapter's x A^T at rank 8, or its
+// gradients dy B and dy^T h) fills each MR x NR tile of C only N / NR of the way. Its transpose,
+// C^T = B^T A^T, runs the long side along the tiles instead, and is copied back: 2-3x faster for
+// N = 4-16 at GPT-2's sizes (bench/NOTES.md, 2026-12-07 19:30). Each element is the same sum.
+static bool narrow_product(int64_t M, int64_t N) { return N < 32 && M >= 2 * N; }
+
 void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
     if (out.numel() == 0) return;
     if (small_m_applies(a, b)) {
@@ -35,6 +43,13 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
         } else {
             small_m_matmul<double>(a, b, out);
         }
+        return;
+    }
+    const int64_t M = out.size(1), N = out.size(2);
+    if (narrow_product(M, N)) {
+        Tensor out_t = make_tensor({out.size(0), N, M}, out.dtype(), out.device());  // C^T
+        matmul(raw::transpose(b, 1, 2), raw::transpose(a, 1, 2), out_t);
+        copy(raw::transpose(out_t, 1, 2), out);
         return;
     }
     if (a.dtype() == DType::F32) {
