@@ -54,8 +54,6 @@ TEST_CASE("matmul: matches the naive product at awkward sizes, f32 and f64, 1 an
     set_num_threads(saved_threads);
 }
 
-// One to four rows take the small-M path (cpu/matmul_small_m.h): dot products over the columns
-// of B = W^T, or rows of B scaled and summed; five rows and the layouts it refuses use the GEMM.
 // Fewer columns than a tile and at least twice as many rows: computed as C^T = B^T A^T and copied
 // back (tensor/cpu/matmul.cpp). Strided and batched operands, both f32 builds, f64, 1 and 2 threads.
 TEST_CASE("matmul: narrow products (N < 32, M >= 2N) match the naive product") {
@@ -90,6 +88,8 @@ TEST_CASE("matmul: narrow products (N < 32, M >= 2N) match the naive product") {
     set_num_threads(saved_threads);
 }
 
+// One to four rows take the small-M path (cpu/matmul_small_m.h): dot products over the columns
+// of B = W^T, or rows of B scaled and summed; five rows and the layouts it refuses use the GEMM.
 TEST_CASE("matmul: one to five rows against the naive product, both layouts of B, batched") {
     Generator gen(8);
     int saved_threads = num_threads();

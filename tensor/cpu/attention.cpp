@@ -137,10 +137,10 @@ struct KeyTile {
 
 KeyTile key_tile(int64_t j0, int64_t n) { return {j0, n, (n + 7) / 8 * 8}; }
 
-// panel[d * KEY_TILE + t] = key j0 + t's row [d] for t < n, and 0 for n <= t < width: the tile's
-// keys (or values) as columns, so that a score row is a sum over d of vector FMAs along t. Rows
-// are `stride` apart from rows(j0). f32 moves 8 x 8 blocks through registers: one scalar store
-// per element was a fifth of the kernel's time on GPT-2's heads (perf annotate).
+// panel[d * KEY_TILE + t] = rows.row(b, h, j0 + t)[d] for t < n, and 0 for n <= t < width: the
+// tile's keys (or values) as columns, so that a score row is a sum over d of vector FMAs along t.
+// f32 moves 8 x 8 blocks through registers: one scalar store per element was a fifth of the
+// kernel's time on GPT-2's heads (perf annotate).
 template <typename T>
 void transpose_tile(const Heads<const T>& rows, int64_t b, int64_t h, KeyTile tile, int64_t D,
                     T* panel) {  // panel (D, KEY_TILE)
