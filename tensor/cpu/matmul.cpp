@@ -24,16 +24,26 @@ namespace ember {
 namespace cpu {
 
 bool cpu_has_avx512();                                               // matmul_avx512.cpp
+int64_t avx512_tile_columns();                                       // likewise
 void matmul_f32_avx512(const Tensor& a, const Tensor& b, const Tensor& out);  // likewise
 
 static bool g_avx512_allowed = true;
 void allow_avx512_matmul(bool allow) { g_avx512_allowed = allow; }
 
-// A product with fewer columns than a tile is wide (an adapter's x A^T at rank 8, or its
-// gradients dy B and dy^T h) fills each MR x NR tile of C only N / NR of the way. Its transpose,
-// C^T = B^T A^T, runs the long side along the tiles instead, and is copied back: 2-3x faster for
-// N = 4-16 at GPT-2's sizes (bench/NOTES.md, 2026-12-07 19:30). Each element is the same sum.
-static bool narrow_product(int64_t M, int64_t N) { return N < 32 && M >= 2 * N; }
+static bool use_avx512(DType dtype) { return dtype == DType::F32 && g_avx512_allowed && cpu_has_avx512(); }
+
+// NR, the columns of a tile of C, in the build of the blocked GEMM that takes a product of dtype.
+static int64_t tile_columns(DType dtype) {
+    if (dtype == DType::F64) return Tiles<double>::NR;
+    return use_avx512(dtype) ? avx512_tile_columns() : Tiles<float>::NR;
+}
+
+// A product with fewer columns than a tile (an adapter's x A^T at rank 8, or its gradients dy B
+// and dy^T h) fills each MR x NR tile of C only N / NR of the way. Its transpose, C^T = B^T A^T,
+// runs the long side along the tiles instead, and is copied back: 2-3x faster for N = 4-16 with
+// AVX-512 at GPT-2's sizes (bench/NOTES.md, 2026-12-07 19:10-19:40). Below NR only: f64's 6 x 8
+// tiles lost with N = 8-31 transposed.
+static bool narrow_product(int64_t M, int64_t N, DType dtype) { return N < tile_columns(dtype) && M >= 2 * N; }
 
 void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
     if (out.numel() == 0) return;
@@ -45,19 +55,16 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
         }
         return;
     }
-    const int64_t M = out.size(1), N = out.size(2);
-    if (narrow_product(M, N)) {
-        Tensor out_t = make_tensor({out.size(0), N, M}, out.dtype(), out.device());  // C^T
+    if (narrow_product(out.size(1), out.size(2), a.dtype())) {
+        Tensor out_t = make_tensor({out.size(0), out.size(2), out.size(1)}, out.dtype(), out.device());  // C^T
         matmul(raw::transpose(b, 1, 2), raw::transpose(a, 1, 2), out_t);
         copy(raw::transpose(out_t, 1, 2), out);
         return;
     }
-    if (a.dtype() == DType::F32) {
-        if (g_avx512_allowed && cpu_has_avx512()) {
-            matmul_f32_avx512(a, b, out);
-        } else {
-            matmul_typed<float>(a, b, out);
-        }
+    if (use_avx512(a.dtype())) {
+        matmul_f32_avx512(a, b, out);
+    } else if (a.dtype() == DType::F32) {
+        matmul_typed<float>(a, b, out);
     } else {
         matmul_typed<double>(a, b, out);
     }

@@ -26,6 +26,8 @@ bool cpu_has_avx512() {
 #endif
 }
 
+int64_t avx512_tile_columns() { return Tiles<float>::NR; }
+
 void matmul_f32_avx512(const Tensor& a, const Tensor& b, const Tensor& out) { matmul_typed<float>(a, b, out); }
 
 }  // namespace cpu
