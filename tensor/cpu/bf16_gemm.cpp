@@ -31,7 +31,7 @@ namespace {
 // of 768 in one pass, so each block of C is written once, not written and then re-read and
 // added to; its B panel (384 pairs x 32 words, 48 KB) still streams through L1 well. Against
 // 256 pairs, the 256 x 768 x 50257 forward (the head) ran 7-15% faster and the other GPT-2 shapes
-// the same or faster; 512 pairs was slower (bench/NOTES.md, 2026-12-07 19:10).
+// the same or faster; 512 pairs was slower (bench/NOTES.md, 2026-12-07 18:40-19:20).
 constexpr int MR = 8, NR = 32;
 constexpr int64_t KP = 384;   // pairs of depth per packed slab
 constexpr int64_t MC = 120;   // rows of A packed at once

@@ -1,8 +1,9 @@
 // The in-register 8 x 8 transpose of 32-bit values (AVX), for packing: eight rows of a matrix
 // that are contiguous along k become eight rows of a packed panel. The f32 GEMM packs a Linear's
-// weight with it (gemm_blocked.h) and the bf16 GEMM its pairs of bf16 (bf16_gemm.cpp: the
-// shuffles move bits and never round). Internal linkage, so each file keeps its own build of it
-// for the instruction set it is compiled for.
+// weight with it (gemm_blocked.h), the bf16 GEMM both operands' pairs of bf16 (bf16_gemm.cpp: the
+// shuffles move bits and never round), and the fused attention its key and value tiles
+// (attention.cpp). Internal linkage, so each file keeps its own build of it for the instruction
+// set it is compiled for.
 #pragma once
 
 #if defined(__AVX__)
