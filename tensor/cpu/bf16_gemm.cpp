@@ -200,8 +200,7 @@ bool bf16_gemm(const float* a, int64_t a_rs, int64_t a_cs, const uint16_t* b, in
     const Operands o{a, a_rs, a_cs, b, b_rs, b_cs, c, N, K};
     // As the f32 GEMM: row bands when C is taller than wide, else column bands.
     const GemmBands bands(M, N, MR, NR, M >= N);
-    const bool worth_threads = 2 * M * N * K / bands.count > (1 << 20);
-    parallel_for(bands.count, worth_threads ? 1 : bands.count, [&](int64_t begin, int64_t end) {
+    parallel_for(bands.count, bands.worth_a_thread(K) ? 1 : bands.count, [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
             int64_t i0, i1, j0, j1;
             bands.range(b, i0, i1, j0, j1);

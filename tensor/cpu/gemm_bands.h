@@ -29,6 +29,10 @@ struct GemmBands {
         }
     }
 
+    // Whether a band of depth K is work enough (a million multiply-adds) to hand to another
+    // thread; below that, waking one costs more than the band.
+    bool worth_a_thread(int64_t K) const { return 2 * M * N * K / count > (1 << 20); }
+
     int64_t M, N;
     bool split_rows;
     int64_t unit, extent, units;  // tile width along the split, its extent, and tiles in it

@@ -179,8 +179,7 @@ void matmul_typed(const Tensor& a, const Tensor& b, const Tensor& out) {
     // Work items: (matrix, band), enough bands to give every thread work even for a single
     // matrix: row bands when C is taller than wide, else column bands.
     const GemmBands bands(M, N, MR, NR, M >= N);
-    const int64_t flops_per_band = 2 * M * N * K / bands.count;
-    parallel_for(batch * bands.count, flops_per_band > (1 << 20) ? 1 : 64, [&](int64_t begin, int64_t end) {
+    parallel_for(batch * bands.count, bands.worth_a_thread(K) ? 1 : 64, [&](int64_t begin, int64_t end) {
         for (int64_t item = begin; item < end; ++item) {
             const int64_t m = item / bands.count;
             int64_t i0, i1, j0, j1;
