@@ -27,14 +27,15 @@ const std::array<float, 15> NF4_MIDPOINTS = {
     0.1202552504837513f, 0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f,
     0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f};
 
-// functional.py create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8): for exponent
-// i = 0..6, 2^i fractions (the mid-points of torch.linspace(0.1, 1, 2^i + 1)) times 10^(i - 6),
-// with both signs; then 0 and 1; sorted. torch computes in f32 (linspace from both ends, the
-// scalar 10^(i-6) cast to f32 before the product), and so does this.
-static std::array<float, 256> make_dynamic_code() {
+// functional.py create_dynamic_map(signed, max_exponent_bits=7, total_bits=8): for exponent
+// i = 0..6, the mid-points of torch.linspace(0.1, 1, n + 1) times 10^(i - 6), with n = 2^i and
+// both signs (signed) or n = 2^(i + 1) and no sign (unsigned); then 0 and 1; sorted. Either way
+// 254 + 2 = 256 values. torch computes in f32 (linspace from both ends, the scalar 10^(i-6) cast
+// to f32 before the product), and so does this.
+static std::array<float, 256> make_dynamic_code(bool is_signed) {
     std::vector<float> v;
     for (int i = 0; i < 7; ++i) {
-        const int64_t steps = (int64_t(1) << i) + 1;
+        const int64_t steps = (int64_t(1) << (is_signed ? i : i + 1)) + 1;
         const float start = 0.1f, end = 1.0f, step = (end - start) / float(steps - 1);
         std::vector<float> bounds(static_cast<size_t>(steps));
         for (int64_t k = 0; k < steps; ++k)
@@ -44,7 +45,7 @@ static std::array<float, 256> make_dynamic_code() {
         for (int64_t k = 0; k + 1 < steps; ++k) {
             float mean = (bounds[size_t(k)] + bounds[size_t(k + 1)]) / 2.0f;
             v.push_back(scale * mean);
-            v.push_back(-scale * mean);
+            if (is_signed) v.push_back(-scale * mean);
         }
     }
     v.push_back(0.0f);
@@ -56,7 +57,12 @@ static std::array<float, 256> make_dynamic_code() {
 }
 
 const std::array<float, 256>& dynamic_code_8bit() {
-    static const std::array<float, 256> code = make_dynamic_code();
+    static const std::array<float, 256> code = make_dynamic_code(true);
+    return code;
+}
+
+const std::array<float, 256>& dynamic_code_8bit_unsigned() {
+    static const std::array<float, 256> code = make_dynamic_code(false);
     return code;
 }
 

@@ -33,6 +33,9 @@ extern const std::array<float, 15> NF4_MIDPOINTS;
 // bitsandbytes' default 8-bit code for blockwise quantization, create_dynamic_map(signed=True,
 // max_exponent_bits=7, total_bits=8): 256 values, ascending, computed in f32 as torch does.
 const std::array<float, 256>& dynamic_code_8bit();
+// Its unsigned twin, create_dynamic_map(signed=False): 256 values in [0, 1], twice as dense, for
+// quantities that are never negative (AdamW's second moment in 8-bit optimizers).
+const std::array<float, 256>& dynamic_code_8bit_unsigned();
 
 // bitsandbytes' nearest-code rule over a sorted 256-value code (csrc/kernels.cu dQuantize<0>): a
 // 7-step binary search from index 127, then the nearer neighbour by the mid-point.
