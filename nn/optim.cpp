@@ -68,10 +68,13 @@ void Optimizer::load_state(const StateDict& state) {
             loaded[{g, i}].step = t.item<int64_t>();
             continue;
         }
-        EMBER_CHECK(t.shape() == p.shape(), name(), "::load_state: '", key, "' has shape ", t.shape(),
-                    " but the parameter has shape ", p.shape());
+        const auto [shape, dtype] = state_layout(what, p);
+        EMBER_CHECK(t.shape() == shape, name(), "::load_state: '", key, "' has shape ", t.shape(),
+                    " but this optimizer keeps it as ", shape, " for a parameter of shape ", p.shape());
+        EMBER_CHECK(is_floating(t.dtype()) == is_floating(dtype), name(), "::load_state: '", key,
+                    "' is ", dtype_name(t.dtype()), " but this optimizer keeps it as ", dtype_name(dtype));
         loaded[{g, i}].tensors[what] =
-            raw::contiguous(raw::clone(raw::to_dtype(raw::to_device(t, p.device()), p.dtype())));
+            raw::contiguous(raw::clone(raw::to_dtype(raw::to_device(t, p.device()), dtype)));
     }
     state_ = std::move(loaded);
     step_count = count;
@@ -117,19 +120,60 @@ void SGD::step() {
 
 // ---- AdamW ----
 
-AdamW::AdamW(std::vector<ParamGroup> groups, const AdamWOptions& o)
-    : Optimizer(std::move(groups)), options(o) {
+AdamW::AdamW(std::vector<ParamGroup> groups, const AdamWOptions& o, const MomentStorage& m)
+    : Optimizer(std::move(groups)), options(o), moments(m) {
     EMBER_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1 && o.eps >= 0,
                 "AdamW: betas must lie in [0, 1) and eps >= 0, got (", o.beta1, ", ", o.beta2,
                 ") and ", o.eps);
+    EMBER_CHECK(m.bits == 32 || m.bits == 8, "AdamW: moments are kept in 32 or 8 bits, not ", m.bits);
+    EMBER_CHECK(m.min_8bit_numel >= 1 && m.min_paged_numel >= 1, "AdamW: min_8bit_numel and "
+                "min_paged_numel must be positive, got ", m.min_8bit_numel, " and ", m.min_paged_numel);
 }
 
-AdamW::AdamW(const std::vector<Tensor>& params, const AdamWOptions& o)
-    : AdamW(std::vector<ParamGroup>{ParamGroup{params, o.lr, o.weight_decay}}, o) {}
+AdamW::AdamW(const std::vector<Tensor>& params, const AdamWOptions& o, const MomentStorage& m)
+    : AdamW(std::vector<ParamGroup>{ParamGroup{params, o.lr, o.weight_decay}}, o, m) {}
+
+std::string AdamW::name() const {
+    return std::string(moments.paged ? "PagedAdamW" : "AdamW") + (moments.bits == 8 ? "8bit" : "");
+}
+
+// bitsandbytes pages the byte codes but keeps the small absmax vectors resident
+// (optimizer.py Optimizer8bit.init_state); so does this.
+Tensor AdamW::state_zeros(const Shape& shape, DType dtype, const Tensor& p) const {
+    return pages(p) ? paged_zeros(shape, dtype, p.device()) : zeros(shape, dtype, p.device());
+}
+
+std::pair<Shape, DType> AdamW::state_layout(const std::string& name, const Tensor& p) const {
+    const int64_t n = p.numel();
+    if (name == "exp_avg_codes" || name == "exp_avg_sq_codes") return {{(n + 3) / 4}, DType::I32};
+    if (name == "exp_avg_absmax" || name == "exp_avg_sq_absmax")
+        return {{(n + raw::ADAMW_8BIT_BLOCK - 1) / raw::ADAMW_8BIT_BLOCK}, DType::F32};
+    return Optimizer::state_layout(name, p);
+}
+
+void AdamW::init_state(ParamState& st, const Tensor& p) const {
+    const char* names_8bit[] = {"exp_avg_codes", "exp_avg_absmax", "exp_avg_sq_codes", "exp_avg_sq_absmax"};
+    const char* names_32bit[] = {"exp_avg", "exp_avg_sq"};
+    if (eight_bit(p)) {
+        for (const char* name : names_8bit) {
+            auto [shape, dtype] = state_layout(name, p);
+            const bool absmax = std::string(name).find("absmax") != std::string::npos;
+            st.tensors[name] = absmax ? zeros(shape, dtype, p.device()) : state_zeros(shape, dtype, p);
+        }
+    } else {
+        for (const char* name : names_32bit) st.tensors[name] = state_zeros(p.shape(), p.dtype(), p);
+    }
+}
 
 void AdamW::step() {
     NoGradGuard no_grad;
+    // CUDA: the host-resident state of this step's parameters moves to the GPU ahead of the update.
+    if (moments.paged)
+        for (auto& [gi, st] : state_)
+            if (pages(groups_[gi.first].params[gi.second]))
+                for (auto& [n, t] : st.tensors) prefetch_to_device(t);
     std::vector<raw::AdamWSlot> slots;  // every parameter with a gradient, updated in one pass
+    std::vector<raw::AdamW8bitSlot> slots_8bit;
     for (size_t g = 0; g < groups_.size(); ++g) {
         const ParamGroup& group = groups_[g];
         for (size_t i = 0; i < group.params.size(); ++i) {
@@ -137,66 +181,68 @@ void AdamW::step() {
             Tensor grad = p.grad();
             if (!grad.defined()) continue;
             ParamState& st = state_of(g, i);
-            if (st.tensors.empty()) {
-                st.tensors["exp_avg"] = state_zeros(p);
-                st.tensors["exp_avg_sq"] = state_zeros(p);
-            }
+            if (st.tensors.empty()) init_state(st, p);
             st.step++;
             raw::AdamWParams hp{group.lr, options.beta1, options.beta2, options.eps,
                                 group.weight_decay, st.step};
-            slots.push_back({p, raw::contiguous(grad), st.tensors["exp_avg"], st.tensors["exp_avg_sq"], hp});
+            auto& t = st.tensors;
+            if (eight_bit(p))
+                slots_8bit.push_back({p, raw::contiguous(grad), t["exp_avg_codes"], t["exp_avg_absmax"],
+                                      t["exp_avg_sq_codes"], t["exp_avg_sq_absmax"], hp});
+            else
+                slots.push_back({p, raw::contiguous(grad), t["exp_avg"], t["exp_avg_sq"], hp});
         }
     }
     raw::adamw_multi_(slots);
+    raw::adamw_8bit_multi_(slots_8bit);
     step_count++;
 }
 
-// ---- PagedAdamW ----
+void AdamW::load_state(const StateDict& state) {
+    Optimizer::load_state(state);
+    NoGradGuard no_grad;
+    for (auto& [gi, st] : state_) {
+        const Tensor& p = groups_[gi.first].params[gi.second];
+        std::string found;
+        for (const auto& [n, t] : st.tensors) found += (found.empty() ? "" : ", ") + n;
+        const bool as_kept = eight_bit(p) ? st.tensors.size() == 4 && st.tensors.count("exp_avg_codes")
+                                          : st.tensors.size() == 2 && st.tensors.count("exp_avg");
+        EMBER_CHECK(as_kept, name(), "::load_state: the state of parameter ", gi.first, ".", gi.second,
+                    " (", p.numel(), " elements) holds {", found, "}, another form than this optimizer "
+                    "keeps (", eight_bit(p) ? "8-bit codes and absmaxes" : "exp_avg and exp_avg_sq",
+                    "); load a state saved by an optimizer with the same MomentStorage");
+        if (!pages(p)) continue;
+        for (auto& [n, t] : st.tensors) {
+            if (n.find("absmax") != std::string::npos) continue;
+            Tensor paged = paged_zeros(t.shape(), t.dtype(), t.device());
+            raw::copy_(paged, t);
+            t = paged;
+        }
+    }
+}
+
+int64_t AdamW::state_bytes(bool paged) const {
+    int64_t total = 0;
+    for (const auto& [gi, st] : state_)
+        for (const auto& [n, t] : st.tensors) {
+            const bool in_paged = pages(groups_[gi.first].params[gi.second]) && n.find("absmax") == std::string::npos;
+            if (in_paged == paged) total += t.numel() * int64_t(dtype_size(t.dtype()));
+        }
+    return total;
+}
+
+int64_t AdamW::paged_bytes() const { return state_bytes(true); }
+int64_t AdamW::resident_bytes() const { return state_bytes(false); }
 
 PagedAdamW::PagedAdamW(std::vector<ParamGroup> groups, const AdamWOptions& o, int64_t min_numel)
-    : AdamW(std::move(groups), o), min_paged_numel(min_numel) {}
+    : AdamW(std::move(groups), o, MomentStorage{true, min_numel, 32, 4096}) {}
 PagedAdamW::PagedAdamW(const std::vector<Tensor>& params, const AdamWOptions& o, int64_t min_numel)
-    : AdamW(params, o), min_paged_numel(min_numel) {}
+    : AdamW(params, o, MomentStorage{true, min_numel, 32, 4096}) {}
 
-Tensor PagedAdamW::state_zeros(const Tensor& p) const {
-    return pages(p) ? paged_zeros(p.shape(), p.dtype(), p.device()) : zeros_like(p);
-}
-
-void PagedAdamW::step() {
-    // CUDA: the host-resident state of this step's parameters moves to the GPU ahead of the update.
-    for (auto& [gi, st] : state_)
-        for (auto& [n, t] : st.tensors)
-            if (pages(t)) prefetch_to_device(t);
-    AdamW::step();
-}
-
-void PagedAdamW::load_state(const StateDict& state) {
-    AdamW::load_state(state);
-    NoGradGuard no_grad;
-    for (auto& [gi, st] : state_)
-        for (auto& [n, t] : st.tensors)
-            if (pages(t)) {
-                Tensor paged = paged_zeros(t.shape(), t.dtype(), t.device());
-                raw::copy_(paged, t);
-                t = paged;
-            }
-}
-
-int64_t PagedAdamW::paged_bytes() const {
-    int64_t total = 0;
-    for (const auto& [gi, st] : state_)
-        for (const auto& [n, t] : st.tensors)
-            if (pages(t)) total += t.numel() * int64_t(dtype_size(t.dtype()));
-    return total;
-}
-
-int64_t PagedAdamW::resident_bytes() const {
-    int64_t total = 0;
-    for (const auto& [gi, st] : state_)
-        for (const auto& [n, t] : st.tensors)
-            if (!pages(t)) total += t.numel() * int64_t(dtype_size(t.dtype()));
-    return total;
-}
+AdamW8bit::AdamW8bit(std::vector<ParamGroup> groups, const AdamWOptions& o, bool paged)
+    : AdamW(std::move(groups), o, MomentStorage{paged, 100000, 8, 4096}) {}
+AdamW8bit::AdamW8bit(const std::vector<Tensor>& params, const AdamWOptions& o, bool paged)
+    : AdamW(params, o, MomentStorage{paged, 100000, 8, 4096}) {}
 
 // ---- helpers ----
 

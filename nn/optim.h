@@ -15,7 +15,8 @@
 // Parameters without a .grad (frozen ones, or ones the loss did not reach) are skipped and get no
 // state. The optimizer holds the parameter tensors themselves: create it after module.to(...).
 // state() names every tensor "<group>.<index>.<name>" (exp_avg, exp_avg_sq, momentum_buffer,
-// step) plus "step_count", so a checkpoint can store it and load_state() resumes bit for bit.
+// step; 8-bit AdamW: exp_avg_codes, exp_avg_absmax, exp_avg_sq_codes, exp_avg_sq_absmax) plus
+// "step_count", so a checkpoint can store it and load_state() resumes bit for bit.
 #pragma once
 
 #include <map>
@@ -61,6 +62,12 @@ protected:
     std::vector<ParamGroup> groups_;
     std::vector<double> initial_lrs_;
     std::map<std::pair<size_t, size_t>, ParamState> state_;
+
+    // The shape and dtype that load_state expects of state tensor `name` of parameter p: p's own
+    // unless an optimizer stores its state in another form.
+    virtual std::pair<Shape, DType> state_layout(const std::string& /*name*/, const Tensor& p) const {
+        return {p.shape(), p.dtype()};
+    }
 };
 
 // torch.optim.SGD: d = g + wd p; buf = momentum buf + (1 - dampening) d (buf = d at first);
@@ -86,44 +93,67 @@ struct AdamWOptions {
     double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01;
 };
 
+// Where AdamW keeps its two moments: bitsandbytes' family of AdamW, PagedAdamW, AdamW8bit and
+// PagedAdamW8bit is one update with the state stored four ways.
+//   paged  the moments of every parameter of at least min_paged_numel elements live in paged
+//          memory (nn/paged_memory.h): on the CPU a file-backed mapping the OS may write back and
+//          drop, on CUDA managed memory kept on the host and prefetched to the GPU before each
+//          update (bitsandbytes pages parameters of 1e5 elements or more:
+//          bitsandbytes/optim/optimizer.py get_state_buffer).
+//   bits   32: f32 moments like the parameter. 8: every f32 parameter of at least min_8bit_numel
+//          elements keeps its moments as one byte each plus an f32 absmax per block of 256
+//          (raw::adamw_8bit_multi_, tensor/ops.h; CPU only), a quarter of the memory; smaller ones
+//          keep f32 moments (bitsandbytes' min_8bit_size, 4096).
+struct MomentStorage {
+    bool paged = false;
+    int64_t min_paged_numel = 100000;
+    int bits = 32;
+    int64_t min_8bit_numel = 4096;
+};
+
 class AdamW : public Optimizer {
 public:
     // Group lr / weight_decay are used as given; options supply betas and eps.
-    AdamW(std::vector<ParamGroup> groups, const AdamWOptions& options = {});
-    AdamW(const std::vector<Tensor>& params, const AdamWOptions& options = {});
-    std::string name() const override { return "AdamW"; }
+    AdamW(std::vector<ParamGroup> groups, const AdamWOptions& options = {}, const MomentStorage& moments = {});
+    AdamW(const std::vector<Tensor>& params, const AdamWOptions& options = {}, const MomentStorage& moments = {});
+    std::string name() const override;  // AdamW, PagedAdamW, AdamW8bit or PagedAdamW8bit
     void step() override;
-
-    AdamWOptions options;
-
-protected:
-    // The state of a parameter seen for the first time: zeros like it (PagedAdamW: paged).
-    virtual Tensor state_zeros(const Tensor& p) const { return zeros_like(p); }
-};
-
-// AdamW with its state paged (bitsandbytes' paged_adamw_32bit, as qlora.py trains with): the same
-// update, bit for bit, but exp_avg and exp_avg_sq of every parameter of at least
-// min_paged_numel elements live in paged memory (nn/paged_memory.h) -- on the CPU a file-backed
-// mapping the OS may write back and drop, on CUDA managed memory kept on the host and prefetched
-// to the GPU before each update. Smaller state stays ordinary (bitsandbytes pages tensors of
-// 1e5 elements or more: bitsandbytes/optim/optimizer.py get_state_buffer). Loading a state copies
-// it into paged memory too.
-class PagedAdamW : public AdamW {
-public:
-    PagedAdamW(std::vector<ParamGroup> groups, const AdamWOptions& options = {}, int64_t min_paged_numel = 100000);
-    PagedAdamW(const std::vector<Tensor>& params, const AdamWOptions& options = {}, int64_t min_paged_numel = 100000);
-    std::string name() const override { return "PagedAdamW"; }
-    void step() override;
+    // Loads a state() of an optimizer with the same MomentStorage (the moments' form must match).
     void load_state(const StateDict& state) override;
+
     // Bytes of state in paged memory, and in ordinary memory.
     int64_t paged_bytes() const;
     int64_t resident_bytes() const;
 
-    int64_t min_paged_numel;
+    AdamWOptions options;
+    const MomentStorage moments;
+
+protected:
+    bool pages(const Tensor& p) const { return moments.paged && p.numel() >= moments.min_paged_numel; }
+    bool eight_bit(const Tensor& p) const {
+        return moments.bits == 8 && p.dtype() == DType::F32 && p.numel() >= moments.min_8bit_numel;
+    }
+    std::pair<Shape, DType> state_layout(const std::string& name, const Tensor& p) const override;
 
 private:
-    bool pages(const Tensor& p) const { return p.numel() >= min_paged_numel; }
-    Tensor state_zeros(const Tensor& p) const override;
+    void init_state(ParamState& st, const Tensor& p) const;
+    Tensor state_zeros(const Shape& shape, DType dtype, const Tensor& p) const;
+    int64_t state_bytes(bool paged) const;
+};
+
+// AdamW with its state paged (bitsandbytes' paged_adamw_32bit, as qlora.py trains with): the same
+// update, bit for bit. Loading a state copies it into paged memory too.
+class PagedAdamW : public AdamW {
+public:
+    PagedAdamW(std::vector<ParamGroup> groups, const AdamWOptions& options = {}, int64_t min_paged_numel = 100000);
+    PagedAdamW(const std::vector<Tensor>& params, const AdamWOptions& options = {}, int64_t min_paged_numel = 100000);
+};
+
+// AdamW with 8-bit block-wise moments (bitsandbytes' AdamW8bit; paged: PagedAdamW8bit).
+class AdamW8bit : public AdamW {
+public:
+    AdamW8bit(std::vector<ParamGroup> groups, const AdamWOptions& options = {}, bool paged = false);
+    AdamW8bit(const std::vector<Tensor>& params, const AdamWOptions& options = {}, bool paged = false);
 };
 
 // Scales every .grad by max_norm / total when the total L2 norm over all of them exceeds

@@ -198,5 +198,23 @@ struct AdamWSlot {
 };
 void adamw_multi_(const std::vector<AdamWSlot>& slots);
 
+// AdamW with 8-bit state (Dettmers et al., "8-bit Optimizers via Block-wise Quantization", 2022;
+// bitsandbytes' AdamW8bit): exp_avg and exp_avg_sq are stored as one byte per element, cut into
+// blocks of ADAMW_8BIT_BLOCK elements that each keep their absmax in f32. A byte is an index into
+// bitsandbytes' signed dynamic code (exp_avg) or unsigned one (exp_avg_sq), tensor/quant.h; the
+// moment is code[byte] * absmax of its block. Each update dequantizes a block, applies adamw_'s
+// formulas in f32, and quantizes it again with the block's new absmax, to the nearest code
+// (exp_avg keeps its sign: a value rounded to a code of the other sign moves one code back).
+// The block of 256 is bitsandbytes' (csrc/ops.cu BLOCKSIZE_2STATE; releases before 0.44 used 2048).
+constexpr int64_t ADAMW_8BIT_BLOCK = 256;
+// param and grad: contiguous f32 of n elements, on the CPU. The codes: the n bytes in an i32
+// tensor of ceil(n / 4) words (as ByteBuffer, tensor/quant.h); the absmaxes: f32, one per block.
+// All zero (codes 0 times absmax 0) is the state before the first step.
+struct AdamW8bitSlot {
+    Tensor param, grad, exp_avg_codes, exp_avg_absmax, exp_avg_sq_codes, exp_avg_sq_absmax;
+    AdamWParams hp;
+};
+void adamw_8bit_multi_(const std::vector<AdamW8bitSlot>& slots);
+
 }  // namespace raw
 }  // namespace ember

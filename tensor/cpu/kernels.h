@@ -13,6 +13,7 @@ namespace ember {
 namespace raw {
 struct AdamWParams;  // tensor/ops.h
 struct AdamWSlot;    // likewise
+struct AdamW8bitSlot;  // likewise
 struct AttentionPattern;  // likewise
 }
 namespace cpu {
@@ -94,6 +95,8 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
                         const raw::AttentionPattern& pattern, double scale, const Tensor& dq,
                         const Tensor& dk, const Tensor& dv);
 void adamw_multi_(const std::vector<raw::AdamWSlot>& slots);  // one pass over all
+// ---- optim_8bit.cpp ---- checked by raw::adamw_8bit_multi_; one pass over all blocks of all slots
+void adamw_8bit_multi_(const std::vector<raw::AdamW8bitSlot>& slots);
 
 }  // namespace cpu
 }  // namespace ember
