@@ -215,6 +215,7 @@ int finetune(int argc, char** argv) {
     double& lr = f.real("lr", 0, "peak learning rate (0: the method's default)", Range::at_least(0));
     int64_t& batch = f.integer("batch", 128, "images per step", Range::positive());
     int64_t& seed = f.integer("seed", 1, "seed for the adapter, the head and the batches");
+    std::string& optim = f.text("optim", "", examples::optimizer_help());
     std::string& results = f.text("results", "", "append a row to this CSV (for the results table)");
     if (!f.parse(argc, argv, 2)) return 0;
 
@@ -233,6 +234,7 @@ int finetune(int argc, char** argv) {
         nn::trunc_normal_(model->classifier->weight, 0, 0.02, head_gen);
         nn::zeros_(model->classifier->bias);
     }
+    const nn::MomentStorage moments = examples::optimizer_moments(optim, method_name, device.is_cuda());
     if (examples::bf16_base_requested("vit finetune", base_dtype, method_name, device.is_cuda())) {
         const int cast = nn::cast_linears_to_bf16(*model, [](const std::string& name) { return name == "classifier"; });
         std::cout << "bf16 base: " << cast << " Linears in bf16\n";
@@ -244,6 +246,7 @@ int finetune(int argc, char** argv) {
     job.model = model, job.model_type = "vit", job.method = method_name, job.rank = rank;
     job.modules_to_save = {"classifier"}, job.steps = steps, job.lr = lr, job.seed = uint64_t(seed);
     job.out = out, job.unit = "img", job.on_cuda = device.is_cuda(), job.rngs = {model->rng};
+    job.moments = moments;
     int64_t n = train_set.images.size(0);
     auto batch_fn = [&](int64_t step, int64_t micro) {
         Generator g(uint64_t(seed) * 7919u + uint64_t(step) * 131u + uint64_t(micro));

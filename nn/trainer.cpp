@@ -17,7 +17,7 @@ Trainer::Trainer(Module& model, const TrainerOptions& options, std::vector<std::
     AdamWOptions adamw;
     adamw.lr = options.lr;
     adamw.weight_decay = options.weight_decay;
-    optimizer_ = std::make_unique<AdamW>(decay_groups(model, options.lr, options.weight_decay), adamw);
+    optimizer_ = std::make_unique<AdamW>(decay_groups(model, options.lr, options.weight_decay), adamw, options.moments);
     schedule_.kind = options.schedule;
     schedule_.base_lr = options.lr;
     schedule_.warmup_steps = options.warmup;

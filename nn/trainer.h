@@ -24,6 +24,7 @@ struct TrainerOptions {
     int64_t stop_at = 0;         // stop after this step, as if interrupted (0: run to the end)
     int64_t accumulate = 1;      // micro-batches per optimizer step
     double lr = 1e-3, weight_decay = 0.1, clip = 1.0;  // clip <= 0: no clipping
+    MomentStorage moments;       // AdamW's state: f32 or 8-bit, resident or paged (nn/optim.h)
     int64_t warmup = 0;
     double min_lr_ratio = 0.1;
     ScheduleKind schedule = ScheduleKind::Cosine;

@@ -42,6 +42,25 @@ FinetuneMethod finetune_method(const std::string& method, int64_t rank, const st
     return m;
 }
 
+const char* optimizer_help() {
+    return "AdamW's state: adamw (f32), paged_adamw_32bit (f32, paged out of memory when the OS needs room), "
+           "adamw_8bit or paged_adamw_8bit (8-bit block-wise moments, CPU only); empty: paged_adamw_32bit "
+           "for qlora and qalora (as qlora.py and qalora.py train), adamw for the rest";
+}
+
+nn::MomentStorage optimizer_moments(const std::string& name, const std::string& method, bool on_cuda) {
+    const std::string n = name.empty() ? (method == "qlora" || method == "qalora" ? "paged_adamw_32bit" : "adamw") : name;
+    nn::MomentStorage m;
+    if (n == "adamw") return m;
+    m.paged = n == "paged_adamw_32bit" || n == "paged_adamw_8bit";
+    m.bits = n == "adamw_8bit" || n == "paged_adamw_8bit" ? 8 : 32;
+    EMBER_CHECK(m.paged || m.bits == 8, "--optim: unknown optimizer '", name, "'; use adamw, paged_adamw_32bit, "
+                "adamw_8bit or paged_adamw_8bit");
+    EMBER_CHECK(!(on_cuda && m.bits == 8), "--optim ", n, ": 8-bit moments have a CPU kernel only; on the GPU "
+                "use --optim adamw or paged_adamw_32bit");
+    return m;
+}
+
 FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::MicroBatch(int64_t, int64_t)>& batch,
                             const std::function<double()>& evaluate,
                             const std::function<void(const std::string&)>& save_full) {
@@ -63,7 +82,9 @@ FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::Micr
     nn::TrainerOptions o;
     o.steps = job.steps, o.lr = job.lr > 0 ? job.lr : m.default_lr, o.warmup = job.steps / 10;
     o.weight_decay = 0;
+    o.moments = job.moments;
     nn::Trainer trainer(*job.model, o, job.rngs);
+    std::cout << "optimizer: " << trainer.optimizer().name() << "\n";
     // A method that steers its own training (DyLoRA's rank draws, AdaLoRA's budget) does so
     // through its controller.
     if (peft_model) trainer.add_hooks(peft_model->training_hooks());
@@ -75,6 +96,10 @@ FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::Micr
     log.finish();
     r.ms_per_step = 1000 * std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / double(job.steps);
     r.train_memory_mb = memory_peak_above_mark_mb(job.on_cuda);
+    const nn::AdamW& opt = trainer.optimizer();
+    if (opt.moments.paged || opt.moments.bits == 8)
+        std::cout << opt.name() << " state: " << double(opt.resident_bytes()) / 1e6 << " MB resident, "
+                  << double(opt.paged_bytes()) / 1e6 << " MB paged (paged memory is not counted in the training memory below)\n";
     if (peft_model) peft_model->report_training(std::cout, evaluate);
     r.after = evaluate();
 

@@ -55,7 +55,13 @@ struct FinetuneJob {
     std::string out, unit;                     // unit: "tok" or "img" in the progress line
     bool on_cuda = false;
     std::vector<std::shared_ptr<Generator>> rngs;  // dropout streams of the model
+    nn::MomentStorage moments;                 // AdamW's state (optimizer_moments)
 };
+// --optim: how AdamW keeps its moments, by the names qlora.py and Hugging Face's Trainer use.
+// optimizer_moments refuses an unknown name and 8-bit moments on the GPU; call it before making
+// any folder.
+const char* optimizer_help();
+nn::MomentStorage optimizer_moments(const std::string& optim, const std::string& method, bool on_cuda);
 FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::MicroBatch(int64_t, int64_t)>& batch,
                             const std::function<double()>& evaluate,
                             const std::function<void(const std::string&)>& save_full);
