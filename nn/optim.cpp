@@ -137,10 +137,10 @@ std::string AdamW::name() const {
     return std::string(moments.paged ? "PagedAdamW" : "AdamW") + (moments.bits == 8 ? "8bit" : "");
 }
 
-// bitsandbytes pages the byte codes but keeps the small absmax vectors resident
-// (optimizer.py Optimizer8bit.init_state); so does this.
-Tensor AdamW::state_zeros(const Shape& shape, DType dtype, const Tensor& p) const {
-    return pages(p) ? paged_zeros(shape, dtype, p.device()) : zeros(shape, dtype, p.device());
+// bitsandbytes pages a large parameter's moments, or their byte codes, but keeps the small absmax
+// vectors resident (optimizer.py Optimizer8bit.init_state); so does this.
+bool AdamW::in_paged_memory(const Tensor& p, const std::string& state_name) const {
+    return pages(p) && state_name.find("absmax") == std::string::npos;
 }
 
 std::pair<Shape, DType> AdamW::state_layout(const std::string& name, const Tensor& p) const {
@@ -152,16 +152,12 @@ std::pair<Shape, DType> AdamW::state_layout(const std::string& name, const Tenso
 }
 
 void AdamW::init_state(ParamState& st, const Tensor& p) const {
-    const char* names_8bit[] = {"exp_avg_codes", "exp_avg_absmax", "exp_avg_sq_codes", "exp_avg_sq_absmax"};
-    const char* names_32bit[] = {"exp_avg", "exp_avg_sq"};
-    if (eight_bit(p)) {
-        for (const char* name : names_8bit) {
-            auto [shape, dtype] = state_layout(name, p);
-            const bool absmax = std::string(name).find("absmax") != std::string::npos;
-            st.tensors[name] = absmax ? zeros(shape, dtype, p.device()) : state_zeros(shape, dtype, p);
-        }
-    } else {
-        for (const char* name : names_32bit) st.tensors[name] = state_zeros(p.shape(), p.dtype(), p);
+    const std::vector<std::string> names =
+        eight_bit(p) ? std::vector<std::string>{"exp_avg_codes", "exp_avg_absmax", "exp_avg_sq_codes", "exp_avg_sq_absmax"}
+                     : std::vector<std::string>{"exp_avg", "exp_avg_sq"};
+    for (const std::string& name : names) {
+        const auto [shape, dtype] = state_layout(name, p);
+        st.tensors[name] = in_paged_memory(p, name) ? paged_zeros(shape, dtype, p.device()) : zeros(shape, dtype, p.device());
     }
 }
 
@@ -170,8 +166,8 @@ void AdamW::step() {
     // CUDA: the host-resident state of this step's parameters moves to the GPU ahead of the update.
     if (moments.paged)
         for (auto& [gi, st] : state_)
-            if (pages(groups_[gi.first].params[gi.second]))
-                for (auto& [n, t] : st.tensors) prefetch_to_device(t);
+            for (auto& [n, t] : st.tensors)
+                if (in_paged_memory(groups_[gi.first].params[gi.second], n)) prefetch_to_device(t);
     std::vector<raw::AdamWSlot> slots;  // every parameter with a gradient, updated in one pass
     std::vector<raw::AdamW8bitSlot> slots_8bit;
     for (size_t g = 0; g < groups_.size(); ++g) {
@@ -211,9 +207,8 @@ void AdamW::load_state(const StateDict& state) {
                     " (", p.numel(), " elements) holds {", found, "}, another form than this optimizer "
                     "keeps (", eight_bit(p) ? "8-bit codes and absmaxes" : "exp_avg and exp_avg_sq",
                     "); load a state saved by an optimizer with the same MomentStorage");
-        if (!pages(p)) continue;
         for (auto& [n, t] : st.tensors) {
-            if (n.find("absmax") != std::string::npos) continue;
+            if (!in_paged_memory(p, n)) continue;
             Tensor paged = paged_zeros(t.shape(), t.dtype(), t.device());
             raw::copy_(paged, t);
             t = paged;
@@ -225,8 +220,8 @@ int64_t AdamW::state_bytes(bool paged) const {
     int64_t total = 0;
     for (const auto& [gi, st] : state_)
         for (const auto& [n, t] : st.tensors) {
-            const bool in_paged = pages(groups_[gi.first].params[gi.second]) && n.find("absmax") == std::string::npos;
-            if (in_paged == paged) total += t.numel() * int64_t(dtype_size(t.dtype()));
+            if (in_paged_memory(groups_[gi.first].params[gi.second], n) == paged)
+                total += t.numel() * int64_t(dtype_size(t.dtype()));
         }
     return total;
 }
@@ -234,15 +229,28 @@ int64_t AdamW::state_bytes(bool paged) const {
 int64_t AdamW::paged_bytes() const { return state_bytes(true); }
 int64_t AdamW::resident_bytes() const { return state_bytes(false); }
 
+namespace {
+MomentStorage paged_32bit(int64_t min_paged_numel) {
+    MomentStorage m;
+    m.paged = true, m.min_paged_numel = min_paged_numel;
+    return m;
+}
+MomentStorage eight_bit_moments(bool paged) {
+    MomentStorage m;
+    m.paged = paged, m.bits = 8;
+    return m;
+}
+}  // namespace
+
 PagedAdamW::PagedAdamW(std::vector<ParamGroup> groups, const AdamWOptions& o, int64_t min_numel)
-    : AdamW(std::move(groups), o, MomentStorage{true, min_numel, 32, 4096}) {}
+    : AdamW(std::move(groups), o, paged_32bit(min_numel)) {}
 PagedAdamW::PagedAdamW(const std::vector<Tensor>& params, const AdamWOptions& o, int64_t min_numel)
-    : AdamW(params, o, MomentStorage{true, min_numel, 32, 4096}) {}
+    : AdamW(params, o, paged_32bit(min_numel)) {}
 
 AdamW8bit::AdamW8bit(std::vector<ParamGroup> groups, const AdamWOptions& o, bool paged)
-    : AdamW(std::move(groups), o, MomentStorage{paged, 100000, 8, 4096}) {}
+    : AdamW(std::move(groups), o, eight_bit_moments(paged)) {}
 AdamW8bit::AdamW8bit(const std::vector<Tensor>& params, const AdamWOptions& o, bool paged)
-    : AdamW(params, o, MomentStorage{paged, 100000, 8, 4096}) {}
+    : AdamW(params, o, eight_bit_moments(paged)) {}
 
 // ---- helpers ----
 

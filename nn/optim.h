@@ -137,7 +137,7 @@ protected:
 
 private:
     void init_state(ParamState& st, const Tensor& p) const;
-    Tensor state_zeros(const Shape& shape, DType dtype, const Tensor& p) const;
+    bool in_paged_memory(const Tensor& p, const std::string& state_name) const;
     int64_t state_bytes(bool paged) const;
 };
 
