@@ -58,6 +58,15 @@ inline bool contains(const std::string& haystack, const std::string& needle) {
     return haystack.find(needle) != std::string::npos;
 }
 
+// Same shape, dtype and every value (compared as doubles, so -0 equals 0 and NaN nothing).
+inline bool bit_equal(const Tensor& a, const Tensor& b) {
+    if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
+    std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
+    for (size_t i = 0; i < x.size(); ++i)
+        if (!(x[i] == y[i])) return false;
+    return true;
+}
+
 // Max |a - b| over all elements (same shape required).
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {
     REQUIRE(a.shape() == b.shape());

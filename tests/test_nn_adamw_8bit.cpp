@@ -13,14 +13,6 @@ using namespace ember::testing;
 
 namespace {
 
-bool same_bits(const Tensor& a, const Tensor& b) {
-    if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
-    std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
-    for (size_t i = 0; i < x.size(); ++i)
-        if (!(x[i] == y[i])) return false;
-    return true;
-}
-
 std::vector<uint8_t> bytes_of(const Tensor& words, int64_t n) {
     std::vector<uint8_t> out(static_cast<size_t>(n));
     std::memcpy(out.data(), words.raw_data(), out.size());
@@ -131,9 +123,9 @@ TEST_CASE("AdamW8bit: follows f32 AdamW; small tensors keep f32 moments, bit for
         set_quadratic_grad(big_b, big_target), set_quadratic_grad(small_b, small_target);
         f32.step(), q8.step();
         // The first step starts from zero moments and moves by the f32 moments: the same bits.
-        if (s == 0) CHECK(same_bits(big_a, big_b));
+        if (s == 0) CHECK(bit_equal(big_a, big_b));
     }
-    CHECK(same_bits(small_a, small_b));
+    CHECK(bit_equal(small_a, small_b));
     // After 60 steps the 8-bit path is within 5% of the distance travelled, on average over the
     // weights (2.9% when written; storing no moments, or misreading them by 5%, gives 35-77%),
     // and the loss within 1%.
@@ -162,7 +154,7 @@ TEST_CASE("PagedAdamW8bit: the same bits as AdamW8bit, its codes paged, through 
         set_quadratic_grad(a, target), set_quadratic_grad(b, target);
         plain.step(), paged.step();
     }
-    CHECK(same_bits(a, b));
+    CHECK(bit_equal(a, b));
     CHECK(paged.paged_bytes() == 2 * 120000);                 // the codes
     CHECK(paged.resident_bytes() == 2 * (120000 / 256 + 1) * 4);  // the absmaxes
     // Resume: load the state into a fresh optimizer; the next steps match an uninterrupted run.
@@ -177,7 +169,7 @@ TEST_CASE("PagedAdamW8bit: the same bits as AdamW8bit, its codes paged, through 
         set_quadratic_grad(a, target), set_quadratic_grad(c, target);
         plain.step(), resumed.step();
     }
-    CHECK(same_bits(a, c));
+    CHECK(bit_equal(a, c));
 }
 
 TEST_CASE("AdamW8bit: a state of the other form is refused, with the fix") {

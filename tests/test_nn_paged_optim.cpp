@@ -13,14 +13,6 @@ using namespace ember::testing;
 
 namespace {
 
-bool same_bits(const Tensor& a, const Tensor& b) {
-    if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
-    std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
-    for (size_t i = 0; i < x.size(); ++i)
-        if (!(x[i] == y[i])) return false;
-    return true;
-}
-
 // The /proc/self/maps line of the mapping that holds `p`.
 std::string mapping_of(const void* p) {
     std::ifstream maps("/proc/self/maps");
@@ -75,10 +67,10 @@ TEST_CASE("PagedAdamW: bit for bit AdamW, its large state paged, through a check
         set_grads(a, 10 + s), set_grads(b, 10 + s);
         plain.step(), paged.step();
     }
-    for (size_t i = 0; i < a.size(); ++i) CHECK(same_bits(a[i], b[i]));
+    for (size_t i = 0; i < a.size(); ++i) CHECK(bit_equal(a[i], b[i]));
     nn::StateDict sa = plain.state(), sb = paged.state();
     REQUIRE(sa.size() == sb.size());
-    for (auto& [k, t] : sa) CHECK_MESSAGE(same_bits(t, sb.at(k)), k);
+    for (auto& [k, t] : sa) CHECK_MESSAGE(bit_equal(t, sb.at(k)), k);
     CHECK(paged.paged_bytes() == 2 * 300 * 400 * 4);  // exp_avg and exp_avg_sq of the large one
     CHECK(paged.resident_bytes() == 2 * 50 * 4);
 
@@ -95,7 +87,7 @@ TEST_CASE("PagedAdamW: bit for bit AdamW, its large state paged, through a check
         set_grads(a, 10 + s), set_grads(c, 10 + s);
         plain.step(), resumed.step();
     }
-    for (size_t i = 0; i < a.size(); ++i) CHECK(same_bits(a[i], c[i]));
+    for (size_t i = 0; i < a.size(); ++i) CHECK(bit_equal(a[i], c[i]));
 }
 
 // Never run here (no GPU on the machine this was written on): managed memory on the host,
@@ -121,6 +113,6 @@ TEST_CASE("cuda: PagedAdamW in managed memory gives AdamW's bits" * doctest::ski
         }
         plain.step(), paged.step();
     }
-    for (size_t i = 0; i < a.size(); ++i) CHECK(same_bits(a[i].to(Device::cpu()), b[i].to(Device::cpu())));
+    for (size_t i = 0; i < a.size(); ++i) CHECK(bit_equal(a[i].to(Device::cpu()), b[i].to(Device::cpu())));
     CHECK(paged.paged_bytes() == 2 * 300 * 400 * 4);
 }

@@ -32,14 +32,6 @@ inline Tensor tiny_ids(uint64_t seed = 7, int64_t B = 2, int64_t T = 6) {
     return randint(0, 37, {B, T}, gen);
 }
 
-inline bool bit_equal(const Tensor& a, const Tensor& b) {
-    if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
-    std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
-    for (size_t i = 0; i < x.size(); ++i)
-        if (!(x[i] == y[i])) return false;
-    return true;
-}
-
 // |a - b| <= atol + rtol |b| everywhere.
 inline bool all_close(const Tensor& a, const Tensor& b, double rtol, double atol = 0) {
     if (a.shape() != b.shape()) return false;

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <vector>
 
+#include "tensor/cpu/adamw_scalars.h"
 #include "tensor/cpu/kernels.h"
 #include "tensor/ops.h"
 #include "tensor/parallel.h"
@@ -29,32 +30,24 @@ struct AdamWRange {
     const T* g;
     T* m;
     T* v;
-    T decay, b1, b2, one_minus_b1, one_minus_b2, step_size, inv_sqrt_bc2, eps;
+    AdamWScalars<T> c;
 
-    AdamWRange(const raw::AdamWSlot& s) {
-        w = s.param.data<T>();      // (n)
-        g = s.grad.data<T>();       // (n)
-        m = s.exp_avg.data<T>();    // (n)
-        v = s.exp_avg_sq.data<T>(); // (n)
-        const raw::AdamWParams& p = s.hp;
-        const double t = double(p.step);
-        decay = T(1.0 - p.lr * p.weight_decay);
-        b1 = T(p.beta1), b2 = T(p.beta2);
-        one_minus_b1 = T(1.0 - p.beta1), one_minus_b2 = T(1.0 - p.beta2);
-        step_size = T(p.lr / (1.0 - std::pow(p.beta1, t)));
-        inv_sqrt_bc2 = T(1.0 / std::sqrt(1.0 - std::pow(p.beta2, t)));
-        eps = T(p.eps);
-    }
+    explicit AdamWRange(const raw::AdamWSlot& s)
+        : w(s.param.data<T>()),        // (n)
+          g(s.grad.data<T>()),         // (n)
+          m(s.exp_avg.data<T>()),      // (n)
+          v(s.exp_avg_sq.data<T>()),   // (n)
+          c(s.hp) {}
 
     void run(int64_t begin, int64_t end) const {
         for (int64_t i = begin; i < end; ++i) {
             const T gi = g[i];
-            const T mi = b1 * m[i] + one_minus_b1 * gi;
-            const T vi = b2 * v[i] + one_minus_b2 * gi * gi;
+            const T mi = c.b1 * m[i] + c.one_minus_b1 * gi;
+            const T vi = c.b2 * v[i] + c.one_minus_b2 * gi * gi;
             m[i] = mi;
             v[i] = vi;
-            const T denom = std::sqrt(vi) * inv_sqrt_bc2 + eps;
-            w[i] = w[i] * decay - step_size * (mi / denom);
+            const T denom = std::sqrt(vi) * c.inv_sqrt_bc2 + c.eps;
+            w[i] = w[i] * c.decay - c.step_size * (mi / denom);
         }
     }
 };

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <vector>
 
+#include "tensor/cpu/adamw_scalars.h"
 #include "tensor/cpu/kernels.h"
 #include "tensor/ops.h"
 #include "tensor/parallel.h"
@@ -85,25 +86,17 @@ struct AdamW8bitRange {
     uint8_t* v_code;  // (n) bytes into the unsigned code
     float* v_absmax;  // (ceil(n / 256))
     int64_t n;
-    float decay, b1, b2, one_minus_b1, one_minus_b2, step_size, inv_sqrt_bc2, eps;
+    AdamWScalars<float> c;
 
-    explicit AdamW8bitRange(const raw::AdamW8bitSlot& s) {
-        w = s.param.data<float>();
-        g = s.grad.data<float>();
-        m_code = static_cast<uint8_t*>(s.exp_avg_codes.raw_data());
-        m_absmax = s.exp_avg_absmax.data<float>();
-        v_code = static_cast<uint8_t*>(s.exp_avg_sq_codes.raw_data());
-        v_absmax = s.exp_avg_sq_absmax.data<float>();
-        n = s.param.numel();
-        const raw::AdamWParams& p = s.hp;
-        const double t = double(p.step);
-        decay = float(1.0 - p.lr * p.weight_decay);
-        b1 = float(p.beta1), b2 = float(p.beta2);
-        one_minus_b1 = float(1.0 - p.beta1), one_minus_b2 = float(1.0 - p.beta2);
-        step_size = float(p.lr / (1.0 - std::pow(p.beta1, t)));
-        inv_sqrt_bc2 = float(1.0 / std::sqrt(1.0 - std::pow(p.beta2, t)));
-        eps = float(p.eps);
-    }
+    explicit AdamW8bitRange(const raw::AdamW8bitSlot& s)
+        : w(s.param.data<float>()),
+          g(s.grad.data<float>()),
+          m_code(static_cast<uint8_t*>(s.exp_avg_codes.raw_data())),
+          m_absmax(s.exp_avg_absmax.data<float>()),
+          v_code(static_cast<uint8_t*>(s.exp_avg_sq_codes.raw_data())),
+          v_absmax(s.exp_avg_sq_absmax.data<float>()),
+          n(s.param.numel()),
+          c(s.hp) {}
 
     int64_t blocks() const { return (n + raw::ADAMW_8BIT_BLOCK - 1) / raw::ADAMW_8BIT_BLOCK; }
 
@@ -120,11 +113,11 @@ struct AdamW8bitRange {
         const float* gb = g + lo;
         for (int64_t j = 0; j < len; ++j) {
             const float gj = gb[j];
-            const float mj = b1 * (m[j] * m_scale) + one_minus_b1 * gj;
-            const float vj = b2 * (v[j] * v_scale) + one_minus_b2 * gj * gj;
+            const float mj = c.b1 * (m[j] * m_scale) + c.one_minus_b1 * gj;
+            const float vj = c.b2 * (v[j] * v_scale) + c.one_minus_b2 * gj * gj;
             m[j] = mj, v[j] = vj;
-            const float denom = std::sqrt(vj) * inv_sqrt_bc2 + eps;
-            wb[j] = wb[j] * decay - step_size * (mj / denom);
+            const float denom = std::sqrt(vj) * c.inv_sqrt_bc2 + c.eps;
+            wb[j] = wb[j] * c.decay - c.step_size * (mj / denom);
         }
         // The block's maxima as integers, in a loop that vectorizes too: for non-negative floats
         // the bit patterns order like the values.
