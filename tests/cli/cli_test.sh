@@ -84,6 +84,7 @@ expect "finetune --base-dtype f16" 1 "--base-dtype f16 is not f32 or bf16" "$GPT
 expect "finetune --method qlora on a bf16 base" 1 "--method qlora quantizes the f32 Linears to 4 bits, and --base-dtype bf16 leaves none" "$GPT" finetune --base run --data fortunes --domain beta --out z --base-dtype bf16 --method qlora --device cpu
 expect "finetune bf16 base with a method that trains the embedding" 1 "now trains and the copy would not follow it" "$GPT" finetune --base run --data fortunes --domain beta --out ftz --base-dtype bf16 --method longlora --steps 1 --batch 2 --eval-batches 1 --device cpu
 expect "train a small ViT" 0 "saved vrun/model.safetensors after step 2" "$VIT" train --data images --out vrun --steps 2 $VSMALL
+expect "vit finetune --optim adamw_8bit" 0 "optimizer: AdamW8bit" "$VIT" finetune --base vrun --data images --out vft8 --classes 0-9 --steps 1 --batch 4 --device cpu --optim adamw_8bit
 expect "vit finetune LoRA over a bf16 base" 0 "bf16 base: 6 Linears in bf16" "$VIT" finetune --base vrun --data images --out vftb --classes 0-9 --steps 1 --batch 4 --device cpu --base-dtype bf16
 
 # ---- zeros: no SIGFPE ----
