@@ -205,7 +205,8 @@ void adamw_multi_(const std::vector<AdamWSlot>& slots);
 // moment is code[byte] * absmax of its block. Each update dequantizes a block, applies adamw_'s
 // formulas in f32, and quantizes it again with the block's new absmax, to the nearest code
 // (exp_avg keeps its sign: a value rounded to a code of the other sign moves one code back).
-// The block of 256 is bitsandbytes' (csrc/ops.cu BLOCKSIZE_2STATE; releases before 0.44 used 2048).
+// The block of 256 is bitsandbytes' since 0.44 (csrc/ops.cu BLOCKSIZE_2STATE; 2048 before, changed in
+// bitsandbytes-foundation/bitsandbytes#1365).
 constexpr int64_t ADAMW_8BIT_BLOCK = 256;
 // param and grad: contiguous f32 of n elements, on the CPU. The codes: the n bytes in an i32
 // tensor of ceil(n / 4) words (as ByteBuffer, tensor/quant.h); the absmaxes: f32, one per block.

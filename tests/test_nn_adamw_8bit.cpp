@@ -193,3 +193,37 @@ TEST_CASE("cuda: AdamW8bit refuses a GPU parameter and names the fix" * doctest:
     nn::AdamW8bit opt({p});
     CHECK_THROWS_WITH_AS(opt.step(), doctest::Contains("PagedAdamW"), std::exception);
 }
+
+TEST_CASE("adamw_8bit_: a slot whose state does not fit its parameter is refused, naming the part") {
+    Tensor p = param({5000}, 10);
+    p.set_grad(ones({5000}));
+    raw::AdamWParams hp{1e-3, 0.9, 0.999, 1e-8, 0.0, 1};
+    Tensor codes = zeros({1250}, DType::I32), absmax = zeros({20});
+    CHECK_NOTHROW(raw::adamw_8bit_multi_({{p, p.grad(), codes, absmax, zeros({1250}, DType::I32), zeros({20}), hp}}));
+    CHECK_THROWS_WITH_AS(raw::adamw_8bit_multi_({{p, p.grad(), zeros({1249}, DType::I32), absmax, codes, absmax, hp}}),
+                         doctest::Contains("exp_avg_codes must be a contiguous i32 tensor of 1250 elements"),
+                         std::exception);
+    CHECK_THROWS_WITH_AS(raw::adamw_8bit_multi_({{p, p.grad(), codes, zeros({19}), codes, absmax, hp}}),
+                         doctest::Contains("exp_avg_absmax must be a contiguous f32 tensor of 20 elements"),
+                         std::exception);
+    Tensor p64 = raw::to_dtype(p.detach(), DType::F64);
+    CHECK_THROWS_WITH_AS(raw::adamw_8bit_multi_({{p64, raw::to_dtype(p.grad(), DType::F64), codes, absmax, codes, absmax, hp}}),
+                         doctest::Contains("8-bit state is for f32 parameters"), std::exception);
+}
+
+TEST_CASE("AdamW8bit: f64 parameters keep f64 moments, as AdamW") {
+    nn::AdamWOptions o;
+    o.lr = 1e-2;
+    Tensor a = raw::to_dtype(param({100, 100}, 11).detach(), DType::F64), b = a.clone();
+    a.set_requires_grad(true), b.set_requires_grad(true);
+    Generator gen(12);
+    Tensor target = raw::to_dtype(randn({100, 100}, gen), DType::F64);
+    nn::AdamW f64({a}, o);
+    nn::AdamW8bit q8({b}, o);
+    for (int s = 0; s < 3; ++s) {
+        set_quadratic_grad(a, target), set_quadratic_grad(b, target);
+        f64.step(), q8.step();
+    }
+    CHECK(bit_equal(a, b));
+    CHECK(q8.resident_bytes() == 2 * 10000 * 8);
+}
