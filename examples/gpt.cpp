@@ -175,12 +175,14 @@ int train(int argc, char** argv) {
     int64_t& threads = f.integer("threads", 0, "CPU threads (0: all cores)", at_least_0);
     double& clip = f.real("clip", 1.0, "clip the gradient norm to this before each step (0: no clipping)", at_least_0);
     bool& tf32 = f.boolean("tf32", true, "TF32 tensor cores for f32 matmuls on CUDA (--tf32=false: full f32)");
+    std::string& optim = f.text("optim", "adamw", examples::optimizer_help(false));
     if (!f.parse(argc, argv, 2)) return 0;
     if (threads > 0) set_num_threads(int(threads));
 
     // Everything is checked before the folder is touched or a tensor allocated.
     Device device = pick_device(device_name);
     cuda::set_allow_tf32(tf32 && device.is_cuda());
+    const nn::MomentStorage moments = examples::optimizer_moments(optim, "", device.is_cuda());
     models::GPTConfig config = m.config();
     config.validate();
     check_training_fits(config, batch);
@@ -198,6 +200,7 @@ int train(int argc, char** argv) {
               << model->num_parameters() << " parameters, on " << device << "\n";
 
     nn::TrainerOptions o;
+    o.moments = moments;
     o.steps = steps, o.stop_at = stop_at, o.accumulate = accumulate, o.lr = lr, o.warmup = warmup;
     o.weight_decay = weight_decay, o.eval_every = eval_every, o.save_every = save_every;
     o.checkpoint = run_dir.checkpoint(), o.resume = resume, o.skip_nonfinite = skip_nonfinite, o.clip = clip;
@@ -324,7 +327,7 @@ int finetune(int argc, char** argv) {
     int64_t& batch = f.integer("batch", 16, "windows per step", Range::positive());
     int64_t& eval_batches = f.integer("eval-batches", 16, "validation batches", Range::positive());
     int64_t& seed = f.integer("seed", 1, "seed for the adapter and the batches");
-    std::string& optim = f.text("optim", "", examples::optimizer_help());
+    std::string& optim = f.text("optim", "", examples::optimizer_help(true));
     std::string& results = f.text("results", "", "append a row to this CSV (for the results table)");
     if (!f.parse(argc, argv, 2)) return 0;
 

@@ -126,12 +126,14 @@ int train(int argc, char** argv) {
     int64_t& threads = f.integer("threads", 0, "CPU threads (0: all cores)", at_least_0);
     std::string& classes = f.text("classes", "all", "train on labels lo-hi only, relabelled from 0 (e.g. 0-4)");
     bool& tf32 = f.boolean("tf32", true, "TF32 tensor cores for f32 matmuls on CUDA (--tf32=false: full f32)");
+    std::string& optim = f.text("optim", "adamw", examples::optimizer_help(false));
     if (!f.parse(argc, argv, 2)) return 0;
     if (threads > 0) set_num_threads(int(threads));
 
     // Everything is checked before the folder is touched or the model allocated.
     Device device = pick_device(device_name);
     cuda::set_allow_tf32(tf32 && device.is_cuda());
+    const nn::MomentStorage moments = examples::optimizer_moments(optim, "", device.is_cuda());
     ImageSet all_train = read_idx_set(data, "train");
     int64_t num_classes = count_classes(all_train, data + "/train-labels");
     ImageSet train_set = select_classes(all_train, classes, num_classes);
@@ -154,6 +156,7 @@ int train(int argc, char** argv) {
               << model->num_parameters() << " parameters, on " << device << "\n";
 
     nn::TrainerOptions o;
+    o.moments = moments;
     o.steps = steps, o.stop_at = stop_at, o.lr = lr, o.warmup = warmup, o.weight_decay = weight_decay;
     o.eval_every = eval_every, o.save_every = save_every, o.min_lr_ratio = 0.05;
     o.checkpoint = run_dir.checkpoint(), o.resume = resume, o.skip_nonfinite = skip_nonfinite;
@@ -215,7 +218,7 @@ int finetune(int argc, char** argv) {
     double& lr = f.real("lr", 0, "peak learning rate (0: the method's default)", Range::at_least(0));
     int64_t& batch = f.integer("batch", 128, "images per step", Range::positive());
     int64_t& seed = f.integer("seed", 1, "seed for the adapter, the head and the batches");
-    std::string& optim = f.text("optim", "", examples::optimizer_help());
+    std::string& optim = f.text("optim", "", examples::optimizer_help(true));
     std::string& results = f.text("results", "", "append a row to this CSV (for the results table)");
     if (!f.parse(argc, argv, 2)) return 0;
 

@@ -206,7 +206,7 @@ void AdamW::load_state(const StateDict& state) {
         EMBER_CHECK(as_kept, name(), "::load_state: the state of parameter ", gi.first, ".", gi.second,
                     " (", p.numel(), " elements) holds {", found, "}, another form than this optimizer "
                     "keeps (", eight_bit(p) ? "8-bit codes and absmaxes" : "exp_avg and exp_avg_sq",
-                    "); load a state saved by an optimizer with the same MomentStorage");
+                    "); load a state saved by an optimizer with the same MomentStorage (in the examples: the same --optim)");
         for (auto& [n, t] : st.tensors) {
             if (!in_paged_memory(p, n)) continue;
             Tensor paged = paged_zeros(t.shape(), t.dtype(), t.device());

@@ -42,10 +42,12 @@ FinetuneMethod finetune_method(const std::string& method, int64_t rank, const st
     return m;
 }
 
-const char* optimizer_help() {
-    return "AdamW's state: adamw (f32), paged_adamw_32bit (f32, paged out of memory when the OS needs room), "
-           "adamw_8bit or paged_adamw_8bit (8-bit block-wise moments, CPU only); empty: paged_adamw_32bit "
-           "for qlora and qalora (as qlora.py and qalora.py train), adamw for the rest";
+std::string optimizer_help(bool finetune) {
+    std::string help = "AdamW's state: adamw (f32), paged_adamw_32bit (f32, paged out of memory when the OS needs "
+                       "room), adamw_8bit or paged_adamw_8bit (8-bit block-wise moments, CPU only)";
+    if (finetune) help += "; empty: paged_adamw_32bit for qlora and qalora (as qlora.py and qalora.py train), adamw "
+                          "for the rest";
+    return help;
 }
 
 nn::MomentStorage optimizer_moments(const std::string& name, const std::string& method, bool on_cuda) {

@@ -60,7 +60,7 @@ struct FinetuneJob {
 // --optim: how AdamW keeps its moments, by the names qlora.py and Hugging Face's Trainer use.
 // optimizer_moments refuses an unknown name and 8-bit moments on the GPU; call it before making
 // any folder.
-const char* optimizer_help();
+std::string optimizer_help(bool finetune);
 nn::MomentStorage optimizer_moments(const std::string& optim, const std::string& method, bool on_cuda);
 FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::MicroBatch(int64_t, int64_t)>& batch,
                             const std::function<double()>& evaluate,

@@ -147,6 +147,9 @@ printf '5,train_loss,9\n5,lr,1\n' >> res/metrics.csv  # rows logged after the la
 expect "--resume" 0 "resumed from step 4" "$GPT" train --data text.txt --out res --steps 6 $SMALL --resume
 check "resumed metrics.csv holds each step once" test "$(grep train_loss res/metrics.csv | cut -d, -f1 | tr '\n' ' ')" = "1 2 3 4 5 6 "
 check "resumed metrics.csv keeps one header" test "$(grep -c '^step,metric,value$' res/metrics.csv)" = 1
+"$GPT" train --data text.txt --out res8 --steps 6 --save-every 2 --stop-at 4 $SMALL --optim adamw_8bit > /dev/null 2>&1
+expect "--resume with another --optim" 1 "the same --optim" "$GPT" train --data text.txt --out res8 --steps 6 $SMALL --resume
+expect "--resume with the same --optim adamw_8bit" 0 "resumed from step 4" "$GPT" train --data text.txt --out res8 --steps 6 $SMALL --resume --optim adamw_8bit
 
 # ---- temporaries, --resume and finished folders ----
 sleep 0 & DEAD=$!; wait $DEAD
