@@ -184,41 +184,80 @@ inline float dot_piece(const QuantView& v, int64_t flat, int64_t n, const float*
 }
 
 #ifdef EMBER_QUANT_AVX512
-// One output of y = W x with 16 codes per step and each block's scale applied to the vector
-// sum, so no horizontal sum per block. Needs blocksize % 16 == 0 (rows of whole blocks).
-// Within a block, alternate 16-code steps feed two accumulators: with one, every FMA waited for
-// the one before (4 cycles), and the matvec ran at the FMA latency, not at the decoding's rate.
+// x (n, n % 32 == 0) reordered for block_dot32: each run of 32 as its 16 even then 16 odd elements.
+inline std::vector<float> split_even_odd(const float* x, int64_t n) {
+    std::vector<float> out(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; j += 32)
+        for (int64_t i = 0; i < 16; ++i) {
+            out[size_t(j + i)] = x[j + 2 * i];
+            out[size_t(j + 16 + i)] = x[j + 2 * i + 1];
+        }
+    return out;
+}
+
+// The dot product of n codes (n % 32 == 0) with x as split_even_odd orders it, unscaled, as 16
+// lanes: each block's scale is applied to the vector sum, so no horizontal sum per block. Each
+// step widens 16 bytes to 16 lanes: lane i holds elements 2i (high nibble) and 2i + 1 (low
+// nibble); a shift gives the first, and vpermps reads only an index's low 4 bits, so the NF4
+// lookup of the second needs no mask. Two shuffles and a widening per 32 codes, where decoding
+// 16 at a time took a permute, a variable shift and a mask, then the lookup, per 16.
 template <bool Int4>
-inline __m512 block_dot16(const uint8_t* p, const float* x, int64_t n) {
-    auto values = [](const uint8_t* q) {
-        return Int4 ? _mm512_cvtepi32_ps(codes16(q)) : nf4_lookup16(codes16(q));
-    };
+inline __m512 block_dot32(const uint8_t* p, const float* xs, int64_t n) {
+    const __m512 table = _mm512_loadu_ps(NF4_VALUES.data());
     __m512 even = _mm512_setzero_ps(), odd = _mm512_setzero_ps();
-    int64_t j = 0;
-    for (; j + 32 <= n; j += 32, p += 16) {
-        even = _mm512_fmadd_ps(values(p), _mm512_loadu_ps(x + j), even);
-        odd = _mm512_fmadd_ps(values(p + 8), _mm512_loadu_ps(x + j + 16), odd);
+    for (int64_t j = 0; j < n; j += 32, p += 16) {
+        const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        const __m512i high = _mm512_srli_epi32(bytes, 4);
+        const __m512 first = Int4 ? _mm512_cvtepi32_ps(high) : _mm512_permutexvar_ps(high, table);
+        const __m512 second = Int4 ? _mm512_cvtepi32_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(15)))
+                                   : _mm512_permutexvar_ps(bytes, table);
+        even = _mm512_fmadd_ps(first, _mm512_loadu_ps(xs + j), even);
+        odd = _mm512_fmadd_ps(second, _mm512_loadu_ps(xs + j + 16), odd);
     }
-    if (j < n) even = _mm512_fmadd_ps(values(p), _mm512_loadu_ps(x + j), even);  // n % 32 == 16
     return _mm512_add_ps(even, odd);
 }
 
-inline float row_dot16(const QuantView& v, int64_t r, const float* x, const float* group_sum) {
+// The absmaxes of NF4 blocks [b0, b0 + n), decoded ahead of the dot products: with double
+// quantization each needs its nested block, b / nested_blocksize, and a division per block inside
+// the matvec's loop cost as much as a block's decoding. The nested block is tracked instead.
+inline void block_absmaxes(const QuantView& v, int64_t b0, int64_t n, float* out) {
+    if (v.absmax) {
+        std::copy(v.absmax + b0, v.absmax + b0 + n, out);
+        return;
+    }
+    int64_t nested = b0 / v.nested_blocksize, left = v.nested_blocksize - b0 % v.nested_blocksize;
+    for (int64_t i = 0; i < n; ++i) {
+        out[i] = v.nested_code[v.absmax_codes[b0 + i]] * v.nested_absmax[nested] + v.absmax_offset;
+        if (--left == 0) ++nested, left = v.nested_blocksize;
+    }
+}
+
+// One output of y = W x; xs is x as split_even_odd orders it. Needs blocksize % 32 == 0.
+inline float row_dot32(const QuantView& v, int64_t r, const float* xs, const float* group_sum) {
     const int64_t row = r * v.cols, blocks = v.cols / v.blocksize;
     const uint8_t* p = v.codes + row / 2;
     __m512 total = _mm512_setzero_ps();
-    float correction = 0;  // INT4: - s z sum(x) per group
-    for (int64_t g = 0; g < blocks; ++g, p += v.blocksize / 2) {
-        const float* xg = x + g * v.blocksize;
-        const int64_t b = row / v.blocksize + g;
-        if (v.int4) {
-            total = _mm512_fmadd_ps(block_dot16<true>(p, xg, v.blocksize), _mm512_set1_ps(v.scales[b]), total);
+    if (v.int4) {
+        float correction = 0;  // - s z sum(x) per group
+        for (int64_t g = 0; g < blocks; ++g, p += v.blocksize / 2) {
+            const int64_t b = row / v.blocksize + g;
+            const __m512 dot = block_dot32<true>(p, xs + g * v.blocksize, v.blocksize);
+            total = _mm512_fmadd_ps(dot, _mm512_set1_ps(v.scales[b]), total);
             correction -= v.scales[b] * v.zeros[b] * group_sum[g];
-        } else {
-            total = _mm512_fmadd_ps(block_dot16<false>(p, xg, v.blocksize), _mm512_set1_ps(v.block_absmax(b)), total);
+        }
+        return _mm512_reduce_add_ps(total) + correction;
+    }
+    constexpr int64_t CHUNK = 64;
+    float absmax[CHUNK];
+    for (int64_t g0 = 0; g0 < blocks; g0 += CHUNK) {
+        const int64_t n = std::min(CHUNK, blocks - g0);
+        block_absmaxes(v, row / v.blocksize + g0, n, absmax);
+        for (int64_t g = 0; g < n; ++g, p += v.blocksize / 2) {
+            const __m512 dot = block_dot32<false>(p, xs + (g0 + g) * v.blocksize, v.blocksize);
+            total = _mm512_fmadd_ps(dot, _mm512_set1_ps(absmax[g]), total);
         }
     }
-    return _mm512_reduce_add_ps(total) + correction;
+    return _mm512_reduce_add_ps(total);
 }
 #endif
 
@@ -233,11 +272,15 @@ void matvec(const QuantView& v, const float* x, float* y) {
             group_sum[g] = s;
         }
     }
+#ifdef EMBER_QUANT_AVX512
+    const bool by_32 = v.blocksize % 32 == 0;
+    const std::vector<float> xs = by_32 ? split_even_odd(x, v.cols) : std::vector<float>();
+#endif
     parallel_for(v.rows, 16, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
 #ifdef EMBER_QUANT_AVX512
-            if (v.blocksize % 16 == 0) {
-                y[r] = row_dot16(v, r, x, group_sum.data());
+            if (by_32) {
+                y[r] = row_dot32(v, r, xs.data(), group_sum.data());
                 continue;
             }
 #endif
