@@ -10,7 +10,7 @@
 //   dx = dy W   the same GEMM, packing W's rows (contiguous runs of codes) instead.
 // Decoding: 8 codes come from 4 bytes by one broadcast and a variable shift, NF4 values from the
 // 16-entry table by two in-register permutes and a blend (AVX2), or 16 codes from 8 bytes and
-// one permute (AVX-512).
+// one permute (AVX-512). The AVX-512 matvec takes 32 codes a step instead (block_dot32).
 #pragma once
 
 #include <algorithm>
