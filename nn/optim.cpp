@@ -151,11 +151,14 @@ std::pair<Shape, DType> AdamW::state_layout(const std::string& name, const Tenso
     return Optimizer::state_layout(name, p);
 }
 
+// The names of p's state tensors, sorted (as a ParamState's map keeps them).
+std::vector<std::string> AdamW::state_names(const Tensor& p) const {
+    if (eight_bit(p)) return {"exp_avg_absmax", "exp_avg_codes", "exp_avg_sq_absmax", "exp_avg_sq_codes"};
+    return {"exp_avg", "exp_avg_sq"};
+}
+
 void AdamW::init_state(ParamState& st, const Tensor& p) const {
-    const std::vector<std::string> names =
-        eight_bit(p) ? std::vector<std::string>{"exp_avg_codes", "exp_avg_absmax", "exp_avg_sq_codes", "exp_avg_sq_absmax"}
-                     : std::vector<std::string>{"exp_avg", "exp_avg_sq"};
-    for (const std::string& name : names) {
+    for (const std::string& name : state_names(p)) {
         const auto [shape, dtype] = state_layout(name, p);
         st.tensors[name] = in_paged_memory(p, name) ? paged_zeros(shape, dtype, p.device()) : zeros(shape, dtype, p.device());
     }
@@ -199,14 +202,17 @@ void AdamW::load_state(const StateDict& state) {
     NoGradGuard no_grad;
     for (auto& [gi, st] : state_) {
         const Tensor& p = groups_[gi.first].params[gi.second];
-        std::string found;
-        for (const auto& [n, t] : st.tensors) found += (found.empty() ? "" : ", ") + n;
-        const bool as_kept = eight_bit(p) ? st.tensors.size() == 4 && st.tensors.count("exp_avg_codes")
-                                          : st.tensors.size() == 2 && st.tensors.count("exp_avg");
-        EMBER_CHECK(as_kept, name(), "::load_state: the state of parameter ", gi.first, ".", gi.second,
-                    " (", p.numel(), " elements) holds {", found, "}, another form than this optimizer "
-                    "keeps (", eight_bit(p) ? "8-bit codes and absmaxes" : "exp_avg and exp_avg_sq",
-                    "); load a state saved by an optimizer with the same MomentStorage (in the examples: the same --optim)");
+        std::vector<std::string> found;
+        for (const auto& [n, t] : st.tensors) found.push_back(n);
+        auto listed = [](const std::vector<std::string>& names) {
+            std::string out;
+            for (const std::string& n : names) out += (out.empty() ? "" : ", ") + n;
+            return "{" + out + "}";
+        };
+        EMBER_CHECK(found == state_names(p), name(), "::load_state: the state of parameter ", gi.first, ".",
+                    gi.second, " (", p.numel(), " elements) holds ", listed(found), ", but this optimizer keeps ",
+                    listed(state_names(p)), "; load a state saved by an optimizer with the same MomentStorage "
+                    "(in the examples: the same --optim)");
         for (auto& [n, t] : st.tensors) {
             if (!in_paged_memory(p, n)) continue;
             Tensor paged = paged_zeros(t.shape(), t.dtype(), t.device());

@@ -136,6 +136,7 @@ protected:
     std::pair<Shape, DType> state_layout(const std::string& name, const Tensor& p) const override;
 
 private:
+    std::vector<std::string> state_names(const Tensor& p) const;
     void init_state(ParamState& st, const Tensor& p) const;
     bool in_paged_memory(const Tensor& p, const std::string& state_name) const;
     int64_t state_bytes(bool paged) const;
