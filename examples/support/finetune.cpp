@@ -51,16 +51,24 @@ std::string optimizer_help(bool finetune) {
 }
 
 nn::MomentStorage optimizer_moments(const std::string& name, const std::string& method, bool on_cuda) {
+    struct Choice {
+        const char* name;
+        bool paged;
+        int bits;
+    };
+    static const Choice choices[] = {
+        {"adamw", false, 32}, {"paged_adamw_32bit", true, 32}, {"adamw_8bit", false, 8}, {"paged_adamw_8bit", true, 8}};
     const std::string n = name.empty() ? (method == "qlora" || method == "qalora" ? "paged_adamw_32bit" : "adamw") : name;
-    nn::MomentStorage m;
-    if (n == "adamw") return m;
-    m.paged = n == "paged_adamw_32bit" || n == "paged_adamw_8bit";
-    m.bits = n == "adamw_8bit" || n == "paged_adamw_8bit" ? 8 : 32;
-    EMBER_CHECK(m.paged || m.bits == 8, "--optim: unknown optimizer '", name, "'; use adamw, paged_adamw_32bit, "
-                "adamw_8bit or paged_adamw_8bit");
-    EMBER_CHECK(!(on_cuda && m.bits == 8), "--optim ", n, ": 8-bit moments have a CPU kernel only; on the GPU "
-                "use --optim adamw or paged_adamw_32bit");
-    return m;
+    for (const Choice& c : choices) {
+        if (n != c.name) continue;
+        EMBER_CHECK(!(on_cuda && c.bits == 8), "--optim ", n, ": 8-bit moments have a CPU kernel only; on the GPU "
+                    "use --optim adamw or paged_adamw_32bit");
+        nn::MomentStorage m;
+        m.paged = c.paged, m.bits = c.bits;
+        return m;
+    }
+    throw Error(make_message("--optim: unknown optimizer '", name, "'; use adamw, paged_adamw_32bit, adamw_8bit or "
+                             "paged_adamw_8bit"));
 }
 
 FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::MicroBatch(int64_t, int64_t)>& batch,
