@@ -5,11 +5,11 @@
 //
 // GPT-2-small training step: 12 layers x 768, vocabulary 50,257, random weights, batch 4 x 64
 // tokens, AdamW, 2 threads; the full model and LoRA r=8 on c_attn. bench/torch_gpt2_step.py is
-// the same step in PyTorch. A third row runs the LoRA step over a bf16 base (GPT::cast_to_bf16:
-// every frozen weight's products in bf16, the tied head's too).
-// `bench_ops [gemm | gemm-bf16 | gpt2 | gpt2-full | gpt2-lora | gpt2-lora-bf16 | attention | s2attn | pool]
-// [steps]`
-// runs one part.
+// the same step in PyTorch. Each also runs with bf16 products: the full step under bf16 autocast
+// (nn/bf16_autocast.h: f32 weights, every Linear's three products in bf16), the LoRA step over a
+// bf16 base (GPT::cast_to_bf16: every frozen weight's products in bf16, the tied head's too).
+// `bench_ops [gemm | gemm-bf16 | gpt2 | gpt2-full[-f32|-bf16] | gpt2-lora[-f32|-bf16] | attention |
+// s2attn | pool] [steps]` runs one part.
 //
 // bf16 products (`bench_ops gemm-bf16`): GPT-2 small's Linear shapes at 256 rows, the forward
 // x W^T and the input gradient dy W, f32 against a bf16 weight (tensor/bf16.h), 2 threads.
@@ -33,6 +33,7 @@
 #include "autograd/functions.h"
 #include "models/gpt.h"
 #include "nn/attention.h"
+#include "nn/bf16_autocast.h"
 #include "nn/bf16_linear.h"
 #include "nn/loss.h"
 #include "nn/optim.h"
@@ -97,13 +98,17 @@ static void bench_gemm_bf16() {
     }
 }
 
-// Median seconds of one training step (forward, cross-entropy, backward, AdamW) of GPT-2 small;
-// bf16_base: the frozen Linears' weights in bf16 under the adapter (LoRA only).
-static double gpt2_step_seconds(bool lora, int steps, bool bf16_base = false) {
+// The GPT-2 steps timed: the full model in f32 and in bf16 autocast (nn/bf16_autocast.h), and LoRA
+// r=8 on c_attn over an f32 base and over a bf16 one (GPT::cast_to_bf16).
+enum class Gpt2Step { Full, FullBf16Autocast, Lora, LoraBf16Base };
+constexpr const char* GPT2_STEP_NAMES[] = {"full", "full, bf16 autocast", "LoRA r=8", "LoRA r=8, bf16 base"};
+
+// Median seconds of one training step (forward, cross-entropy, backward, AdamW) of GPT-2 small.
+static double gpt2_step_seconds(Gpt2Step kind, int steps) {
     auto gpt = std::make_shared<models::GPT>(models::GPTConfig::gpt2(50257, 1024, 768, 12, 12), 0);
-    if (bf16_base) gpt->cast_to_bf16();
+    if (kind == Gpt2Step::LoraBf16Base) gpt->cast_to_bf16();
     std::unique_ptr<peft::PeftModel> pm;
-    if (lora) {
+    if (kind == Gpt2Step::Lora || kind == Gpt2Step::LoraBf16Base) {
         peft::LoraConfig c;
         c.r = 8, c.lora_alpha = 16, c.target_modules = {"c_attn"};
         pm = std::make_unique<peft::PeftModel>(gpt, c, "default", 0, "gpt2");
@@ -120,8 +125,12 @@ static double gpt2_step_seconds(bool lora, int steps, bool bf16_base = false) {
     for (int s = 0; s < steps + 2; ++s) {  // two warm-up steps: AdamW state, caches
         auto t0 = std::chrono::steady_clock::now();
         opt.zero_grad();
-        Tensor logits = gpt->forward_ids(x);
-        Tensor loss = nn::cross_entropy(logits.reshape({B * T, V}), y.reshape({B * T}));
+        Tensor loss;
+        {
+            nn::Bf16Autocast autocast(kind == Gpt2Step::FullBf16Autocast);
+            Tensor logits = gpt->forward_ids(x);
+            loss = nn::cross_entropy(logits.reshape({B * T, V}), y.reshape({B * T}));
+        }
         loss.backward();
         opt.step();
         double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -131,16 +140,13 @@ static double gpt2_step_seconds(bool lora, int steps, bool bf16_base = false) {
     return times[times.size() / 2];
 }
 
-// rows: which of the three steps to time (full, LoRA, LoRA over a bf16 base).
-static void bench_gpt2(int steps, const bool rows[3]) {
+static void bench_gpt2(int steps, const std::vector<Gpt2Step>& kinds) {
     set_num_threads(2);
     std::printf("GPT-2 small training step (12 x 768, vocab 50257, batch 4 x 64, AdamW, 2 threads, median)\n");
     std::printf("%20s %12s %12s\n", "model", "ms/step", "tokens/s");
-    const char* names[3] = {"full", "LoRA r=8", "LoRA r=8, bf16 base"};
-    for (int row = 0; row < 3; ++row) {
-        if (!rows[row]) continue;
-        double s = gpt2_step_seconds(row > 0, steps, row == 2);
-        std::printf("%20s %12.1f %12.0f\n", names[row], s * 1e3, 256 / s);
+    for (Gpt2Step kind : kinds) {
+        double s = gpt2_step_seconds(kind, steps);
+        std::printf("%20s %12.1f %12.0f\n", GPT2_STEP_NAMES[int(kind)], s * 1e3, 256 / s);
         std::fflush(stdout);
     }
 }
@@ -269,11 +275,20 @@ int main(int argc, char** argv) {
     if (!std::strcmp(part, "all") || !std::strcmp(part, "gemm")) bench_gemm();
     if (!std::strcmp(part, "all")) std::printf("\n");
     if (!std::strcmp(part, "all") || !std::strcmp(part, "gemm-bf16")) bench_gemm_bf16();
-    const bool all = !std::strcmp(part, "all"), gpt2 = !std::strcmp(part, "gpt2");
-    const bool lora = all || gpt2 || !std::strcmp(part, "gpt2-lora");
-    const bool gpt2_rows[3] = {all || gpt2 || !std::strcmp(part, "gpt2-full"), lora,
-                               lora || !std::strcmp(part, "gpt2-lora-bf16")};
-    if (gpt2_rows[0] || gpt2_rows[1] || gpt2_rows[2]) bench_gpt2(steps, gpt2_rows);
+    // gpt2: all four steps; gpt2-full: both full ones; gpt2-lora: both LoRA ones; or one by name.
+    const bool every_step = !std::strcmp(part, "all") || !std::strcmp(part, "gpt2");
+    const std::pair<const char*, std::vector<Gpt2Step>> step_parts[] = {
+        {"gpt2-full", {Gpt2Step::Full, Gpt2Step::FullBf16Autocast}},
+        {"gpt2-full-f32", {Gpt2Step::Full}},
+        {"gpt2-full-bf16", {Gpt2Step::FullBf16Autocast}},
+        {"gpt2-lora", {Gpt2Step::Lora, Gpt2Step::LoraBf16Base}},
+        {"gpt2-lora-f32", {Gpt2Step::Lora}},
+        {"gpt2-lora-bf16", {Gpt2Step::LoraBf16Base}}};
+    std::vector<Gpt2Step> steps_timed;
+    if (every_step) steps_timed = {Gpt2Step::Full, Gpt2Step::FullBf16Autocast, Gpt2Step::Lora, Gpt2Step::LoraBf16Base};
+    for (const auto& [name, kinds] : step_parts)
+        if (!std::strcmp(part, name)) steps_timed = kinds;
+    if (!steps_timed.empty()) bench_gpt2(steps, steps_timed);
     if (!std::strcmp(part, "all") || !std::strcmp(part, "attention")) bench_attention();
     if (!std::strcmp(part, "all") || !std::strcmp(part, "s2attn")) bench_s2attn();
     if (!std::strcmp(part, "all") || !std::strcmp(part, "pool")) bench_pool();

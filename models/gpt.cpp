@@ -352,7 +352,7 @@ Tensor GPT::forward_ids(const Tensor& ids, const GPTInputs& in) {
                     ") now trains and the copy would not follow it; freeze it, or train without cast_to_bf16");
         return nn::bf16_linear(h, *head_bf16_, Tensor());
     }
-    return matmul(h, lm_head_weight().t());
+    return nn::linear(h, lm_head_weight(), Tensor());
 }
 
 int GPT::cast_to_bf16() {

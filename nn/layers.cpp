@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "nn/bf16_autocast.h"
 #include "nn/init.h"
 
 namespace ember {
@@ -17,6 +18,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     EMBER_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: input of shape ", x.shape(),
                 " does not fit a weight of shape ", weight.shape(), "; the last dim must be ",
                 weight.size(1));
+    if (Bf16Autocast::is_enabled() && x.dtype() == DType::F32) return bf16_autocast_linear(x, weight, bias);
     // Flatten the leading dims so one GEMM does the work: (N, in) @ (in, out).
     Shape out_shape = x.shape();
     out_shape[out_shape.rank - 1] = weight.size(0);

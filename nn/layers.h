@@ -35,7 +35,8 @@ public:
 };
 
 // The projection x W^T + b that Linear computes, for wrappers that hold W and b elsewhere.
-// x (..., in), weight (out, in), bias (out) or undefined -> (..., out).
+// x (..., in), weight (out, in), bias (out) or undefined -> (..., out). In f32 inside a
+// Bf16Autocast scope (nn/bf16_autocast.h) its products run in bf16.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
 // Replaces every Linear under `root` for which keep(dotted name) is false (keep null: every one)

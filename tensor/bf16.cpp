@@ -18,7 +18,8 @@ Bf16Weight to_bf16(const Tensor& w) {
     Tensor f = raw::contiguous(w.dtype() == DType::F32 ? w : raw::to_dtype(w, DType::F32));
     Bf16Weight out;
     out.rows = w.size(0), out.cols = w.size(1);
-    out.bits = zeros({(out.numel() + 1) / 2}, DType::I32);
+    out.bits = make_tensor({(out.numel() + 1) / 2}, DType::I32, Device::cpu());
+    if (out.numel() % 2) out.bits.data<int32_t>()[out.bits.numel() - 1] = 0;  // the unused half word
     const float* src = f.data<float>();
     uint16_t* dst = static_cast<uint16_t*>(out.bits.raw_data());
     parallel_for(out.numel(), 1 << 14, [&](int64_t i0, int64_t i1) {
@@ -92,6 +93,23 @@ static Tensor product(const char* op, const Tensor& x, const Bf16Weight& w, bool
 
 Tensor bf16_matmul(const Tensor& x, const Bf16Weight& w) { return product("bf16_matmul", x, w, true); }
 Tensor bf16_matmul_t(const Tensor& dy, const Bf16Weight& w) { return product("bf16_matmul_t", dy, w, false); }
+
+Tensor bf16_weight_grad(const Tensor& dy, const Bf16Weight& x) {
+    const char* op = "bf16_weight_grad";
+    EMBER_CHECK(dy.defined() && dy.dim() == 2 && dy.dtype() == DType::F32, op, ": needs an f32 output gradient (M, "
+                "out), got ", dy.defined() ? make_message(dy.dtype(), " ", dy.shape()) : std::string("an undefined tensor"));
+    EMBER_CHECK(dy.size(0) == x.rows, op, ": output gradient of shape ", dy.shape(), " and input ", x.describe(),
+                " have different row counts; both are (M, ...) for the same M tokens");
+    EMBER_CHECK(dy.device().type == DeviceType::CPU && x.device().type == DeviceType::CPU, op, ": the gradient is on ",
+                dy.device(), " and the input on ", x.device(), "; bf16 products are a CPU speed path");
+    Tensor g = contiguous(dy);
+    const int64_t M = x.rows, out = g.size(1), in = x.cols;
+    Tensor dw = make_tensor({out, in}, DType::F32, Device::cpu());
+    if (dw.numel() == 0) return dw;
+    // A = dy^T: A[o][m] = g[m][o] (strides 1, out); B = x (strides in, 1); the depth is the M rows.
+    if (cpu::bf16_gemm(g.data<float>(), 1, out, x.data(), in, 1, dw.data<float>(), out, in, M)) return dw;
+    return matmul(transpose(round_to_bf16(g), 0, 1), from_bf16(x, DType::F32));
+}
 
 }  // namespace raw
 }  // namespace ember

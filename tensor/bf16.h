@@ -37,6 +37,7 @@ inline float bf16_to_float(uint16_t h) {
     return x;
 }
 
+// A bf16 matrix: a weight (out, in), or in mixed-precision training a Linear's input (M, in).
 struct Bf16Weight {
     int64_t rows = 0, cols = 0;  // (out, in)
     Tensor bits;  // (ceil(rows * cols / 2),) i32: two bf16 per word, element e at uint16 index e
@@ -65,6 +66,11 @@ Tensor round_to_bf16(const Tensor& x);
 // rounded: the product is exact in f64 with the weight's bf16 values. CPU only.
 Tensor bf16_matmul(const Tensor& x, const Bf16Weight& w);
 Tensor bf16_matmul_t(const Tensor& dy, const Bf16Weight& w);
+
+// The weight gradient of a Linear whose input was kept in bf16 (mixed-precision training,
+// nn/bf16_autocast.h): dy (M, out) f32 and x (M, in), a Bf16Weight holding the input's rows ->
+// dy^T x (out, in) f32. dy is rounded to bf16, the sums over the M rows are f32. CPU, f32 only.
+Tensor bf16_weight_grad(const Tensor& dy, const Bf16Weight& x);
 }  // namespace raw
 
 namespace cpu {

@@ -3,6 +3,8 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -74,6 +76,23 @@ inline double max_abs_diff(const Tensor& a, const Tensor& b) {
     double m = 0;
     for (size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - y[i]));
     return m;
+}
+
+// The largest |got - want| of a product a b, relative to sum_k |a_ik| |b_kj|, the size of what
+// each entry adds up: f32 sums of exact products stay within a few K * 2^-24 of it. want, a and b
+// are f64 (a and b as the product met them: bf16-rounded values, say), got any float dtype.
+inline double error_over_magnitude(const Tensor& got, const Tensor& want, const Tensor& a, const Tensor& b) {
+    auto abs64 = [](const Tensor& t) {
+        std::vector<double> v = raw::to_dtype(t, DType::F64).to_vector<double>();
+        for (double& x : v) x = std::abs(x);
+        return from_vector(v, t.shape());
+    };
+    Tensor mag = raw::matmul(abs64(a), abs64(b));
+    std::vector<double> g = raw::to_dtype(got, DType::F64).to_vector<double>(), w = want.to_vector<double>(),
+                        m = mag.to_vector<double>();
+    double worst = 0;
+    for (size_t i = 0; i < g.size(); ++i) worst = std::max(worst, std::abs(g[i] - w[i]) / std::max(m[i], 1e-30));
+    return worst;
 }
 
 }  // namespace testing

@@ -33,23 +33,6 @@ float float_of(uint32_t b) {
     return x;
 }
 
-// The largest |got - want| relative to sum_k |a_ik| |b_kj|, the size of what each entry adds up:
-// f32 sums of exact products stay within a few K * 2^-24 of it.
-Tensor abs64(const Tensor& t) {
-    std::vector<double> v = raw::to_dtype(t, DType::F64).to_vector<double>();
-    for (double& x : v) x = std::abs(x);
-    return from_vector(v, t.shape());
-}
-
-double error_over_magnitude(const Tensor& got, const Tensor& want, const Tensor& a, const Tensor& b) {
-    Tensor mag = raw::matmul(abs64(a), abs64(b));
-    std::vector<double> g = raw::to_dtype(got, DType::F64).to_vector<double>(), w = want.to_vector<double>(),
-                        m = mag.to_vector<double>();
-    double worst = 0;
-    for (size_t i = 0; i < g.size(); ++i) worst = std::max(worst, std::abs(g[i] - w[i]) / std::max(m[i], 1e-30));
-    return worst;
-}
-
 }  // namespace
 
 TEST_CASE("bf16: rounding is to nearest even, as torch's .to(bfloat16)") {

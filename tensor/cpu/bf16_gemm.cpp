@@ -65,6 +65,17 @@ void pack_a(const float* a, int64_t rs, int64_t cs, int64_t i0, int64_t mc, int6
                               reinterpret_cast<float*>(packed + (q0 + 8) * MR), MR);
             }
         }
+        if (rows == MR && rs == 1) {
+            // A = dy^T (a weight gradient): the panel's 8 rows are 8 adjacent columns of dy, so a
+            // pair of depths is two 8-float loads, interleaved row by row and rounded in one go.
+            const __m512i interleave = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+            for (; q0 < kc / 2; ++q0) {
+                const float* src = a + i0 + p + (k0 + 2 * q0) * cs;
+                const __m512 even = _mm512_maskz_loadu_ps(0xff, src), odd = _mm512_maskz_loadu_ps(0xff, src + cs);
+                const __m256bh words = _mm512_cvtneps_pbh(_mm512_permutex2var_ps(even, interleave, odd));
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(packed + q0 * MR), (__m256i)words);
+            }
+        }
         for (int r = 0; r < MR; ++r) {
             if (r >= rows) {
                 for (int64_t q = 0; q < kp; ++q) packed[q * MR + r] = 0;
