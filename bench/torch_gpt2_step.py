@@ -7,9 +7,12 @@ model and LoRA r=8 (alpha 16) on c_attn. Prints the median step like bench_ops, 
 when given Ember's figures:
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 bench/torch_gpt2_step.py \
-        [--ember-full-ms X --ember-lora-ms Y --ember-lora-bf16-ms Z] [--steps N]
+        [--ember-full-ms W --ember-full-bf16-ms X --ember-lora-ms Y --ember-lora-bf16-ms Z] [--steps N]
 
-The third row, the peer of Ember's LoRA step over a bf16 base, stores every frozen parameter in
+The second row, the peer of Ember's full step under bf16 autocast, keeps every parameter in f32
+and runs the forward under torch.autocast("cpu", dtype=torch.bfloat16): the Linears' and the tied
+head's products in bf16, everything else (AdamW, the loss) in f32. The fourth row, the peer of
+Ember's LoRA step over a bf16 base, stores every frozen parameter in
 bf16 (as a peft user loads a base with torch_dtype=torch.bfloat16) and runs the step under
 PyTorch's CPU mixed precision, torch.autocast("cpu", dtype=torch.bfloat16): the matrix products
 (the frozen weights', the adapters' and the tied head's) in bf16, the adapters, AdamW and the
@@ -114,14 +117,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=7)
     ap.add_argument("--ember-full-ms", type=float)
+    ap.add_argument("--ember-full-bf16-ms", type=float)
     ap.add_argument("--ember-lora-ms", type=float)
     ap.add_argument("--ember-lora-bf16-ms", type=float)
     args = ap.parse_args()
     torch.set_num_threads(2)
     print(f"PyTorch {torch.__version__} GPT-2 small training step (batch {B} x {T}, AdamW, 2 threads, median)")
     print(f"{'model':>20} {'ms/step':>12} {'tokens/s':>12} {'torch/ember':>12}")
-    rows = (("full", False, False, args.ember_full_ms), ("LoRA r=8", True, False, args.ember_lora_ms),
-            ("LoRA r=8, bf16", True, True, args.ember_lora_bf16_ms))
+    rows = (("full", False, False, args.ember_full_ms), ("full, bf16 autocast", False, True, args.ember_full_bf16_ms),
+            ("LoRA r=8", True, False, args.ember_lora_ms), ("LoRA r=8, bf16", True, True, args.ember_lora_bf16_ms))
     for name, lora, bf16, ember in rows:
         ms = step_ms(lora, args.steps, bf16)
         ratio = f"{ms / ember:12.2f}" if ember else f"{'-':>12}"

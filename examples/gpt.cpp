@@ -176,6 +176,7 @@ int train(int argc, char** argv) {
     double& clip = f.real("clip", 1.0, "clip the gradient norm to this before each step (0: no clipping)", at_least_0);
     bool& tf32 = f.boolean("tf32", true, "TF32 tensor cores for f32 matmuls on CUDA (--tf32=false: full f32)");
     std::string& optim = f.text("optim", "adamw", examples::optimizer_help(false));
+    std::string& precision = f.text("precision", "f32", examples::precision_help());
     if (!f.parse(argc, argv, 2)) return 0;
     if (threads > 0) set_num_threads(int(threads));
 
@@ -183,6 +184,7 @@ int train(int argc, char** argv) {
     Device device = pick_device(device_name);
     cuda::set_allow_tf32(tf32 && device.is_cuda());
     const nn::MomentStorage moments = examples::optimizer_moments(optim, "", device.is_cuda());
+    const bool bf16_autocast = examples::bf16_autocast_requested("gpt train", precision, device.is_cuda());
     models::GPTConfig config = m.config();
     config.validate();
     check_training_fits(config, batch);
@@ -199,8 +201,10 @@ int train(int argc, char** argv) {
               << " validation bytes\nmodel: " << m.style << ", " << m.layers << " layers, width " << m.dim << ", "
               << model->num_parameters() << " parameters, on " << device << "\n";
 
+    if (bf16_autocast) std::cout << "precision: bf16 products, f32 weights and optimizer (bf16 autocast)\n";
     nn::TrainerOptions o;
     o.moments = moments;
+    o.bf16_autocast = bf16_autocast;
     o.steps = steps, o.stop_at = stop_at, o.accumulate = accumulate, o.lr = lr, o.warmup = warmup;
     o.weight_decay = weight_decay, o.eval_every = eval_every, o.save_every = save_every;
     o.checkpoint = run_dir.checkpoint(), o.resume = resume, o.skip_nonfinite = skip_nonfinite, o.clip = clip;

@@ -127,6 +127,7 @@ int train(int argc, char** argv) {
     std::string& classes = f.text("classes", "all", "train on labels lo-hi only, relabelled from 0 (e.g. 0-4)");
     bool& tf32 = f.boolean("tf32", true, "TF32 tensor cores for f32 matmuls on CUDA (--tf32=false: full f32)");
     std::string& optim = f.text("optim", "adamw", examples::optimizer_help(false));
+    std::string& precision = f.text("precision", "f32", examples::precision_help());
     if (!f.parse(argc, argv, 2)) return 0;
     if (threads > 0) set_num_threads(int(threads));
 
@@ -134,6 +135,7 @@ int train(int argc, char** argv) {
     Device device = pick_device(device_name);
     cuda::set_allow_tf32(tf32 && device.is_cuda());
     const nn::MomentStorage moments = examples::optimizer_moments(optim, "", device.is_cuda());
+    const bool bf16_autocast = examples::bf16_autocast_requested("vit train", precision, device.is_cuda());
     ImageSet all_train = read_idx_set(data, "train");
     int64_t num_classes = count_classes(all_train, data + "/train-labels");
     ImageSet train_set = select_classes(all_train, classes, num_classes);
@@ -155,8 +157,10 @@ int train(int argc, char** argv) {
               << "model: ViT, " << layers << " layers, width " << dim << ", patch " << patch << ", "
               << model->num_parameters() << " parameters, on " << device << "\n";
 
+    if (bf16_autocast) std::cout << "precision: bf16 products, f32 weights and optimizer (bf16 autocast)\n";
     nn::TrainerOptions o;
     o.moments = moments;
+    o.bf16_autocast = bf16_autocast;
     o.steps = steps, o.stop_at = stop_at, o.lr = lr, o.warmup = warmup, o.weight_decay = weight_decay;
     o.eval_every = eval_every, o.save_every = save_every, o.min_lr_ratio = 0.05;
     o.checkpoint = run_dir.checkpoint(), o.resume = resume, o.skip_nonfinite = skip_nonfinite;

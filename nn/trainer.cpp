@@ -5,6 +5,7 @@
 #include <cmath>
 #include <iostream>
 
+#include "nn/bf16_autocast.h"
 #include "nn/checkpoint.h"
 
 namespace ember {
@@ -119,7 +120,11 @@ int64_t Trainer::run(const std::function<MicroBatch(int64_t, int64_t)>& batch,
         int64_t items = 0;
         bool finite = true;
         for (int64_t micro = 0; micro < options_.accumulate; ++micro) {
-            MicroBatch mb = batch(step, micro);
+            MicroBatch mb;
+            {
+                Bf16Autocast autocast(options_.bf16_autocast);  // its nodes keep bf16 for the backward
+                mb = batch(step, micro);
+            }
             EMBER_CHECK(mb.loss.defined() && mb.loss.numel() == 1, "Trainer: the batch function must return a scalar loss");
             double loss = mb.loss.item<double>();
             if (!std::isfinite(loss)) {

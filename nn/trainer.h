@@ -25,6 +25,7 @@ struct TrainerOptions {
     int64_t accumulate = 1;      // micro-batches per optimizer step
     double lr = 1e-3, weight_decay = 0.1, clip = 1.0;  // clip <= 0: no clipping
     MomentStorage moments;       // AdamW's state: f32 or 8-bit, resident or paged (nn/optim.h)
+    bool bf16_autocast = false;  // each micro-batch's forward in a Bf16Autocast scope (nn/bf16_autocast.h)
     int64_t warmup = 0;
     double min_lr_ratio = 0.1;
     ScheduleKind schedule = ScheduleKind::Cosine;

@@ -141,6 +141,23 @@ bool bf16_base_requested(const std::string& program, const std::string& base_dty
     return true;
 }
 
+std::string precision_help() {
+    return "f32, or bf16: every Linear's products in bf16 with f32 weights (bf16 autocast; CPU only, "
+           "fast where the CPU has AVX-512 BF16)";
+}
+
+bool bf16_autocast_requested(const std::string& program, const std::string& precision, bool on_cuda) {
+    EMBER_CHECK(precision == "f32" || precision == "bf16", program, ": --precision ", precision,
+                " is not f32 or bf16");
+    if (precision == "f32") return false;
+    EMBER_CHECK(!on_cuda, program, ": --precision bf16 is a CPU path (the CUDA products are f32, or TF32 with "
+                "--tf32); add --device cpu, or keep --precision f32 on the GPU");
+    if (!cpu::cpu_has_avx512_bf16())
+        std::cout << program << ": this CPU has no AVX-512 BF16, so each bf16 product widens its operands to f32 "
+                     "first: slower than --precision f32\n";
+    return true;
+}
+
 void append_result(const std::string& csv_path, const FinetuneResult& r) {
     bool is_new = !std::ifstream(csv_path).good();
     std::ostringstream out;

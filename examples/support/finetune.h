@@ -72,6 +72,10 @@ FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::Micr
 // command in the errors ("gpt finetune").
 bool bf16_base_requested(const std::string& program, const std::string& base_dtype, const std::string& method,
                          bool on_cuda);
+// --precision f32|bf16 of `gpt train` and `vit train`: true for bf16, the run's products under
+// bf16 autocast (nn/bf16_autocast.h). Refuses anything else, and bf16 on the GPU (a CPU path).
+std::string precision_help();
+bool bf16_autocast_requested(const std::string& program, const std::string& precision, bool on_cuda);
 
 // Appends a row (writing the header first when the file is new).
 void append_result(const std::string& csv_path, const FinetuneResult& r);
