@@ -12,7 +12,7 @@
 // s2attn | pool] [steps]` runs one part.
 //
 // bf16 products (`bench_ops gemm-bf16`): GPT-2 small's Linear shapes at 256 rows, the forward
-// x W^T and the input gradient dy W, f32 against a bf16 weight (tensor/bf16.h), 2 threads.
+// x W^T, the input gradient dy W and the weight gradient dy^T x, f32 against bf16 (tensor/bf16.h).
 //
 // S2-Attn: see bench_s2attn.
 //
@@ -79,22 +79,27 @@ static void bench_gemm() {
     }
 }
 
+// A Linear's three products at GPT-2 small's shapes: the forward x W^T, the input gradient dy W and
+// (for bf16 autocast, nn/bf16_autocast.h) the weight gradient dy^T x, f32 against bf16 operands.
 static void bench_gemm_bf16() {
     set_num_threads(2);
-    std::printf("CPU linear products, GPT-2 small shapes, f32 vs bf16 weight, 2 threads (GFLOP/s, median; %s)\n",
+    std::printf("CPU linear products, GPT-2 small shapes, f32 vs bf16, 2 threads (GFLOP/s, median; %s)\n",
                 cpu::cpu_has_avx512_bf16() ? "vdpbf16ps" : "no AVX-512 BF16: the portable path");
-    std::printf("%18s %12s %12s %12s %12s\n", "M x K x N", "fwd f32", "fwd bf16", "dX f32", "dX bf16");
+    std::printf("%18s %10s %10s %10s %10s %10s %10s\n", "M x K x N", "fwd f32", "fwd bf16", "dX f32", "dX bf16",
+                "dW f32", "dW bf16");
     Generator gen(2);
     const int64_t shapes[][3] = {{256, 768, 2304}, {256, 768, 3072}, {256, 3072, 768}, {256, 768, 50257}};
     for (const auto& s : shapes) {
         const int64_t M = s[0], K = s[1], N = s[2];
         Tensor x = randn({M, K}, gen), dy = randn({M, N}, gen), w = randn({N, K}, gen);
-        Bf16Weight wb = to_bf16(w);
+        Bf16Weight wb = to_bf16(w), xb = to_bf16(x);
         const double flops = 2.0 * double(M) * double(K) * double(N);
         auto rate = [&](auto&& f) { return flops / median_seconds(f) / 1e9; };
-        std::printf("%6lld x %4lld x %5lld %12.1f %12.1f %12.1f %12.1f\n", (long long)M, (long long)K, (long long)N,
-                    rate([&] { raw::matmul(x, raw::transpose(w, 0, 1)); }), rate([&] { raw::bf16_matmul(x, wb); }),
-                    rate([&] { raw::matmul(dy, w); }), rate([&] { raw::bf16_matmul_t(dy, wb); }));
+        std::printf("%6lld x %4lld x %5lld %10.1f %10.1f %10.1f %10.1f %10.1f %10.1f\n", (long long)M, (long long)K,
+                    (long long)N, rate([&] { raw::matmul(x, raw::transpose(w, 0, 1)); }),
+                    rate([&] { raw::bf16_matmul(x, wb); }), rate([&] { raw::matmul(dy, w); }),
+                    rate([&] { raw::bf16_matmul_t(dy, wb); }), rate([&] { raw::matmul(raw::transpose(dy, 0, 1), x); }),
+                    rate([&] { raw::bf16_weight_grad(dy, xb); }));
     }
 }
 
