@@ -201,7 +201,6 @@ int train(int argc, char** argv) {
               << " validation bytes\nmodel: " << m.style << ", " << m.layers << " layers, width " << m.dim << ", "
               << model->num_parameters() << " parameters, on " << device << "\n";
 
-    if (bf16_autocast) std::cout << "precision: bf16 products, f32 weights and optimizer (bf16 autocast)\n";
     nn::TrainerOptions o;
     o.moments = moments;
     o.bf16_autocast = bf16_autocast;
@@ -332,6 +331,7 @@ int finetune(int argc, char** argv) {
     int64_t& eval_batches = f.integer("eval-batches", 16, "validation batches", Range::positive());
     int64_t& seed = f.integer("seed", 1, "seed for the adapter and the batches");
     std::string& optim = f.text("optim", "", examples::optimizer_help(true));
+    std::string& precision = f.text("precision", "f32", examples::precision_help());
     std::string& results = f.text("results", "", "append a row to this CSV (for the results table)");
     if (!f.parse(argc, argv, 2)) return 0;
 
@@ -339,6 +339,7 @@ int finetune(int argc, char** argv) {
     auto model = load_trained(base, device);
     check_eval_fits(model->config, batch);
     const nn::MomentStorage moments = examples::optimizer_moments(optim, method_name, device.is_cuda());
+    const bool bf16_autocast = examples::bf16_autocast_requested("gpt finetune", precision, device.is_cuda());
     if (examples::bf16_base_requested("gpt finetune", base_dtype, method_name, device.is_cuda()))
         std::cout << "bf16 base: " << model->cast_to_bf16() << " Linears and the head in bf16\n";
     const int64_t T = model->config.context;
@@ -359,6 +360,7 @@ int finetune(int argc, char** argv) {
     job.model_type = model->config.style == models::GPTConfig::Style::GPT2 ? "gpt2" : "llama";
     job.seed = uint64_t(seed), job.out = out, job.unit = "tok", job.on_cuda = device.is_cuda(), job.rngs = {model->rng};
     job.moments = moments;
+    job.bf16_autocast = bf16_autocast;
     int64_t span = int64_t(train_text.size()) - T - 1;
     auto batch_fn = [&](int64_t step, int64_t micro) {
         Generator g(uint64_t(seed) * 7919u + uint64_t(step) * 131u + uint64_t(micro));

@@ -157,7 +157,6 @@ int train(int argc, char** argv) {
               << "model: ViT, " << layers << " layers, width " << dim << ", patch " << patch << ", "
               << model->num_parameters() << " parameters, on " << device << "\n";
 
-    if (bf16_autocast) std::cout << "precision: bf16 products, f32 weights and optimizer (bf16 autocast)\n";
     nn::TrainerOptions o;
     o.moments = moments;
     o.bf16_autocast = bf16_autocast;
@@ -223,6 +222,7 @@ int finetune(int argc, char** argv) {
     int64_t& batch = f.integer("batch", 128, "images per step", Range::positive());
     int64_t& seed = f.integer("seed", 1, "seed for the adapter, the head and the batches");
     std::string& optim = f.text("optim", "", examples::optimizer_help(true));
+    std::string& precision = f.text("precision", "f32", examples::precision_help());
     std::string& results = f.text("results", "", "append a row to this CSV (for the results table)");
     if (!f.parse(argc, argv, 2)) return 0;
 
@@ -242,6 +242,7 @@ int finetune(int argc, char** argv) {
         nn::zeros_(model->classifier->bias);
     }
     const nn::MomentStorage moments = examples::optimizer_moments(optim, method_name, device.is_cuda());
+    const bool bf16_autocast = examples::bf16_autocast_requested("vit finetune", precision, device.is_cuda());
     if (examples::bf16_base_requested("vit finetune", base_dtype, method_name, device.is_cuda())) {
         const int cast = nn::cast_linears_to_bf16(*model, [](const std::string& name) { return name == "classifier"; });
         std::cout << "bf16 base: " << cast << " Linears in bf16\n";
@@ -254,6 +255,7 @@ int finetune(int argc, char** argv) {
     job.modules_to_save = {"classifier"}, job.steps = steps, job.lr = lr, job.seed = uint64_t(seed);
     job.out = out, job.unit = "img", job.on_cuda = device.is_cuda(), job.rngs = {model->rng};
     job.moments = moments;
+    job.bf16_autocast = bf16_autocast;
     int64_t n = train_set.images.size(0);
     auto batch_fn = [&](int64_t step, int64_t micro) {
         Generator g(uint64_t(seed) * 7919u + uint64_t(step) * 131u + uint64_t(micro));

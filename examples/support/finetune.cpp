@@ -93,6 +93,7 @@ FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::Micr
     o.steps = job.steps, o.lr = job.lr > 0 ? job.lr : m.default_lr, o.warmup = job.steps / 10;
     o.weight_decay = 0;
     o.moments = job.moments;
+    o.bf16_autocast = job.bf16_autocast;
     nn::Trainer trainer(*job.model, o, job.rngs);
     std::cout << "optimizer: " << trainer.optimizer().name() << "\n";
     // A method that steers its own training (DyLoRA's rank draws, AdaLoRA's budget) does so
@@ -152,6 +153,7 @@ bool bf16_autocast_requested(const std::string& program, const std::string& prec
     if (precision == "f32") return false;
     EMBER_CHECK(!on_cuda, program, ": --precision bf16 is a CPU path (the CUDA products are f32, or TF32 with "
                 "--tf32); add --device cpu, or keep --precision f32 on the GPU");
+    std::cout << "precision: bf16 products, f32 weights and optimizer (bf16 autocast)\n";
     if (!cpu::cpu_has_avx512_bf16())
         std::cout << program << ": this CPU has no AVX-512 BF16, so each bf16 product widens its operands to f32 "
                      "first: slower than --precision f32\n";

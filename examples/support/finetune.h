@@ -56,6 +56,7 @@ struct FinetuneJob {
     bool on_cuda = false;
     std::vector<std::shared_ptr<Generator>> rngs;  // dropout streams of the model
     nn::MomentStorage moments;                 // AdamW's state (optimizer_moments)
+    bool bf16_autocast = false;                // --precision bf16 (bf16_autocast_requested)
 };
 // --optim: how AdamW keeps its moments, by the names qlora.py and Hugging Face's Trainer use.
 // optimizer_moments refuses an unknown name and 8-bit moments on the GPU; call it before making
@@ -72,8 +73,9 @@ FinetuneResult run_finetune(const FinetuneJob& job, const std::function<nn::Micr
 // command in the errors ("gpt finetune").
 bool bf16_base_requested(const std::string& program, const std::string& base_dtype, const std::string& method,
                          bool on_cuda);
-// --precision f32|bf16 of `gpt train` and `vit train`: true for bf16, the run's products under
-// bf16 autocast (nn/bf16_autocast.h). Refuses anything else, and bf16 on the GPU (a CPU path).
+// --precision f32|bf16 of `gpt` and `vit`, train and finetune: true for bf16, the run's products under
+// bf16 autocast (nn/bf16_autocast.h), which it prints. Refuses anything else, and bf16 on the GPU
+// (a CPU path).
 std::string precision_help();
 bool bf16_autocast_requested(const std::string& program, const std::string& precision, bool on_cuda);
 

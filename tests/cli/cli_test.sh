@@ -87,6 +87,7 @@ expect "train a small ViT" 0 "saved vrun/model.safetensors after step 2" "$VIT" 
 expect "vit finetune --optim adamw_8bit" 0 "optimizer: AdamW8bit" "$VIT" finetune --base vrun --data images --out vft8 --classes 0-9 --steps 1 --batch 4 --device cpu --optim adamw_8bit
 expect "gpt train --precision bf16" 0 "precision: bf16 products, f32 weights and optimizer" "$GPT" train --data text.txt --out runb --steps 2 $SMALL --precision bf16
 expect "gpt train --precision f16" 1 "--precision f16 is not f32 or bf16" "$GPT" train --data text.txt --out z --steps 2 $SMALL --precision f16
+expect "gpt finetune --method full --precision bf16" 0 "precision: bf16 products" "$GPT" finetune --base run --data fortunes --domain beta --out ftfb --method full --steps 2 --batch 2 --eval-batches 1 --device cpu --precision bf16
 expect "vit train --precision bf16" 0 "saved vrunb/model.safetensors after step 2" "$VIT" train --data images --out vrunb --steps 2 $VSMALL --precision bf16
 expect "vit finetune LoRA over a bf16 base" 0 "bf16 base: 6 Linears in bf16" "$VIT" finetune --base vrun --data images --out vftb --classes 0-9 --steps 1 --batch 4 --device cpu --base-dtype bf16
 
