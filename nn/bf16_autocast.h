@@ -7,6 +7,8 @@
 //   input gradient   dx = bf16(dy) bf16(W)
 //   weight gradient  dW = bf16(dy)^T bf16(x)      (x is saved in bf16: half the bytes of f32)
 //   bias gradient    db = sum of dy over rows     (f32)
+// The products' results stay f32; torch's bf16 products also round theirs to bf16.
+//
 // Why: on a CPU with AVX-512 BF16, vdpbf16ps does twice the multiply-adds of an f32 FMA, and a
 // full training step is ~80% products (bench/NOTES.md). Without it the products widen to f32
 // and run slower than plain f32: the examples say so when asked for bf16 on such a CPU.
