@@ -3,6 +3,7 @@
 //   matvec  batch 1 at 4096 x 4096, the decoding step of a 4096-wide model: 4-bit reads 8.4 MB
 //           of codes and statistics, f32 67 MB. Peers: Ember's f32 matmul (what a Linear runs)
 //           and a plain threaded f32 dot-product loop (the memory-bound floor an f32 GEMV has).
+//           On an AVX-512 CPU the matvec runs again with the AVX2 kernels, as CPUs without it do.
 //   GEMM    batch 64 and 256 at 4096 x 4096: the 4-bit product decodes inside B's packing;
 //           the peer is Ember's f32 GEMM on the same shapes. Then the input gradient dy W.
 //   GPU     with a GPU, matvec and batches 64 and 1024 against Ember's f32 (cuBLAS) matmul.
@@ -21,10 +22,12 @@
 #include "models/gpt.h"
 #include "nn/optim.h"
 #include "nn/quant_linear.h"
+#include "tensor/cpu/kernels.h"
 #include "tensor/cuda/runtime.h"
 #include "tensor/ops.h"
 #include "tensor/parallel.h"
 #include "tensor/quant.h"
+#include "tensor/quant_kernels.h"
 
 #include "bench/timing.h"
 
@@ -69,6 +72,20 @@ int main() {
                 nf4_mv * 1e3, gbs(double(nf4.storage_bytes()), nf4_mv), f32_matmul / nf4_mv, f32_loop / nf4_mv);
     std::printf("  int4 quant_matmul       %7.3f   %8.1f      %.2fx vs matmul, %.2fx vs loop\n\n",
                 int4_mv * 1e3, gbs(double(int4.storage_bytes()), int4_mv), f32_matmul / int4_mv, f32_loop / int4_mv);
+
+    // The AVX2 kernels, as a CPU without AVX-512 runs them (here: the same cores with AVX-512 off).
+    if (cpu::cpu_has_avx512()) {
+        cpu::allow_avx512_matmul(false), cpu::allow_avx512_quant(false);
+        const double f32_avx2 = median_seconds([&] { raw::matmul(x, wt); });
+        const double nf4_avx2 = median_seconds([&] { raw::quant_matmul(x, nf4); });
+        const double int4_avx2 = median_seconds([&] { raw::quant_matmul(x, int4); });
+        cpu::allow_avx512_matmul(true), cpu::allow_avx512_quant(true);
+        std::printf("matvec, AVX2 kernels          ms                  4-bit speed-up\n");
+        std::printf("  f32 matmul (Linear)     %7.3f\n", f32_avx2 * 1e3);
+        std::printf("  nf4 quant_matmul        %7.3f                  %.2fx vs matmul\n", nf4_avx2 * 1e3, f32_avx2 / nf4_avx2);
+        std::printf("  int4 quant_matmul       %7.3f                  %.2fx vs matmul\n\n", int4_avx2 * 1e3,
+                    f32_avx2 / int4_avx2);
+    }
 
     // ---- batches ----
     std::printf("GEMM (GFLOP/s)          batch   f32 matmul    nf4      int4    nf4/f32\n");

@@ -205,24 +205,29 @@ TEST_CASE("quant: forward kernels equal the dequantized product (matvec, small b
             }
 }
 
-TEST_CASE("quant: the matvec's paths: 32 codes a step, groups of 16 and 48 without it, long rows") {
-    // Groups of 96 take the 32-code steps (AVX-512); 16 and 48 are not whole steps and take the
-    // general path.
-    for (int64_t group : {16, 48, 96}) {
-        CAPTURE(group);
-        Tensor w = seeded_normal({37, 96}, 13);
-        QuantizedWeight q = quantize_int4(w, group);
-        Tensor x = seeded_normal({1, 96}, 14);
-        CHECK(max_rel(raw::quant_matmul(x, q), reference_forward(x, q)) < 1e-5);
-    }
-    // Rows of 130 NF4 blocks: the absmaxes are decoded 64 blocks at a time, and with double
-    // quantization the nested block (256 blocks) changes inside a row's second chunk.
-    for (bool double_quant : {true, false}) {
-        CAPTURE(double_quant);
-        Tensor w = seeded_normal({5, 64 * 130}, 15);
-        QuantizedWeight q = quantize_nf4(w, double_quant);
-        Tensor x = seeded_normal({1, 64 * 130}, 16);
-        CHECK(max_rel(raw::quant_matmul(x, q), reference_forward(x, q)) < 1e-5);
+TEST_CASE("quant: the matvec's paths: whole runs of codes a step, groups without them, long rows") {
+    // A run is 32 codes with AVX-512 and 16 with AVX2: groups of 96 are whole runs in both builds,
+    // 16 and 48 in the AVX2 one only, and 8 and 24 in neither (the general path).
+    for (bool avx512 : {true, false}) {
+        CAPTURE(avx512);
+        cpu::allow_avx512_quant(avx512);
+        for (int64_t group : {8, 16, 24, 48, 96}) {
+            CAPTURE(group);
+            Tensor w = seeded_normal({37, 96}, 13);
+            QuantizedWeight q = quantize_int4(w, group);
+            Tensor x = seeded_normal({1, 96}, 14);
+            CHECK(max_rel(raw::quant_matmul(x, q), reference_forward(x, q)) < 1e-5);
+        }
+        // Rows of 130 NF4 blocks: the absmaxes are decoded 64 blocks at a time, and with double
+        // quantization the nested block (256 blocks) changes inside a row's second chunk.
+        for (bool double_quant : {true, false}) {
+            CAPTURE(double_quant);
+            Tensor w = seeded_normal({5, 64 * 130}, 15);
+            QuantizedWeight q = quantize_nf4(w, double_quant);
+            Tensor x = seeded_normal({1, 64 * 130}, 16);
+            CHECK(max_rel(raw::quant_matmul(x, q), reference_forward(x, q)) < 1e-5);
+        }
+        cpu::allow_avx512_quant(true);
     }
 }
 

@@ -49,6 +49,7 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& out);
 // f32 products use an AVX-512 build of the kernel when the CPU has AVX-512; tests turn it off to
 // check the AVX2 build against it.
 void allow_avx512_matmul(bool allow);
+bool cpu_has_avx512();  // AVX-512 F and VL, and built with the AVX-512 kernels (matmul_avx512.cpp)
 
 // ---- index.cpp ----
 void gather(const Tensor& x, int dim, const Tensor& index, const Tensor& out);

@@ -23,8 +23,7 @@ template <> struct Tiles<double> { static constexpr int MR = 6, NR = 8; };
 namespace ember {
 namespace cpu {
 
-bool cpu_has_avx512();                                               // matmul_avx512.cpp
-int64_t avx512_tile_columns();                                       // likewise
+int64_t avx512_tile_columns();                                       // matmul_avx512.cpp
 void matmul_f32_avx512(const Tensor& a, const Tensor& b, const Tensor& out);  // likewise
 
 static bool g_avx512_allowed = true;

@@ -14,12 +14,12 @@ template <> struct Tiles<float> { static constexpr int MR = 6, NR = 16; };
 }  // namespace cpu
 }  // namespace ember
 
+#include "tensor/cpu/kernels.h"
 #include "tensor/cpu/quant_blocked.h"
 
 namespace ember {
 namespace cpu {
 
-bool cpu_has_avx512();  // matmul_avx512.cpp
 void quant_matmul_avx512(const QuantView& w, const float* x, int64_t M, float* y);       // quant_avx512.cpp
 void quant_matmul_t_avx512(const QuantView& w, const float* dy, int64_t M, float* dx);  // likewise
 

@@ -10,7 +10,8 @@
 //   dx = dy W   the same GEMM, packing W's rows (contiguous runs of codes) instead.
 // Decoding: 8 codes come from 4 bytes by one broadcast and a variable shift, NF4 values from the
 // 16-entry table by two in-register permutes and a blend (AVX2), or 16 codes from 8 bytes and
-// one permute (AVX-512). The AVX-512 matvec takes 32 codes a step instead (block_dot32).
+// one permute (AVX-512). The matvec widens whole runs of bytes instead (block_dot): 32 codes a
+// step with AVX-512, 16 with AVX2.
 #pragma once
 
 #include <algorithm>
@@ -183,38 +184,71 @@ inline float dot_piece(const QuantView& v, int64_t flat, int64_t n, const float*
     return sum;
 }
 
-#ifdef EMBER_QUANT_AVX512
-// x (n, n % 32 == 0) reordered for block_dot32: each run of 32 as its 16 even then 16 odd elements.
-inline std::vector<float> split_even_odd(const float* x, int64_t n) {
-    std::vector<float> out(static_cast<size_t>(n));
-    for (int64_t j = 0; j < n; j += 32)
-        for (int64_t i = 0; i < 16; ++i) {
-            out[size_t(j + i)] = x[j + 2 * i];
-            out[size_t(j + 16 + i)] = x[j + 2 * i + 1];
-        }
-    return out;
-}
+// ---- batch 1 over blocks of a multiple of RUN codes: whole runs widened at once ----
+// Each step widens RUN / 2 bytes to as many lanes: lane i holds elements 2i (high nibble) and
+// 2i + 1 (low nibble); a shift gives the first, and the table permutes read only an index's low
+// bits, so the NF4 lookup of the second needs no mask. x is reordered once per call to match
+// (split_even_odd), and each block's scale is applied to the vector sum, so there is no
+// horizontal sum per block. Decoding 16 (AVX-512) or 8 (AVX2) codes at a time from their packed
+// bytes took a broadcast or permute, a variable shift and a mask before the lookup.
+#if defined(EMBER_QUANT_AVX512)
+using Lanes = __m512;
+constexpr int64_t RUN = 32;  // 16 bytes into 16 lanes
+inline Lanes lanes_zero() { return _mm512_setzero_ps(); }
+inline Lanes fma_scaled(Lanes a, float s, Lanes acc) { return _mm512_fmadd_ps(a, _mm512_set1_ps(s), acc); }
+inline float lanes_sum(Lanes v) { return _mm512_reduce_add_ps(v); }
 
-// The dot product of n codes (n % 32 == 0) with x as split_even_odd orders it, unscaled, as 16
-// lanes: each block's scale is applied to the vector sum, so no horizontal sum per block. Each
-// step widens 16 bytes to 16 lanes: lane i holds elements 2i (high nibble) and 2i + 1 (low
-// nibble); a shift gives the first, and vpermps reads only an index's low 4 bits, so the NF4
-// lookup of the second needs no mask. Two shuffles and a widening per 32 codes, where decoding
-// 16 at a time took a permute, a variable shift and a mask, then the lookup, per 16.
+// The dot product of n codes (n % RUN == 0) with x as split_even_odd orders it, unscaled.
 template <bool Int4>
-inline __m512 block_dot32(const uint8_t* p, const float* xs, int64_t n) {
+inline Lanes block_dot(const uint8_t* p, const float* xs, int64_t n) {
     const __m512 table = _mm512_loadu_ps(NF4_VALUES.data());
     __m512 even = _mm512_setzero_ps(), odd = _mm512_setzero_ps();
-    for (int64_t j = 0; j < n; j += 32, p += 16) {
+    for (int64_t j = 0; j < n; j += RUN, p += RUN / 2) {
         const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
         const __m512i high = _mm512_srli_epi32(bytes, 4);
         const __m512 first = Int4 ? _mm512_cvtepi32_ps(high) : _mm512_permutexvar_ps(high, table);
         const __m512 second = Int4 ? _mm512_cvtepi32_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(15)))
                                    : _mm512_permutexvar_ps(bytes, table);
         even = _mm512_fmadd_ps(first, _mm512_loadu_ps(xs + j), even);
-        odd = _mm512_fmadd_ps(second, _mm512_loadu_ps(xs + j + 16), odd);
+        odd = _mm512_fmadd_ps(second, _mm512_loadu_ps(xs + j + RUN / 2), odd);
     }
     return _mm512_add_ps(even, odd);
+}
+#elif defined(EMBER_QUANT_AVX2)
+using Lanes = __m256;
+constexpr int64_t RUN = 16;  // 8 bytes into 8 lanes
+inline Lanes lanes_zero() { return _mm256_setzero_ps(); }
+inline Lanes fma_scaled(Lanes a, float s, Lanes acc) { return _mm256_fmadd_ps(a, _mm256_set1_ps(s), acc); }
+inline float lanes_sum(Lanes v) { return hsum(v); }
+
+// As above. Nf4Table blends its two 8-entry halves on bit 3 of the index, which for the raw
+// bytes is the low nibble's: the high nibble is looked up as bytes >> 4.
+template <bool Int4>
+inline Lanes block_dot(const uint8_t* p, const float* xs, int64_t n) {
+    const Nf4Table table;
+    __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
+    for (int64_t j = 0; j < n; j += RUN, p += RUN / 2) {
+        const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+        const __m256i high = _mm256_srli_epi32(bytes, 4);
+        const __m256 first = Int4 ? _mm256_cvtepi32_ps(high) : table(high);
+        const __m256 second = Int4 ? _mm256_cvtepi32_ps(_mm256_and_si256(bytes, _mm256_set1_epi32(15))) : table(bytes);
+        even = _mm256_fmadd_ps(first, _mm256_loadu_ps(xs + j), even);
+        odd = _mm256_fmadd_ps(second, _mm256_loadu_ps(xs + j + RUN / 2), odd);
+    }
+    return _mm256_add_ps(even, odd);
+}
+#endif
+
+#ifdef EMBER_QUANT_AVX2  // (defined in the AVX-512 build too)
+// x (n, n % RUN == 0) reordered for block_dot: each run of RUN as its even then its odd elements.
+inline std::vector<float> split_even_odd(const float* x, int64_t n) {
+    std::vector<float> out(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; j += RUN)
+        for (int64_t i = 0; i < RUN / 2; ++i) {
+            out[size_t(j + i)] = x[j + 2 * i];
+            out[size_t(j + RUN / 2 + i)] = x[j + 2 * i + 1];
+        }
+    return out;
 }
 
 // The absmaxes of NF4 blocks [b0, b0 + n), decoded ahead of the dot products: with double
@@ -232,32 +266,29 @@ inline void block_absmaxes(const QuantView& v, int64_t b0, int64_t n, float* out
     }
 }
 
-// One output of y = W x; xs is x as split_even_odd orders it. Needs blocksize % 32 == 0.
-inline float row_dot32(const QuantView& v, int64_t r, const float* xs, const float* group_sum) {
+// One output of y = W x; xs is x as split_even_odd orders it. Needs blocksize % RUN == 0.
+inline float row_dot(const QuantView& v, int64_t r, const float* xs, const float* group_sum) {
     const int64_t row = r * v.cols, blocks = v.cols / v.blocksize;
     const uint8_t* p = v.codes + row / 2;
-    __m512 total = _mm512_setzero_ps();
+    Lanes total = lanes_zero();
     if (v.int4) {
         float correction = 0;  // - s z sum(x) per group
         for (int64_t g = 0; g < blocks; ++g, p += v.blocksize / 2) {
             const int64_t b = row / v.blocksize + g;
-            const __m512 dot = block_dot32<true>(p, xs + g * v.blocksize, v.blocksize);
-            total = _mm512_fmadd_ps(dot, _mm512_set1_ps(v.scales[b]), total);
+            total = fma_scaled(block_dot<true>(p, xs + g * v.blocksize, v.blocksize), v.scales[b], total);
             correction -= v.scales[b] * v.zeros[b] * group_sum[g];
         }
-        return _mm512_reduce_add_ps(total) + correction;
+        return lanes_sum(total) + correction;
     }
     constexpr int64_t CHUNK = 64;
     float absmax[CHUNK];
     for (int64_t g0 = 0; g0 < blocks; g0 += CHUNK) {
         const int64_t n = std::min(CHUNK, blocks - g0);
         block_absmaxes(v, row / v.blocksize + g0, n, absmax);
-        for (int64_t g = 0; g < n; ++g, p += v.blocksize / 2) {
-            const __m512 dot = block_dot32<false>(p, xs + (g0 + g) * v.blocksize, v.blocksize);
-            total = _mm512_fmadd_ps(dot, _mm512_set1_ps(absmax[g]), total);
-        }
+        for (int64_t g = 0; g < n; ++g, p += v.blocksize / 2)
+            total = fma_scaled(block_dot<false>(p, xs + (g0 + g) * v.blocksize, v.blocksize), absmax[g], total);
     }
-    return _mm512_reduce_add_ps(total);
+    return lanes_sum(total);
 }
 #endif
 
@@ -272,15 +303,15 @@ void matvec(const QuantView& v, const float* x, float* y) {
             group_sum[g] = s;
         }
     }
-#ifdef EMBER_QUANT_AVX512
-    const bool by_32 = v.blocksize % 32 == 0;
-    const std::vector<float> xs = by_32 ? split_even_odd(x, v.cols) : std::vector<float>();
+#ifdef EMBER_QUANT_AVX2
+    const bool by_run = v.blocksize % RUN == 0;
+    const std::vector<float> xs = by_run ? split_even_odd(x, v.cols) : std::vector<float>();
 #endif
     parallel_for(v.rows, 16, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
-#ifdef EMBER_QUANT_AVX512
-            if (by_32) {
-                y[r] = row_dot32(v, r, xs.data(), group_sum.data());
+#ifdef EMBER_QUANT_AVX2
+            if (by_run) {
+                y[r] = row_dot(v, r, xs.data(), group_sum.data());
                 continue;
             }
 #endif
