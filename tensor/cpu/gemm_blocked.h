@@ -10,7 +10,8 @@
 //       for each (MR x NR) tile of C: micro_kernel: KC rank-1 updates held in registers
 // Packing makes the inner loop read memory in order whatever A's and B's strides are (so a
 // transposed operand costs nothing extra) and keeps the working set in cache. The micro-kernel is
-// plain C++ with fixed trip counts that the compiler unrolls and vectorizes.
+// plain C++ with fixed trip counts that the compiler unrolls and vectorizes, except the AVX2
+// build's f32 one, written in intrinsics because that vectorization was poor.
 // Threads split C into row bands (or column bands when C is wide and short), one per thread
 // (gemm_bands.h).
 #pragma once
@@ -18,6 +19,9 @@
 #include <algorithm>
 #include <type_traits>
 #include <vector>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
 #include "tensor/cpu/gemm_bands.h"
 #include "tensor/cpu/transpose_8x8.h"
 #include "tensor/parallel.h"
@@ -132,6 +136,58 @@ void micro_kernel(int64_t kc, const T* a_panel, const T* b_panel, T* c, int64_t 
         for (int j = 0; j < cols; ++j)
             c[r * ldc + j] = accumulate ? c[r * ldc + j] + acc[r][j] : acc[r][j];
 }
+
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+// The AVX2 build's f32 tile (6 x 16: twelve ymm accumulators, two B vectors, one broadcast) in
+// intrinsics. GCC's vectorization of the loop above kept four accumulators on the stack and
+// shuffled B with vpermd on every step: 47 GFLOP/s on one core, 44% of the 256-bit FMA roof
+// (bench/NOTES.md, "The AVX2 GEMM's micro-kernel"). The sums are the same: a * b, then FMAs.
+template <>
+inline void micro_kernel<float>(int64_t kc, const float* a_panel, const float* b_panel, float* c, int64_t ldc,
+                                int rows, int cols, bool accumulate) {
+    constexpr int MR = Tiles<float>::MR, NR = Tiles<float>::NR;
+    static_assert(MR == 6 && NR == 16, "the AVX2 f32 micro-kernel is written for 6 x 16 tiles");
+    __m256 acc[MR][2];
+    {
+        const __m256 b0 = _mm256_loadu_ps(b_panel), b1 = _mm256_loadu_ps(b_panel + 8);
+        for (int r = 0; r < MR; ++r) {
+            const __m256 ar = _mm256_broadcast_ss(a_panel + r);
+            acc[r][0] = _mm256_mul_ps(ar, b0);
+            acc[r][1] = _mm256_mul_ps(ar, b1);
+        }
+    }
+    for (int64_t k = 1; k < kc; ++k) {
+        const float* a = a_panel + k * MR;
+        const __m256 b0 = _mm256_loadu_ps(b_panel + k * NR), b1 = _mm256_loadu_ps(b_panel + k * NR + 8);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; ++r) {
+            const __m256 ar = _mm256_broadcast_ss(a + r);
+            acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+        }
+    }
+    if (rows == MR && cols == NR) {
+        for (int r = 0; r < MR; ++r) {
+            float* cr = c + r * ldc;
+            if (accumulate) {
+                acc[r][0] = _mm256_add_ps(acc[r][0], _mm256_loadu_ps(cr));
+                acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_loadu_ps(cr + 8));
+            }
+            _mm256_storeu_ps(cr, acc[r][0]);
+            _mm256_storeu_ps(cr + 8, acc[r][1]);
+        }
+        return;
+    }
+    alignas(32) float tile[MR][NR];  // an edge tile: only rows x cols of C are written
+    for (int r = 0; r < MR; ++r) {
+        _mm256_store_ps(tile[r], acc[r][0]);
+        _mm256_store_ps(tile[r] + 8, acc[r][1]);
+    }
+    for (int r = 0; r < rows; ++r)
+        for (int j = 0; j < cols; ++j)
+            c[r * ldc + j] = accumulate ? c[r * ldc + j] + tile[r][j] : tile[r][j];
+}
+#endif
 
 // C[i0:i1, j0:j1] = A[i0:i1, :] @ B[:, j0:j1], with C contiguous of row stride ldc.
 template <typename T>
