@@ -3,12 +3,15 @@
 // the same rounded values, with the vdpbf16ps kernels and with the portable path; outside the
 // scope, and for f64, nothing changes; a small GPT trains under it as it does in f32.
 #include <cmath>
+#include <map>
 
 #include "models/gpt.h"
 #include "nn/bf16_autocast.h"
 #include "nn/layers.h"
 #include "nn/loss.h"
 #include "nn/optim.h"
+#include "peft/lora.h"
+#include "peft/peft_model.h"
 #include "tensor/bf16.h"
 #include "tests/helpers.h"
 
@@ -157,4 +160,41 @@ TEST_CASE("bf16 autocast: a small GPT trains as it does in f32") {
     CHECK(std::abs(bf16_losses.front() - f32_losses.front()) < 0.01);
     CHECK(bf16_losses.back() < f32_losses.front() - 1.0);  // it learns the batch
     CHECK(std::abs(bf16_losses.back() - f32_losses.back()) < 0.05 * f32_losses.back() + 0.02);
+}
+
+TEST_CASE("bf16 autocast: LoRA under it trains the adapters and leaves every frozen weight's bits") {
+    auto gpt = std::make_shared<models::GPT>(models::GPTConfig::gpt2(64, 32, 32, 2, 4), 2);
+    peft::LoraConfig lc;
+    lc.r = 4, lc.lora_alpha = 8, lc.target_modules = {"c_attn"};
+    peft::PeftModel pm(gpt, lc, "default", 3, "gpt2");
+    std::vector<std::pair<std::string, Tensor>> frozen, trained;
+    for (const auto& [name, p] : gpt->named_parameters())
+        (p.requires_grad() ? trained : frozen).push_back({name, raw::clone(p)});
+    REQUIRE(trained.size() == 4);  // lora_A and lora_B of two layers
+    std::vector<Tensor> params;
+    for (Tensor& p : gpt->parameters())
+        if (p.requires_grad()) params.push_back(p);
+    nn::AdamW opt(params, nn::AdamWOptions{});
+    Generator id_gen(17);
+    Tensor ids = randint(0, 64, {2, 9}, id_gen);
+    for (int step = 0; step < 3; ++step) {
+        opt.zero_grad();
+        Tensor loss;
+        {
+            nn::Bf16Autocast autocast;
+            loss = nn::cross_entropy(gpt->forward_ids(ids).reshape({-1, 64}), raw::contiguous(ids).reshape({-1}));
+        }
+        loss.backward();
+        opt.step();
+    }
+    std::map<std::string, Tensor> now;
+    for (const auto& [name, p] : gpt->named_parameters()) now[name] = p;
+    for (const auto& [name, before] : frozen) {
+        CAPTURE(name);
+        CHECK(bit_equal(now[name], before));
+    }
+    for (const auto& [name, before] : trained) {
+        CAPTURE(name);
+        CHECK(max_abs_diff(now[name], before) > 0);
+    }
 }
