@@ -205,6 +205,20 @@ TEST_CASE("quant: forward kernels equal the dequantized product (matvec, small b
             }
 }
 
+TEST_CASE("quant: the forward GEMM's packing: depths not a multiple of 8, partial panels, both builds") {
+    // INT4 groups of 4 over 36 inputs: each packed slab is 36 deep, four 8 x 8 transposes and a
+    // tail of 4; 40 outputs end in a partial panel of 8 in both builds (NR 32 or 16).
+    for (bool avx512 : {true, false}) {
+        CAPTURE(avx512);
+        cpu::allow_avx512_quant(avx512);
+        Tensor w = seeded_normal({40, 36}, 17);
+        QuantizedWeight q = quantize_int4(w, 4);
+        Tensor x = seeded_normal({20, 36}, 18);
+        CHECK(max_rel(raw::quant_matmul(x, q), reference_forward(x, q)) < 1e-5);
+        cpu::allow_avx512_quant(true);
+    }
+}
+
 TEST_CASE("quant: the matvec's paths: whole runs of codes a step, groups without them, long rows") {
     // A run is 32 codes with AVX-512 and 16 with AVX2: groups of 96 are whole runs in both builds,
     // 16 and 48 in the AVX2 one only, and 8 and 24 in neither (the general path).

@@ -337,6 +337,7 @@ static_assert(NR % 2 == 0, "packing decodes runs of NR codes that start on a byt
 
 // Forward, B = W^T (K = in, N = out): panel p holds B[k][j] = W[j0 + p*NR + c][k0 + k] for each k
 // and c. Each W row's run of kc codes is decoded into a scratch row, then interleaved.
+static_assert(NR % 8 == 0, "the forward's packing transposes 8 x 8 blocks");
 void pack_b_transposed(const QuantView& v, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
                        float* packed) {
     static thread_local std::vector<float> rows;
@@ -344,7 +345,13 @@ void pack_b_transposed(const QuantView& v, int64_t k0, int64_t kc, int64_t j0, i
     for (int64_t p = 0; p < nc; p += NR, packed += NR * kc) {
         const int live = int(std::min<int64_t>(NR, nc - p));
         for (int c = 0; c < live; ++c) decode_run(v, j0 + p + c, k0, kc, rows.data() + c * kc);
-        for (int64_t k = 0; k < kc; ++k) {
+        int64_t k = 0;
+#ifdef EMBER_QUANT_AVX2
+        if (live == NR)  // 8 x 8 blocks transposed in registers, as gemm_blocked.h packs a Linear's weight
+            for (; k + 8 <= kc; k += 8)
+                for (int c = 0; c < NR; c += 8) transpose_8x8(rows.data() + c * kc + k, kc, packed + k * NR + c, NR);
+#endif
+        for (; k < kc; ++k) {
             float* dst = packed + k * NR;
             for (int c = 0; c < live; ++c) dst[c] = rows[size_t(c * kc + k)];
             for (int c = live; c < NR; ++c) dst[c] = 0.0f;
