@@ -129,13 +129,13 @@ public:
     const MomentStorage moments;
 
 protected:
+    std::pair<Shape, DType> state_layout(const std::string& name, const Tensor& p) const override;
+
+private:
     bool pages(const Tensor& p) const { return moments.paged && p.numel() >= moments.min_paged_numel; }
     bool eight_bit(const Tensor& p) const {
         return moments.bits == 8 && p.dtype() == DType::F32 && p.numel() >= moments.min_8bit_numel;
     }
-    std::pair<Shape, DType> state_layout(const std::string& name, const Tensor& p) const override;
-
-private:
     std::vector<std::string> state_names(const Tensor& p) const;
     void init_state(ParamState& st, const Tensor& p) const;
     bool in_paged_memory(const Tensor& p, const std::string& state_name) const;

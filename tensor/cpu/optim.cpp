@@ -40,15 +40,7 @@ struct AdamWRange {
           c(s.hp) {}
 
     void run(int64_t begin, int64_t end) const {
-        for (int64_t i = begin; i < end; ++i) {
-            const T gi = g[i];
-            const T mi = c.b1 * m[i] + c.one_minus_b1 * gi;
-            const T vi = c.b2 * v[i] + c.one_minus_b2 * gi * gi;
-            m[i] = mi;
-            v[i] = vi;
-            const T denom = std::sqrt(vi) * c.inv_sqrt_bc2 + c.eps;
-            w[i] = w[i] * c.decay - c.step_size * (mi / denom);
-        }
+        for (int64_t i = begin; i < end; ++i) c.update(w[i], g[i], m[i], v[i]);
     }
 };
 

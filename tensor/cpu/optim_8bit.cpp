@@ -112,12 +112,9 @@ struct AdamW8bitRange {
         float* wb = w + lo;
         const float* gb = g + lo;
         for (int64_t j = 0; j < len; ++j) {
-            const float gj = gb[j];
-            const float mj = c.b1 * (m[j] * m_scale) + c.one_minus_b1 * gj;
-            const float vj = c.b2 * (v[j] * v_scale) + c.one_minus_b2 * gj * gj;
+            float mj = m[j] * m_scale, vj = v[j] * v_scale;
+            c.update(wb[j], gb[j], mj, vj);
             m[j] = mj, v[j] = vj;
-            const float denom = std::sqrt(vj) * c.inv_sqrt_bc2 + c.eps;
-            wb[j] = wb[j] * c.decay - c.step_size * (mj / denom);
         }
         // The block's maxima as integers, in a loop that vectorizes too: for non-negative floats
         // the bit patterns order like the values.
